@@ -1,0 +1,42 @@
+# geoaudio: `make app` (install, build the demo, start the app) and `make test` (install, run the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PORT   ?= 8501
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.geoaudio-installed
+
+.PHONY: install browser test app demo bench clean-demo
+
+# Creates the virtual environment if it is missing and installs the project with its test tools.
+# Reruns only when pyproject.toml changed.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian's chromium for the browser end-to-end test (playwright drives it; nothing is downloaded
+# by playwright itself). Installed only where we are root and it is missing.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: chromium not found and not root; the browser test will be skipped"; fi; \
+	fi
+
+test: install browser
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/python -m model.demo
+
+app: install demo
+	$(BIN)/streamlit run app/main.py --server.port $(PORT) --server.headless true
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/mapping.py

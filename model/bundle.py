@@ -1,0 +1,297 @@
+"""The model bundle: one folder that holds everything needed to use a trained model.
+
+Layout (see docs/bundle.md):
+- ``bundle.json``: format and version, encoder specs, embedding size, distance, image input,
+  audio front-end, heads (class names and colours ...), provenance;
+- ``weights.safetensors``: every tensor, named by part (``image_encoder.``, ``audio_encoder.``,
+  ``soundscape.``, ``landcover.``);
+- optional files beside them (``gallery.parquet``, ``*.onnx`` ...).
+
+Every consumer loads a bundle with :func:`load`, which validates it and raises
+:class:`BundleError` with one line naming the folder and the problem. Nothing needs pickle.
+Python API::
+
+    b = load("runs/demo/bundle"); enc = b.image_encoder(); z = enc(x)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from model.audio import AudioConfig
+from model.image_input import ImageInput
+
+FORMAT = "geoaudio-bundle"
+FORMAT_VERSION = 1
+META_FILE = "bundle.json"
+WEIGHTS_FILE = "weights.safetensors"
+DISTANCES = ("euclidean", "cosine")
+ENCODER_PARTS = ("image_encoder", "audio_encoder")
+REQUIRED_KEYS = ("format", "format_version", "embedding_dim", "distance", "image_encoder",
+                 "image_input", "heads", "provenance")
+
+
+class BundleError(ValueError):
+    """A folder that is not a usable bundle; the message names it and says what is wrong."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its folder, its metadata and its tensors (NumPy arrays by name)."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.meta["embedding_dim"])
+
+    @property
+    def distance(self) -> str:
+        """"euclidean" (compare raw embeddings by L2 distance) or "cosine" (L2-normalised)."""
+        return str(self.meta["distance"])
+
+    @property
+    def image_input(self) -> ImageInput:
+        return ImageInput.from_dict(self.meta["image_input"])
+
+    @property
+    def audio_config(self) -> AudioConfig:
+        return AudioConfig.from_dict(self.meta["audio"])
+
+    @property
+    def heads(self) -> dict[str, Any]:
+        return self.meta.get("heads", {})
+
+    def has(self, part: str) -> bool:
+        """Whether the bundle holds an encoder or head named ``part``."""
+        return (part in ENCODER_PARTS and part in self.meta) or part in self.heads
+
+    def part_tensors(self, part: str) -> dict[str, np.ndarray]:
+        """Tensors of one part with the ``part.`` prefix removed."""
+        prefix = f"{part}."
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def encoder_spec(self, part: str):
+        from model.encoders import EncoderSpec
+
+        if part not in self.meta:
+            raise BundleError(f"{self.path}: bundle has no {part}")
+        return EncoderSpec.from_dict(self.meta[part])
+
+    def _encoder(self, part: str):
+        import torch
+
+        from model.encoders import build_encoder
+
+        encoder = build_encoder(self.encoder_spec(part))
+        state = {k: torch.from_numpy(np.array(v)) for k, v in self.part_tensors(part).items()}
+        encoder.load_state_dict(state, strict=True)
+        return encoder.eval()
+
+    def image_encoder(self):
+        """The image encoder (a ``model.encoders.ResNetEncoder`` in eval mode)."""
+        return self._encoder("image_encoder")
+
+    def audio_encoder(self):
+        """The audio encoder (1-channel log-mel chunks in, embeddings out), eval mode."""
+        return self._encoder("audio_encoder")
+
+    def content_hash(self) -> str:
+        """sha256 (hex, first 16 digits) of bundle.json and weights.safetensors as stored."""
+        return content_hash(self.path)
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 (hex, first 16 digits) of a bundle's bundle.json and weights.safetensors."""
+    h = hashlib.sha256()
+    for name in (META_FILE, WEIGHTS_FILE):
+        with open(Path(path) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    meta_path = path / META_FILE
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    if not meta_path.is_file():
+        raise BundleError(f"{path}: not a bundle ({META_FILE} missing)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{meta_path}: invalid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path}: not a {FORMAT} file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{meta_path}: format version {meta.get('format_version')} is not supported "
+                          f"(this geoaudio reads version {FORMAT_VERSION})")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise BundleError(f"{meta_path}: missing fields {missing}")
+    if meta["distance"] not in DISTANCES:
+        raise BundleError(f"{meta_path}: distance must be one of {DISTANCES}, got {meta['distance']!r}")
+    return meta
+
+
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{path}: {WEIGHTS_FILE} missing")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BundleError(f"{weights}: unreadable safetensors file ({e})") from None
+
+
+def _check_encoder(path: Path, meta: dict[str, Any], tensors: Mapping[str, np.ndarray], part: str) -> None:
+    from model.encoders import EncoderSpec, EncoderSpecError, infer_spec
+
+    try:
+        declared = EncoderSpec.from_dict(meta[part])
+    except (TypeError, ValueError, KeyError) as e:
+        raise BundleError(f"{path}: {part} spec in {META_FILE} is invalid ({e})") from None
+    prefix = f"{part}."
+    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not own:
+        raise BundleError(f"{path}: {WEIGHTS_FILE} has no {part} tensors")
+    try:
+        found = infer_spec(own)
+    except EncoderSpecError as e:
+        raise BundleError(f"{path}: {part} tensors are inconsistent ({e})") from None
+    mismatch = [k for k in ("block", "layers", "stem_width", "widths", "in_channels", "embed_dim")
+                if getattr(found, k) != getattr(declared, k)]
+    if mismatch:
+        raise BundleError(f"{path}: {part} tensors do not match {META_FILE} in {', '.join(mismatch)}")
+    if declared.embed_dim != int(meta["embedding_dim"]):
+        raise BundleError(f"{path}: {part} embeds to {declared.embed_dim} dimensions, "
+                          f"bundle says {meta['embedding_dim']}")
+
+
+def _check_heads(path: Path, meta: dict[str, Any], tensors: Mapping[str, np.ndarray]) -> None:
+    for name, head in meta["heads"].items():
+        if not isinstance(head, dict) or not head.get("classes"):
+            raise BundleError(f"{path}: head {name!r} has no class list")
+        if not any(k.startswith(f"{name}.") for k in tensors):
+            raise BundleError(f"{path}: head {name!r} has no tensors in {WEIGHTS_FILE}")
+    sound = meta["heads"].get("soundscape")
+    if sound is not None:
+        protos = tensors.get("soundscape.prototypes")
+        if protos is None or protos.shape != (len(sound["classes"]), int(meta["embedding_dim"])):
+            raise BundleError(f"{path}: soundscape.prototypes must be (classes, embedding_dim)")
+
+
+def load(path: str | os.PathLike) -> Bundle:
+    """Load and validate a bundle folder; :class:`BundleError` says what is wrong in one line."""
+    path = Path(path)
+    meta = _read_meta(path)
+    tensors = _read_tensors(path)
+    for part in ENCODER_PARTS:
+        if part in meta:
+            _check_encoder(path, meta, tensors, part)
+    try:
+        ImageInput.from_dict(meta["image_input"])
+        if "audio" in meta:
+            AudioConfig.from_dict(meta["audio"])
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{path}: invalid input description in {META_FILE} ({e})") from None
+    _check_heads(path, meta, tensors)
+    return Bundle(path=path, meta=meta, tensors=tensors)
+
+
+def make_meta(
+    *,
+    image_spec,
+    audio_spec=None,
+    distance: str,
+    image_input: ImageInput,
+    audio_config: AudioConfig | None = None,
+    provenance: dict[str, Any] | None = None,
+    heads: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble a bundle.json dictionary from its parts (specs are ``model.encoders.EncoderSpec``)."""
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "embedding_dim": int(image_spec.embed_dim),
+        "distance": distance,
+        "image_encoder": image_spec.to_dict(),
+        "image_input": image_input.to_dict(),
+        "heads": heads or {},
+        "provenance": provenance or {},
+    }
+    if audio_spec is not None:
+        meta["audio_encoder"] = audio_spec.to_dict()
+        meta["audio"] = (audio_config or AudioConfig()).to_dict()
+    return meta
+
+
+def _as_numpy(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in tensors.items():
+        if hasattr(v, "detach"):
+            v = v.detach().cpu().contiguous().numpy()
+        v = np.asarray(v)
+        out[k] = v if v.flags.c_contiguous else v.copy()  # keeps 0-d scalars 0-d
+    return out
+
+
+def _write_atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(path: str | os.PathLike, meta: dict[str, Any], tensors: Mapping[str, Any],
+         overwrite: bool = False) -> Bundle:
+    """Write (or update) a bundle folder atomically and return it loaded.
+
+    A new bundle is written to a temporary sibling folder and renamed into place, so a killed
+    process leaves either no bundle or a whole one. Updating an existing bundle (``overwrite``)
+    replaces bundle.json and weights.safetensors one file at a time with atomic renames; other
+    files in the folder (gallery, ONNX) stay.
+    """
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    arrays = _as_numpy(tensors)
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    if path.exists() and not overwrite:
+        raise BundleError(f"{path}: already exists (pass overwrite=True to replace it)")
+    if path.exists():
+        _write_atomic(path / WEIGHTS_FILE, lambda tmp: save_file(arrays, tmp))
+        _write_atomic(path / META_FILE, lambda tmp: Path(tmp).write_text(text))
+        return load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(arrays, str(staging / WEIGHTS_FILE))
+        (staging / META_FILE).write_text(text)
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load(path)
+
+
+def encoder_tensors(part: str, module) -> dict[str, Any]:
+    """A module's state dict under a part prefix, e.g. ``image_encoder.conv1.weight``."""
+    return {f"{part}.{k}": v for k, v in module.state_dict().items()}

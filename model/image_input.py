@@ -1,0 +1,69 @@
+"""What the image encoder expects: tile size, ground sample distance, bands and normalisation.
+
+A tile of ``tile_size`` x ``tile_size`` pixels at ``gsd`` metres per pixel covers
+``tile_size * gsd`` metres on the ground. Pixels are 8-bit RGB; the encoder sees
+``x = (p / 255 - mean) / std`` per band.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The image input a bundle's encoder was trained on.
+
+    tile_size: pixels; gsd: metres per pixel; bands: band names in input order; mean, std: per
+    band, on the [0, 1] scale; note: free text on how training tiles were made.
+    """
+
+    tile_size: int = 192
+    gsd: float = 0.5
+    bands: tuple[str, ...] = ("red", "green", "blue")
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.tile_size <= 0 or self.gsd <= 0:
+            raise ValueError(f"tile_size and gsd must be positive, got {self.tile_size} px, {self.gsd} m")
+        if not (len(self.bands) == len(self.mean) == len(self.std)):
+            raise ValueError("bands, mean and std must have the same length")
+
+    @property
+    def footprint_m(self) -> float:
+        """Side of one tile on the ground in metres: tile_size * gsd."""
+        return self.tile_size * self.gsd
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("bands", "mean", "std"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ImageInput":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown image input fields: {sorted(unknown)}")
+        d = dict(d)
+        for k in ("bands", "mean", "std"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def normalise(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 tiles (N, H, W, C) -> float32 (N, C, H, W): (p / 255 - mean) / std."""
+        if tiles.ndim != 4 or tiles.shape[-1] != len(self.bands):
+            raise ValueError(f"expected tiles of shape (N, H, W, {len(self.bands)}), got {tiles.shape}")
+        mean = np.asarray(self.mean, dtype=np.float32) * 255.0
+        scale = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
+        x = (tiles.astype(np.float32) - mean) * scale
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -1,0 +1,195 @@
+"""Importing the published SoundingEarth checkpoints, built here from the published tensor layout.
+
+The reference network below is written from ../shared/reference/soundingearth-checkpoints.md with
+torchvision's own blocks, independently of model/encoders.py, so that the converted bundle is
+checked against the network definition the document describes.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from model import bundle as bundle_mod
+from model.import_soundingearth import CheckpointError, convert
+
+from .conftest import ROOT, SHARED_DATA
+
+LAYOUT = SHARED_DATA.parent / "reference" / "soundingearth-checkpoint-layout.json"
+VARIANTS = ["image_encoder_ResNet18_audio_encoder_ResNet18", "image_encoder_ResNet50_audio_encoder_ResNet18"]
+
+
+class ReferenceResNet(nn.Module):
+    """The document's network: 7x7/2 stem of 32 channels, max-pool, stages of planes
+    64/182/256/512, and a 1x1 Conv2d head with bias."""
+
+    def __init__(self, block, layers, in_channels, stem=32, planes=(64, 182, 256, 512), dim=128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, stem, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes = stem
+        for i, (n, p) in enumerate(zip(layers, planes)):
+            stride = 1 if i == 0 else 2
+            blocks = []
+            for j in range(n):
+                down = None
+                if j == 0 and (stride != 1 or inplanes != p * block.expansion):
+                    down = nn.Sequential(nn.Conv2d(inplanes, p * block.expansion, 1, stride, bias=False),
+                                         nn.BatchNorm2d(p * block.expansion))
+                blocks.append(block(inplanes, p, stride if j == 0 else 1, down))
+                inplanes = p * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Conv2d(inplanes, dim, 1, bias=True)
+
+    def feature_map(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class ReferenceImage(ReferenceResNet):
+    def forward(self, x):  # fc on the feature map, then the mean over all positions
+        return self.fc(self.feature_map(x)).mean(dim=(2, 3))
+
+
+class ReferenceAudio(ReferenceResNet):
+    def forward(self, x):  # global average pool, then fc
+        return self.fc(self.feature_map(x).mean(dim=(2, 3), keepdim=True))[:, :, 0, 0]
+
+
+class Wrapper(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.module_list = nn.ModuleList([net])
+
+
+class ReferenceModel(nn.Module):
+    def __init__(self, variant):
+        super().__init__()
+        img = (Bottleneck, [3, 4, 6, 3]) if "ResNet50" in variant.split("_audio")[0] else (BasicBlock, [2, 2, 2, 2])
+        self.img_encoder = Wrapper(ReferenceImage(*img, in_channels=3))
+        self.snd_encoder = Wrapper(ReferenceAudio(BasicBlock, [2, 2, 2, 2], in_channels=1))
+
+
+def random_state(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with every tensor name and shape of the published layout, random values."""
+    layout = json.loads(LAYOUT.read_text())[variant]
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in layout.items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(100)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g) + 0.5
+        elif name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+            state[name] = torch.rand(shape, generator=g) * 0.5 + 0.5
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            state[name] = torch.randn(shape, generator=g) / np.sqrt(fan_in)
+    return state
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def imported(request, tmp_path_factory):
+    variant = request.param
+    tmp = tmp_path_factory.mktemp(variant[:20])
+    state = random_state(variant)
+    ckpt = tmp / "model.pt"
+    torch.save(state, ckpt)
+    reference = ReferenceModel(variant)
+    reference.load_state_dict(state, strict=True)  # the layout is exactly the documented network
+    bundle = convert(ckpt, tmp / "bundle")
+    return variant, reference.eval(), bundle_mod.load(bundle.path)
+
+
+def test_architecture_is_inferred_from_shapes(imported):
+    variant, _, bundle = imported
+    spec = bundle.encoder_spec("image_encoder")
+    assert spec.stem_width == 32 and tuple(spec.widths) == (64, 182, 256, 512)
+    assert spec.block == ("bottleneck" if "ResNet50_audio" in variant else "basic")
+    audio = bundle.encoder_spec("audio_encoder")
+    assert audio.in_channels == 1 and audio.block == "basic" and audio.embed_dim == 128
+    assert bundle.distance == "euclidean" and bundle.image_input.tile_size == 192
+    assert bundle.audio_config.level_encoding == "soundingearth"
+    assert "384 px centre crop of 1024 px" in bundle.image_input.note
+
+
+def test_embeddings_equal_the_reference_network(imported):
+    _, reference, bundle = imported
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 192, 192)
+    chunks = torch.randn(4, 1, 128, 128)
+    with torch.no_grad():
+        want_img = reference.img_encoder.module_list[0](images)
+        want_snd = reference.snd_encoder.module_list[0](chunks)
+        got_img = bundle.image_encoder()(images)
+        got_snd = bundle.audio_encoder()(chunks)
+    assert got_img.shape == (3, 128) and got_snd.shape == (4, 128)
+    assert torch.isfinite(got_img).all() and torch.isfinite(got_snd).all()
+    for got, want in ((got_img, want_img), (got_snd, want_snd)):
+        rel = (got - want).norm() / want.norm()
+        assert rel < 1e-5
+
+
+def test_head_then_mean_equals_mean_then_head():
+    net = ReferenceImage(BasicBlock, [2, 2, 2, 2], in_channels=3).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        f = net.feature_map(x)
+        head_then_mean = net.fc(f).mean(dim=(2, 3))
+        mean_then_head = net.fc(f.mean(dim=(2, 3), keepdim=True))[:, :, 0, 0]
+    torch.testing.assert_close(head_then_mean, mean_then_head, rtol=1e-5, atol=1e-6)
+
+
+def _checkpoint(tmp_path, state) -> str:
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.pop("img_encoder.module_list.0.layer2.0.conv1.weight"), "image encoder"),
+    (lambda s: s.update({"snd_encoder.module_list.0.fc.weight": torch.zeros(64, 512, 1, 1),
+                         "snd_encoder.module_list.0.fc.bias": torch.zeros(64)}), "differ in size"),
+    (lambda s: s.__setitem__("img_encoder.module_list.1.weight", torch.zeros(3)), "unexpected encoder tensor"),
+    (lambda s: s.__setitem__("img_encoder.module_list.0.layer1.0.bn1.weight", torch.zeros(7)), "shape"),
+    (lambda s: [s.pop(k) for k in list(s) if k.startswith("snd_encoder")], "no audio encoder"),
+])
+def test_bad_checkpoints_get_one_line_errors_and_write_nothing(tmp_path, damage, message):
+    state = random_state(VARIANTS[0])
+    damage(state)
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match=message) as info:
+        convert(_checkpoint(tmp_path, state), out)
+    assert "\n" not in str(info.value) and "bad.pt" in str(info.value)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.pt"]
+
+
+class NotATensor:
+    pass
+
+
+def test_a_pickle_that_needs_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": NotATensor()}, path)
+    with pytest.raises(CheckpointError, match="would need to run code"):
+        convert(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line(tmp_path):
+    ckpt = _checkpoint(tmp_path, random_state(VARIANTS[0]))
+    ok = subprocess.run([sys.executable, "-m", "model.import_soundingearth", ckpt, "--out", str(tmp_path / "b")],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "stem 32" in ok.stdout and (tmp_path / "b" / "bundle.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "model.import_soundingearth", str(tmp_path / "missing.pt"),
+                          "--out", str(tmp_path / "c")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing.pt" in bad.stderr
