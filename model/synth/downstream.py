@@ -1,0 +1,197 @@
+"""Labelled datasets for the fine-tuning tasks, drawn from the same synthetic world as the pairs.
+
+Three layouts, each mimicking a public dataset:
+
+- ``classify`` (like UC Merced): ``<out>/<class>/<class>_00012.jpg``; each image is a place where
+  one class covers at least ``threshold`` (default 0.8) of the image footprint;
+- ``deepglobe`` (like DeepGlobe Land Cover): ``<out>/train/{id}_sat.jpg`` + ``{id}_mask.png`` with
+  the DeepGlobe colour code; with ``split``: ``training_data/{images,masks}/`` and
+  ``test_data/{images,masks}/`` instead. About UNKNOWN_PROBABILITY of the tiles carry a cloud,
+  labelled with DeepGlobe's "unknown" colour (0, 0, 0) where its opacity exceeds 0.5;
+- ``advance`` (like ADVANCE): ``vision/<class>/{id}.jpg`` and ``sound/<class>/{id}.wav`` (16-bit
+  PCM, 22,050 Hz mono), places where one class covers at least ``threshold`` (default 0.7) of the
+  96 m square around the recording point, so it dominates what is heard.
+
+``samples`` counts images in all; class-labelled layouts spread them evenly over the six classes
+(the first ``samples % 6`` classes get one more). Image ``i`` draws its randomness from
+``SeedSequence(seed, spawn_key=(stream, i))``, so outputs do not depend on the number of workers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.synth.errors import SynthError
+from model.synth.files import prepare_dir, write_audio, write_jpeg, write_png
+from model.synth.noise import fbm_grid, make_key
+from model.synth.pairs import KEY_OFFSET, check_common, check_duration, sample_rng
+from model.synth.parallel import run_jobs
+from model.synth.place import PAIR_GSD, dominated_positions, random_positions, render_place
+from model.synth.sounds import SAMPLE_RATE, soundscape
+from model.synth.world import CLASSES, DEEPGLOBE_COLOURS, N_CLASSES, SOUND_SIGMA_M, World
+
+UNKNOWN_PROBABILITY = 0.15
+UNKNOWN_ID = len(DEEPGLOBE_COLOURS) - 1
+_STREAM_POSITIONS, _STREAM_CLASSIFY, _STREAM_DEEPGLOBE, _STREAM_ADVANCE = 10, 11, 12, 13
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One labelled place to render: where, how big, which random stream, and where it goes."""
+
+    seed: int
+    stream: int
+    index: int
+    x: float
+    y: float
+    size: int
+    gsd: float
+    image_path: Path
+    extra_path: Path | None = None  # the mask (deepglobe) or the recording (advance)
+    duration: float = 0.0
+
+
+def class_counts(samples: int) -> list[int]:
+    """Images per class when ``samples`` are spread evenly over the six classes."""
+    return [samples // N_CLASSES + (1 if c < samples % N_CLASSES else 0) for c in range(N_CLASSES)]
+
+
+def _check_threshold(threshold: float) -> float:
+    if not 0.0 < float(threshold) <= 1.0:
+        raise SynthError(f"--threshold must be in (0, 1], got {threshold}")
+    return float(threshold)
+
+
+def _labelled_positions(world: World, samples: int, side: float, threshold: float, seed: int):
+    """(class id, x, y) per image, classes in order, positions dominated by their class."""
+    rng = sample_rng(seed, 0, stream=_STREAM_POSITIONS)
+    out = []
+    for c, count in enumerate(class_counts(samples)):
+        if count == 0:
+            continue
+        try:
+            xs, ys = dominated_positions(world, c, count, side, threshold, rng)
+        except ValueError as e:
+            raise SynthError(f"{CLASSES[c]}: {e}") from None
+        out.extend((c, float(x), float(y)) for x, y in zip(xs, ys))
+    return out
+
+
+def _write_class_image(job: ImageJob) -> None:
+    rng = sample_rng(job.seed, job.index, stream=job.stream)
+    place = render_place(World(job.seed), job.x, job.y, job.size, job.gsd, rng)
+    write_jpeg(place.image, job.image_path)
+
+
+def write_classify(
+    out_dir: str | os.PathLike, samples: int, size: int = 256, seed: int = 0, gsd: float = PAIR_GSD,
+    threshold: float = 0.8, workers: int | None = None, progress: bool = True,
+) -> Path:
+    """Write a UC Merced-like scene-classification set of ``samples`` images; return the folder."""
+    check_common(samples, size, gsd)
+    threshold = _check_threshold(threshold)
+    out = prepare_dir(out_dir)
+    world = World(seed)
+    jobs = []
+    counters = [0] * N_CLASSES
+    for i, (c, x, y) in enumerate(_labelled_positions(world, int(samples), size * gsd, threshold, seed)):
+        folder = out / CLASSES[c]
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{CLASSES[c]}_{counters[c]:05d}.jpg"
+        counters[c] += 1
+        jobs.append(ImageJob(seed, _STREAM_CLASSIFY, i, x, y, int(size), float(gsd), path))
+    run_jobs(_write_class_image, jobs, workers, "classify", progress)
+    return out
+
+
+def add_cloud(image: np.ndarray, mask: np.ndarray, world: World, x: float, y: float, gsd: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a cloud over a tile; label it unknown where its opacity exceeds 0.5.
+
+    opacity = clip((n - t) / 0.06, 0, 1), n a 60 m fractal noise, t uniform in 0.5..0.62;
+    pixel = (1 - opacity) pixel + opacity 236.
+    """
+    h, w = mask.shape
+    xs = x - w * gsd / 2.0 + (np.arange(w) + 0.5) * gsd
+    ys = y + h * gsd / 2.0 - (np.arange(h) + 0.5) * gsd
+    noise = fbm_grid(xs, ys, 60.0, make_key(int(rng.integers(1 << 31)), 7), octaves=3)
+    opacity = np.clip((noise - rng.uniform(0.5, 0.62)) / 0.06, 0.0, 1.0)
+    cloudy = image * (1.0 - opacity[..., None]) + 236.0 * opacity[..., None]
+    return cloudy.astype(np.uint8), np.where(opacity > 0.5, UNKNOWN_ID, mask).astype(np.uint8)
+
+
+def _write_deepglobe_tile(job: ImageJob) -> None:
+    rng = sample_rng(job.seed, job.index, stream=job.stream)
+    world = World(job.seed)
+    place = render_place(world, job.x, job.y, job.size, job.gsd, rng)
+    image, mask = place.image, place.mask
+    if rng.random() < UNKNOWN_PROBABILITY:
+        image, mask = add_cloud(image, mask, world, job.x, job.y, job.gsd, rng)
+    write_jpeg(image, job.image_path)
+    write_png(np.array(DEEPGLOBE_COLOURS, dtype=np.uint8)[mask], job.extra_path)
+
+
+def write_deepglobe(
+    out_dir: str | os.PathLike, samples: int, size: int = 512, seed: int = 0, split: bool = False,
+    test_fraction: float = 0.2, gsd: float = PAIR_GSD, workers: int | None = None, progress: bool = True,
+) -> Path:
+    """Write a DeepGlobe Land Cover-like segmentation set of ``samples`` tiles; return the folder.
+
+    Without ``split``: ``train/{id}_sat.jpg`` + ``train/{id}_mask.png``. With ``split``: a random
+    ``test_fraction`` of the tiles goes to ``test_data/``, the rest to ``training_data/``.
+    """
+    check_common(samples, size, gsd)
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise SynthError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    out = prepare_dir(out_dir)
+    world = World(seed)
+    rng = sample_rng(seed, 0, stream=_STREAM_POSITIONS)
+    xs, ys = random_positions(world, int(samples), rng)
+    test = set(rng.permutation(int(samples))[: int(round(samples * test_fraction))].tolist()) if split else set()
+    jobs = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        tile_id = KEY_OFFSET + i
+        if split:
+            base = out / ("test_data" if i in test else "training_data")
+            image_dir, mask_dir = base / "images", base / "masks"
+        else:
+            image_dir = mask_dir = out / "train"
+        image_dir.mkdir(parents=True, exist_ok=True)
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        jobs.append(ImageJob(seed, _STREAM_DEEPGLOBE, i, float(x), float(y), int(size), float(gsd),
+                             image_dir / f"{tile_id}_sat.jpg", mask_dir / f"{tile_id}_mask.png"))
+    run_jobs(_write_deepglobe_tile, jobs, workers, "deepglobe", progress)
+    return out
+
+
+def _write_advance_pair(job: ImageJob) -> None:
+    rng = sample_rng(job.seed, job.index, stream=job.stream)
+    place = render_place(World(job.seed), job.x, job.y, job.size, job.gsd, rng)
+    sound = soundscape(place.fractions, job.duration, rng)
+    write_jpeg(place.image, job.image_path)
+    write_audio(sound.waveform, job.extra_path, SAMPLE_RATE)
+
+
+def write_advance(
+    out_dir: str | os.PathLike, samples: int, size: int = 512, seed: int = 0, duration: float = 10.0,
+    gsd: float = PAIR_GSD, threshold: float = 0.7, workers: int | None = None, progress: bool = True,
+) -> Path:
+    """Write an ADVANCE-like audio-visual scene set of ``samples`` image/recording pairs."""
+    check_common(samples, size, gsd)
+    duration = check_duration((duration, duration))[0]
+    threshold = _check_threshold(threshold)
+    out = prepare_dir(out_dir)
+    world = World(seed)
+    jobs = []
+    for i, (c, x, y) in enumerate(_labelled_positions(world, int(samples), 4.0 * SOUND_SIGMA_M, threshold, seed)):
+        vision, sound = out / "vision" / CLASSES[c], out / "sound" / CLASSES[c]
+        vision.mkdir(parents=True, exist_ok=True)
+        sound.mkdir(parents=True, exist_ok=True)
+        jobs.append(ImageJob(seed, _STREAM_ADVANCE, i, x, y, int(size), float(gsd),
+                             vision / f"{i:05d}.jpg", sound / f"{i:05d}.wav", duration))
+    run_jobs(_write_advance_pair, jobs, workers, "advance", progress)
+    return out
+

@@ -1,0 +1,6 @@
+"""The one error the synthetic-world writers raise on bad input."""
+from __future__ import annotations
+
+
+class SynthError(ValueError):
+    """Bad input to a synthetic-world writer; the message names the path or option and the problem."""
