@@ -91,9 +91,10 @@ class Bundle:
     def _encoder(self, part: str):
         import torch
 
-        from model.encoders import build_encoder
+        from model.encoders import AudioEncoder, ResNetEncoder
 
-        encoder = build_encoder(self.encoder_spec(part))
+        kind = AudioEncoder if part == "audio_encoder" else ResNetEncoder
+        encoder = kind(self.encoder_spec(part))
         state = {k: torch.from_numpy(np.array(v)) for k, v in self.part_tensors(part).items()}
         encoder.load_state_dict(state, strict=True)
         return encoder.eval()
@@ -295,3 +296,11 @@ def save(path: str | os.PathLike, meta: dict[str, Any], tensors: Mapping[str, An
 def encoder_tensors(part: str, module) -> dict[str, Any]:
     """A module's state dict under a part prefix, e.g. ``image_encoder.conv1.weight``."""
     return {f"{part}.{k}": v for k, v in module.state_dict().items()}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from model.merge import main
+
+    sys.exit(main())

@@ -1,8 +1,9 @@
 """Importing the published SoundingEarth checkpoints, built here from the published tensor layout.
 
-The reference network below is written from ../shared/reference/soundingearth-checkpoints.md with
-torchvision's own blocks, independently of model/encoders.py, so that the converted bundle is
-checked against the network definition the document describes.
+The reference network (model/reference_net.py) is written from
+../shared/reference/soundingearth-checkpoints.md with torchvision's own blocks, independently of
+model/encoders.py, so that the converted bundle is checked against the network definition the
+document describes.
 """
 from __future__ import annotations
 
@@ -13,69 +14,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock
 
 from model import bundle as bundle_mod
 from model.import_soundingearth import CheckpointError, convert
+from model.reference_net import ReferenceImageEncoder, ReferenceModel
 
 from .conftest import ROOT, SHARED_DATA
 
 LAYOUT = SHARED_DATA.parent / "reference" / "soundingearth-checkpoint-layout.json"
 VARIANTS = ["image_encoder_ResNet18_audio_encoder_ResNet18", "image_encoder_ResNet50_audio_encoder_ResNet18"]
-
-
-class ReferenceResNet(nn.Module):
-    """The document's network: 7x7/2 stem of 32 channels, max-pool, stages of planes
-    64/182/256/512, and a 1x1 Conv2d head with bias."""
-
-    def __init__(self, block, layers, in_channels, stem=32, planes=(64, 182, 256, 512), dim=128):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, stem, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        inplanes = stem
-        for i, (n, p) in enumerate(zip(layers, planes)):
-            stride = 1 if i == 0 else 2
-            blocks = []
-            for j in range(n):
-                down = None
-                if j == 0 and (stride != 1 or inplanes != p * block.expansion):
-                    down = nn.Sequential(nn.Conv2d(inplanes, p * block.expansion, 1, stride, bias=False),
-                                         nn.BatchNorm2d(p * block.expansion))
-                blocks.append(block(inplanes, p, stride if j == 0 else 1, down))
-                inplanes = p * block.expansion
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Conv2d(inplanes, dim, 1, bias=True)
-
-    def feature_map(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-
-class ReferenceImage(ReferenceResNet):
-    def forward(self, x):  # fc on the feature map, then the mean over all positions
-        return self.fc(self.feature_map(x)).mean(dim=(2, 3))
-
-
-class ReferenceAudio(ReferenceResNet):
-    def forward(self, x):  # global average pool, then fc
-        return self.fc(self.feature_map(x).mean(dim=(2, 3), keepdim=True))[:, :, 0, 0]
-
-
-class Wrapper(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.module_list = nn.ModuleList([net])
-
-
-class ReferenceModel(nn.Module):
-    def __init__(self, variant):
-        super().__init__()
-        img = (Bottleneck, [3, 4, 6, 3]) if "ResNet50" in variant.split("_audio")[0] else (BasicBlock, [2, 2, 2, 2])
-        self.img_encoder = Wrapper(ReferenceImage(*img, in_channels=3))
-        self.snd_encoder = Wrapper(ReferenceAudio(BasicBlock, [2, 2, 2, 2], in_channels=1))
 
 
 def random_state(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -103,7 +51,7 @@ def imported(request, tmp_path_factory):
     state = random_state(variant)
     ckpt = tmp / "model.pt"
     torch.save(state, ckpt)
-    reference = ReferenceModel(variant)
+    reference = ReferenceModel(50 if "ResNet50_audio" in variant else 18)
     reference.load_state_dict(state, strict=True)  # the layout is exactly the documented network
     bundle = convert(ckpt, tmp / "bundle")
     return variant, reference.eval(), bundle_mod.load(bundle.path)
@@ -139,7 +87,7 @@ def test_embeddings_equal_the_reference_network(imported):
 
 
 def test_head_then_mean_equals_mean_then_head():
-    net = ReferenceImage(BasicBlock, [2, 2, 2, 2], in_channels=3).eval()
+    net = ReferenceImageEncoder(BasicBlock, [2, 2, 2, 2], in_channels=3).eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         f = net.feature_map(x)

@@ -1,0 +1,30 @@
+"""Batching SoundingEarth samples whose recordings have different numbers of audio chunks."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge samples from :class:`SoundingEarthDataset` into one batch.
+
+    Returns ``image`` (B, 3, S, S); ``audio`` (sum of n_i, 1, n_mels, frames), the chunks of all
+    recordings concatenated in sample order; ``counts`` the list [n_1, ..., n_B] of chunks per
+    recording (so ``AudioEncoder.embed_recordings(audio, counts)`` gives one embedding per
+    sample); ``key`` int64 (B,); ``location`` (B, 2) lon/lat degrees; ``dominant`` a list of
+    class names when every sample has one.
+    """
+    if not samples:
+        raise ValueError("collate: empty batch")
+    batch: dict[str, Any] = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "audio": torch.cat([s["audio"] for s in samples]),
+        "counts": [int(s["audio"].shape[0]) for s in samples],
+        "key": torch.tensor([int(s["key"]) for s in samples], dtype=torch.long),
+        "location": torch.stack([s["location"] for s in samples]),
+    }
+    if all("dominant" in s for s in samples):
+        batch["dominant"] = [s["dominant"] for s in samples]
+    return batch

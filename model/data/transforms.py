@@ -1,0 +1,154 @@
+"""Image preprocessing and augmentation, as the reference fed the published SoundingEarth models.
+
+All transforms take a uint8 ``(3, L, L)`` tensor holding a centred square *region* of the tile
+(see :func:`centre_region`) and return a float32 ``(3, S, S)`` tensor normalised with the
+ImageNet statistics: ``x = (p / 255 - mean) / std`` per channel.
+
+- Evaluation (:class:`EvalTransform`): the region is the centre ``crop`` fraction of the tile side
+  (384 / 1024 = 0.375 for the published models), resized to ``S`` (192) px with antialiased bilinear
+  interpolation.
+- Training (:class:`TrainAugment`): the region is the centre ``train_crop`` fraction (512 / 1024);
+  a random resized crop covering 50-100 % of its area (aspect ratio 3/4-4/3) is resized to ``S``,
+  then a random dihedral transform (90-degree rotation and flip), a small random rotation with
+  enough zoom that no empty corners appear, and light colour jitter.
+
+Random draws come from an explicit ``np.random.Generator`` so that results are reproducible.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from model.data.errors import DatasetError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP = 384 / 1024  # fraction of the tile side fed to the published models at evaluation
+TRAIN_CROP = 512 / 1024  # fraction of the tile side the reference drew training crops from
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Decode an image file as a uint8 RGB tensor (3, H, W); DatasetError naming the file if corrupt."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            pixels = np.array(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"{path}: corrupt image ({reason})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def centre_region(image: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The centred square covering ``fraction`` of the shorter side: side = round(fraction * min(H, W)) px."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
+    h, w = image.shape[-2:]
+    side = max(1, round(fraction * min(h, w)))
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[..., top:top + side, left:left + side]
+
+
+def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize to ``size`` x ``size`` px (antialiased bilinear); a no-op when already that size."""
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    return F.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels p (or [0, 1] floats x = p / 255) -> float32 ``(x - mean) / std``, ImageNet statistics.
+
+    Computed as ``p * (1 / (255 std)) - mean / std``: one conversion and two in-place operations.
+    """
+    unit = 255.0 if image.dtype == torch.uint8 else 1.0
+    return image.to(torch.float32, copy=True).mul_(1.0 / (unit * _STD)).sub_(_MEAN / _STD)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Deterministic evaluation preprocessing: resize the region to ``size`` px, normalise."""
+
+    size: int = 192
+
+    def __call__(self, region: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        return normalise(resize_square(region, self.size))
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """Training augmentation of a region; parameters drawn from ``rng``.
+
+    scale: range of the crop's area as a fraction of the region's; ratio: range of its aspect
+    ratio (width / height); max_rotation: degrees of extra rotation either way, zoomed by
+    ``|cos a| + |sin a|`` so that the rotated square still fills the frame; brightness, contrast,
+    saturation: maximum relative change (factor drawn from 1 +- value); hue: maximum shift as a
+    fraction of the hue circle.
+    """
+
+    size: int = 192
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    max_rotation: float = 15.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+
+    def __call__(self, region: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
+        rng = rng if rng is not None else np.random.default_rng()
+        image = self.random_resized_crop(region, rng)
+        image = self.random_dihedral(image, rng)
+        image = self.random_rotation(image, rng)
+        return normalise(self.colour_jitter(image.float() / 255.0, rng))
+
+    def random_resized_crop(self, region: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Crop a random box of area fraction U(scale) and log-uniform aspect ratio, resize to ``size``."""
+        side = region.shape[-1]
+        area = rng.uniform(*self.scale) * side * side
+        aspect = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+        w = min(side, max(1, round(math.sqrt(area * aspect))))
+        h = min(side, max(1, round(math.sqrt(area / aspect))))
+        top = int(rng.integers(0, side - h + 1))
+        left = int(rng.integers(0, side - w + 1))
+        return F.resized_crop(region, top, left, h, w, [self.size, self.size],
+                              interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+    @staticmethod
+    def random_dihedral(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """One of the 8 symmetries of the square: rotate by k * 90 degrees, then maybe flip."""
+        image = torch.rot90(image, int(rng.integers(0, 4)), dims=(-2, -1))
+        return image.flip(-1) if rng.random() < 0.5 else image
+
+    def random_rotation(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Rotate by U(-max_rotation, max_rotation) degrees about the centre, zoomed to fill the frame."""
+        if self.max_rotation <= 0:
+            return image
+        angle = float(rng.uniform(-self.max_rotation, self.max_rotation))
+        zoom = abs(math.cos(math.radians(angle))) + abs(math.sin(math.radians(angle)))
+        return F.affine(image, angle=angle, translate=[0, 0], scale=zoom, shear=[0.0, 0.0],
+                        interpolation=InterpolationMode.BILINEAR)
+
+    def colour_jitter(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """Brightness, contrast, saturation factors from U(1 - value, 1 + value), hue shift U(-hue, hue)."""
+        image = F.adjust_brightness(image, float(rng.uniform(1 - self.brightness, 1 + self.brightness)))
+        image = F.adjust_contrast(image, float(rng.uniform(1 - self.contrast, 1 + self.contrast)))
+        image = F.adjust_saturation(image, float(rng.uniform(1 - self.saturation, 1 + self.saturation)))
+        if self.hue > 0:
+            image = F.adjust_hue(image, float(rng.uniform(-self.hue, self.hue)))
+        return image.clamp_(0.0, 1.0)

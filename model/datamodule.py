@@ -1,0 +1,44 @@
+"""Lightning DataModule for SoundingEarth-format folders (train / validation / test by key)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from model.data import SoundingEarthDataset, collate
+
+
+class SoundingEarthDataModule(L.LightningDataModule):
+    """Training batches: augmented images and one random audio chunk per recording.
+    Validation batches: evaluation transform and one random (seeded) chunk, so that validation
+    loss is comparable between epochs and with the training loss."""
+
+    def __init__(self, root: str | Path, batch_size: int = 32, num_workers: int = 2, image_size: int = 192,
+                 crop: float = 0.375, audio_source: str = "spectrogram", augment: bool = True,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.common = dict(image_size=image_size, crop=crop, audio_source=audio_source, seed=seed)
+        self.augment = augment
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = SoundingEarthDataset(self.root, split="train", augment=self.augment,
+                                              random_audio_chunk=True, **self.common)
+        self.val_set = SoundingEarthDataset(self.root, split="val", augment=False,
+                                            random_audio_chunk=True, **self.common)
+
+    def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
+                          num_workers=self.num_workers, collate_fn=collate,
+                          persistent_workers=self.num_workers > 0, pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        # a full batch of negatives at every step: the last, smaller batch is dropped
+        drop = len(self.train_set) > self.batch_size
+        return self._loader(self.train_set, shuffle=True, drop_last=drop)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False, drop_last=False)

@@ -1,0 +1,58 @@
+"""Embed a SoundingEarth-format folder with a bundle's encoders (evaluation, gallery, probes).
+
+Images use the evaluation transform (centre crop, resize to the bundle's tile size); each
+recording is embedded from all of its chunks, averaged (``AudioEncoder.embed_recordings``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+
+@dataclass
+class Embedded:
+    """Embeddings of N pairs: image (N, D), audio (N, D), keys (N,), locations (N, 2) lon/lat
+    degrees, dominant class names (N,) or empty strings."""
+
+    image: np.ndarray
+    audio: np.ndarray
+    keys: np.ndarray
+    locations: np.ndarray
+    dominant: list[str]
+
+
+@torch.no_grad()
+def embed_folder(bundle, root: str | Path, split: str = "test", audio_source: str = "spectrogram",
+                 batch_size: int = 32, num_workers: int = 0, crop: float = 0.375,
+                 images: bool = True, progress: bool = True) -> Embedded:
+    """Embed every pair of ``split`` in ``root`` with ``bundle`` (a loaded model.bundle.Bundle)."""
+    from model.data import SoundingEarthDataset, collate
+
+    dataset = SoundingEarthDataset(root, split=split, audio_source=audio_source,
+                                   image_size=bundle.image_input.tile_size, crop=crop, augment=False,
+                                   audio_config=bundle.audio_config, random_audio_chunk=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate)
+    image_encoder = bundle.image_encoder() if images else None
+    audio_encoder = bundle.audio_encoder()
+    zi, za, keys, locs, dominant = [], [], [], [], []
+    for batch in tqdm(loader, desc=f"embedding {split}", disable=not progress, unit="batch"):
+        if image_encoder is not None:
+            zi.append(image_encoder(batch["image"]).numpy())
+        za.append(audio_encoder.embed_recordings(batch["audio"], batch["counts"], batch_size=64).numpy())
+        keys.append(batch["key"].numpy())
+        locs.append(batch["location"].numpy())
+        dominant.extend(batch.get("dominant", [""] * len(batch["key"])))
+    dim = bundle.embedding_dim
+    return Embedded(
+        image=np.concatenate(zi) if zi else np.zeros((0, dim), np.float32),
+        audio=np.concatenate(za) if za else np.zeros((0, dim), np.float32),
+        keys=np.concatenate(keys) if keys else np.zeros(0, np.int64),
+        locations=np.concatenate(locs).astype(np.float64) if locs else np.zeros((0, 2)),
+        dominant=dominant,
+    )
