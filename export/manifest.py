@@ -1,0 +1,110 @@
+"""Exported files in a bundle folder: their names, their provenance stamp and the manifests.
+
+File names: ``{graph}.onnx`` (float32), ``{graph}.fp16.onnx``, ``{graph}.int8.onnx`` and
+``{graph}.trt.ep`` (a torch-tensorrt engine), for the graphs of ``export.graphs``.
+
+Every ONNX file carries ``metadata_props`` ``geoaudio.bundle_hash`` (the bundle's content hash,
+``model.bundle.content_hash``), ``geoaudio.graph`` and ``geoaudio.precision``; a file whose hash is
+not the bundle's current hash is *stale* (the weights changed after export) and is not used.
+``onnx.json`` and ``trt.json`` list the files of each kind with their hashes and checks.
+
+This module needs neither torch nor onnxruntime (the ONNX backend reads stamps through it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+HASH_KEY = "geoaudio.bundle_hash"
+GRAPH_KEY = "geoaudio.graph"
+PRECISION_KEY = "geoaudio.precision"
+ONNX_MANIFEST = "onnx.json"
+TRT_MANIFEST = "trt.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def onnx_name(graph: str, precision: str = "fp32") -> str:
+    """``image_encoder.onnx``, ``image_encoder.fp16.onnx``, ``image_encoder.int8.onnx`` ..."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+
+
+def trt_name(graph: str) -> str:
+    """``image_encoder.trt.ep``: a torch-tensorrt compiled ExportedProgram."""
+    return f"{graph}.trt.ep"
+
+
+def onnx_stamp(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict (weights are not loaded)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a broken file
+        raise ValueError(f"{path}: not a readable ONNX file ({str(e).strip().splitlines()[0] if str(e) else e})") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def stamp_model(model, bundle_hash: str, graph: str, precision: str) -> None:
+    """Write the provenance stamp into an ``onnx.ModelProto``'s ``metadata_props`` (in place)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({HASH_KEY: bundle_hash, GRAPH_KEY: graph, PRECISION_KEY: precision})
+    del model.metadata_props[:]
+    for key, value in sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename a finished temporary file into place, readable like any new file (umask applies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, target)
+    return Path(target)
+
+
+def write_atomic(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        publish(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_manifest(folder: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    """A manifest (``onnx.json`` / ``trt.json``) of a bundle folder, or None when absent or broken."""
+    path = Path(folder) / name
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_manifest(folder: str | os.PathLike, name: str, manifest: dict[str, Any]) -> Path:
+    """Write a manifest atomically."""
+    text = json.dumps(manifest, indent=2) + "\n"
+    return write_atomic(Path(folder) / name, lambda tmp: Path(tmp).write_text(text))
+
+
+def merge_entries(old: dict[str, Any] | None, new_entries: list[dict[str, Any]], bundle_hash: str,
+                  folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """This run's entries plus earlier ones for the same bundle hash whose files still exist and
+    were not rewritten now (e.g. INT8 files kept by an export without ``--int8``)."""
+    if not old or old.get("bundle_hash") != bundle_hash:
+        return list(new_entries)
+    written = {e["file"] for e in new_entries}
+    kept = [e for e in old.get("files", []) if isinstance(e, dict) and e.get("file") not in written
+            and (Path(folder) / str(e.get("file"))).is_file()]
+    return kept + list(new_entries)
