@@ -5,7 +5,9 @@ audio-to-image Recall@1/10/100, median rank and the distance in km from each que
 the nearest of its top-10 / top-100 retrieved places (see model/retrieval.py), under the
 bundle's distance. Writes FILE.json, FILE.csv and a recall-curve FILE.png beside it.
 
-Other tasks (e.g. ``advance``) register themselves in ``TASKS``.
+``advance --data DIR --bundle B --out RUN``: the ADVANCE audiovisual scene classification linear
+probe (model/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
+weighted F1 over 5 seeds on a fixed stratified 80/20 split.
 """
 from __future__ import annotations
 
@@ -95,7 +97,13 @@ def _add_retrieval(sub) -> None:
     p.set_defaults(func=retrieval)
 
 
-TASKS: list[Callable] = [_add_retrieval]
+def _add_advance(sub) -> None:
+    from model.advance import add_parser
+
+    add_parser(sub)
+
+
+TASKS: list[Callable] = [_add_retrieval, _add_advance]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,233 @@
+"""``python -m model.finetune classify|segment``: fine-tune a pretrained image encoder on a labelled set.
+
+``classify --data DIR --init INIT --epochs N --out RUN``: scene classification on a
+folder-per-class dataset (UC Merced, AID, NWPU-RESISC45: ``DIR/<class>/*.{tif,jpg,png}``); a
+stratified train/test split drawn with ``--split-seed`` (``--test-ratio`` of each class in test);
+the ResNet backbone plus a linear head (``--freeze``: the head alone). Writes ``RUN/metrics.json``
+(accuracy, per-class accuracy, confusion), ``RUN/confusion.png`` and ``RUN/logs/``.
+
+``segment --data DIR --init INIT --epochs N --out RUN``: DeepLabV3+ land-cover segmentation on the
+DeepGlobe Land Cover layout (``train/{id}_sat.jpg`` + ``{id}_mask.png``, or ``training_data/`` +
+``test_data/`` with ``images/`` and ``masks/``); random ``--crop-size`` crops for training, a
+sliding window over whole tiles for testing. Writes ``RUN/metrics.json`` (overall accuracy, mIoU
+and per-class IoU, "unknown" excluded), ``RUN/logs/`` and ``RUN/bundle`` (the fine-tuned image
+encoder with the ``landcover`` head; an init bundle's audio encoder comes along).
+
+``--init`` is ``random``, a bundle folder, a run folder holding ``bundle/`` (model.pretrain,
+model.baselines), or a torchvision-format ``.pth``/``.safetensors`` weights file (see model/init.py).
+``metrics.json`` records task, dataset (``--name``, default the data folder's name), init label
+(``--label``) and seed, for ``python -m model.report``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from model.cli import fail, run_cli
+
+DEFAULT_SEGMENT_GSD = 0.5  # metres per pixel of DeepGlobe Land Cover tiles
+
+
+def build_trainer(out: Path, epochs: int, accelerator: str = "auto", precision: str = "auto",
+                  max_minutes: float = 0.0, limit_train_batches: float = 1.0):
+    """A one-device Lightning Trainer without validation or checkpoints, logging to ``out/logs``
+    (CSV and TensorBoard)."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from model.pretrain import resolve_precision
+
+    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
+    return L.Trainer(
+        default_root_dir=out, max_epochs=epochs, accelerator=accelerator, devices=1,
+        precision=resolve_precision(precision, accelerator), logger=loggers, enable_checkpointing=False,
+        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=5, enable_model_summary=False,
+        max_time={"minutes": max_minutes} if max_minutes > 0 else None, limit_train_batches=limit_train_batches,
+    )
+
+
+GENERIC_FOLDER_NAMES = {"images", "image", "data", "train", "dataset"}
+
+
+def _dataset_name(args: argparse.Namespace) -> str:
+    """``--name``, else the data folder's name (its parent's for generic names such as UC Merced's
+    ``UCMerced_LandUse/Images``)."""
+    if args.name:
+        return args.name
+    folder = Path(args.data).resolve()
+    return folder.parent.name if folder.name.lower() in GENERIC_FOLDER_NAMES else folder.name
+
+
+def _common_record(args: argparse.Namespace, init, started: float) -> dict[str, Any]:
+    return {"dataset": _dataset_name(args), "init": init.label, "init_source": init.source,
+            "init_kind": init.kind, "encoder": init.spec.arch, "seed": args.seed, "split_seed": args.split_seed,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "data": str(Path(args.data).resolve()),
+            "seconds": round(time.time() - started, 1)}
+
+
+def classify(args: argparse.Namespace) -> int:
+    """Train and test a scene classifier; write metrics.json and confusion.png into ``--out``."""
+    import lightning as L
+
+    from model.classify import SceneClassifier, SceneDataModule, accuracy_scores, plot_confusion
+    from model.folder_datasets import scan_class_folders, stratified_split
+    from model.init import resolve_init
+    from model.report import write_run_metrics
+
+    started = time.time()
+    init = resolve_init(args.init, args.arch, args.label)
+    data = scan_class_folders(args.data)
+    train_idx, test_idx = stratified_split(data.labels, args.test_ratio, args.split_seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    model = SceneClassifier(init.encoder(embed_dim=len(data.classes)), lr=args.lr, weight_decay=args.weight_decay,
+                            epochs=args.epochs, freeze=args.freeze)
+    dm = SceneDataModule(data, train_idx, test_idx, image_size=args.image_size, batch_size=args.batch_size,
+                         num_workers=args.num_workers, seed=args.seed)
+    trainer = build_trainer(out, args.epochs, args.accelerator, args.precision, args.max_minutes)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    accuracy, per_class = accuracy_scores(model.confusion)
+    plot_confusion(model.confusion, data.classes, out / "confusion.png",
+                   title=f"{_dataset_name(args)}, init {init.label}: accuracy {100 * accuracy:.1f} %")
+    record = {"task": "classify", **_common_record(args, init, started), "scores": {"accuracy": accuracy},
+              "accuracy": accuracy, "per_class_accuracy": dict(zip(data.classes, per_class)),
+              "classes": data.classes, "confusion": model.confusion.tolist(), "n_train": len(train_idx),
+              "n_test": len(test_idx), "test_ratio": args.test_ratio, "image_size": args.image_size,
+              "freeze": args.freeze, "steps": int(trainer.global_step)}
+    write_run_metrics(out, record)
+    print(f"{record['dataset']} / {init.label}: accuracy {100 * accuracy:.1f} % on {len(test_idx)} test images "
+          f"-> {out / 'metrics.json'}")
+    return 0
+
+
+def _check_segment_args(args: argparse.Namespace) -> None:
+    for name in ("crop_size", "window"):
+        value = getattr(args, name)
+        if value is not None and (value < 32 or value % 32):
+            fail(f"--{name.replace('_', '-')} must be a multiple of 32 px, got {value}")
+    if args.stride is not None and args.stride < 1:
+        fail(f"--stride must be positive, got {args.stride}")
+
+
+def segment(args: argparse.Namespace) -> int:
+    """Train and test a DeepLabV3+ land-cover segmenter; write metrics.json and a bundle into ``--out``."""
+    import lightning as L
+
+    from model import bundle as bundle_mod
+    from model.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
+    from model.init import resolve_init
+    from model.landcover import ENCODERS, build_segmenter
+    from model.report import write_run_metrics
+    from model.segment import DeepGlobeDataModule, LandCoverSegmenter, segmentation_bundle, segmentation_scores
+
+    started = time.time()
+    _check_segment_args(args)
+    init = resolve_init(args.init, args.arch, args.label)
+    spec = init.spec
+    if spec.arch not in ENCODERS:
+        fail(f"{init.source}: image encoder is a {spec.arch} ResNet (stem {spec.stem_width}, widths "
+             f"{list(spec.widths)}); segmentation needs a standard-width resnet18 or resnet50")
+    tiles = scan_deepglobe(args.data)
+    if not tiles["test"]:
+        tiles = split_tiles(tiles["train"], args.test_ratio, args.split_seed)
+    window = args.window or args.crop_size
+    stride = args.stride or max(1, window // 2)
+    decoder = {"decoder_channels": args.decoder_channels}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    segmenter = build_segmenter(spec.arch, len(DEEPGLOBE_CLASSES), **decoder)
+    if init.backbone is not None:
+        segmenter.encoder.load_state_dict(init.backbone, strict=True)
+    model = LandCoverSegmenter(segmenter, len(DEEPGLOBE_CLASSES), lr=args.lr, weight_decay=args.weight_decay,
+                               epochs=args.epochs, window=window, stride=stride)
+    dm = DeepGlobeDataModule(tiles["train"], tiles["test"], crop_size=args.crop_size,
+                             crops_per_tile=args.crops_per_tile, batch_size=args.batch_size,
+                             num_workers=args.num_workers, seed=args.seed)
+    trainer = build_trainer(out, args.epochs, args.accelerator, args.precision, args.max_minutes)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm, verbose=False)
+    scores = segmentation_scores(model.confusion, DEEPGLOBE_CLASSES)
+    record = {"task": "segment", **_common_record(args, init, started),
+              "scores": {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]}, **scores,
+              "classes": list(DEEPGLOBE_CLASSES), "confusion": model.confusion.tolist(),
+              "n_train": len(tiles["train"]), "n_test": len(tiles["test"]), "crop_size": args.crop_size,
+              "window": window, "stride": stride, "gsd": args.gsd, "decoder": decoder,
+              "steps": int(trainer.global_step)}
+    provenance = {"trained_by": "geoaudio model.finetune segment", "init": init.label, "init_source": init.source,
+                  "data": record["data"], "epochs": args.epochs, "steps": record["steps"], "seed": args.seed,
+                  "metrics": {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]}}
+    meta, tensors = segmentation_bundle(segmenter.cpu(), init, encoder_name=spec.arch, tile_size=args.crop_size,
+                                        gsd=args.gsd, decoder=decoder, provenance=provenance,
+                                        head_extra={"metrics": provenance["metrics"]})
+    bundle_mod.save(out / "bundle", meta, tensors, overwrite=(out / "bundle").exists())
+    write_run_metrics(out, record)
+    print(f"{record['dataset']} / {init.label}: OA {100 * scores['overall_accuracy']:.1f} %, "
+          f"mIoU {100 * scores['miou']:.1f} % -> {out / 'metrics.json'}, {out / 'bundle'}")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--init", required=True,
+                   help="'random', a bundle folder, a run folder with bundle/, or a .pth/.safetensors file")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", required=True, help="run folder (metrics.json, logs/ ...)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0, fixed)")
+    p.add_argument("--test-ratio", type=float, default=0.2,
+                   help="fraction held out for testing (default 0.2; segment: only without test_data/)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help=f"default {batch_size}")
+    p.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate, cosine decay (default {lr:g})")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"],
+                   help="architecture for --init random (default resnet18)")
+    p.add_argument("--name", help="dataset name in metrics.json and reports (default: the data folder's name)")
+    p.add_argument("--label", help="initialisation label in metrics.json and reports (default: from --init)")
+    p.add_argument("--num-workers", type=int, default=2, help="data loader processes (default 2)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
+    p.add_argument("--precision", default="auto", help="auto (default), 32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this many minutes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model.finetune", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="task", required=True)
+    c = sub.add_parser("classify", help="scene classification on class folders (UC Merced, AID, RESISC45)",
+                       description="Fine-tune backbone + linear head on DIR/<class>/*.{tif,jpg,png}; writes "
+                                   "RUN/metrics.json, RUN/confusion.png and RUN/logs/.")
+    _add_common(c, lr=5e-4, batch_size=32)
+    c.add_argument("--image-size", type=int, default=192, help="input side in px (default 192)")
+    c.add_argument("--freeze", action="store_true", help="train the linear head only (linear probe)")
+    c.set_defaults(func=classify)
+    s = sub.add_parser("segment", help="DeepLabV3+ land cover on the DeepGlobe layout",
+                       description="Fine-tune DeepLabV3+ on DeepGlobe Land Cover tiles (train/ or "
+                                   "training_data/ + test_data/); writes RUN/metrics.json (OA, mIoU, "
+                                   "per-class IoU), RUN/logs/ and RUN/bundle with the landcover head.")
+    _add_common(s, lr=5e-4, batch_size=8)
+    s.add_argument("--crop-size", type=int, default=256, help="training crop side in px, multiple of 32 (default 256)")
+    s.add_argument("--crops-per-tile", type=int, default=4, help="random crops per tile and epoch (default 4)")
+    s.add_argument("--window", type=int, help="sliding-window side in px for testing (default: --crop-size)")
+    s.add_argument("--stride", type=int, help="sliding-window step in px (default: half the window)")
+    s.add_argument("--decoder-channels", type=int, default=256, help="DeepLabV3+ decoder width (default 256)")
+    s.add_argument("--gsd", type=float, default=DEFAULT_SEGMENT_GSD,
+                   help=f"metres per pixel of the tiles, recorded in the head (default {DEFAULT_SEGMENT_GSD})")
+    s.set_defaults(func=segment)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.epochs < 1:
+        fail(f"--epochs must be at least 1, got {args.epochs}")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

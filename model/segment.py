@@ -1,0 +1,238 @@
+"""Land-cover segmentation on the DeepGlobe Land Cover layout with a DeepLabV3+ head.
+
+Model: ``model.landcover.build_segmenter`` (segmentation_models_pytorch DeepLabV3+) whose encoder
+is the pretrained ResNet backbone (torchvision names, loaded without renaming); six output classes
+(urban, agriculture, rangeland, forest, water, barren). Pixels of DeepGlobe's "unknown" colour
+carry :data:`~model.folder_datasets.IGNORE_INDEX` and count neither in the loss nor in the scores.
+
+Training: random ``crop_size`` px crops of the tiles at native resolution, a random dihedral
+symmetry, pixel-wise cross-entropy, AdamW with cosine decay.
+
+Evaluation: each whole test tile is predicted by a sliding window (``window`` px, step ``stride``
+px); logits of overlapping windows are averaged. With confusion ``C[i, j]`` = labelled pixels of
+class i predicted j: overall accuracy ``OA = trace(C) / sum(C)``,
+``IoU_k = C[k, k] / (sum_j C[k, j] + sum_i C[i, k] - C[k, k])`` and ``mIoU`` = mean of the IoUs of
+the classes that occur in the labels or the predictions.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from model.classify import confusion_matrix
+from model.data.errors import DatasetError
+from model.data.transforms import TrainAugment, normalise, read_image
+from model.folder_datasets import DEEPGLOBE_CLASSES, DEEPGLOBE_COLOURS, IGNORE_INDEX, SegmentationTile, read_mask
+
+
+def segmentation_scores(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Overall accuracy, mIoU and per-class IoU (None for a class absent from labels and predictions)."""
+    c = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(c)
+    union = c.sum(axis=1) + c.sum(axis=0) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    total = c.sum()
+    return {
+        "overall_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(classes, iou)},
+    }
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets 0, stride, 2 stride, ... of windows covering ``length`` px; the last one is
+    moved back to ``length - window`` so that it ends exactly at the border (needs length >= window)."""
+    if length < window or stride < 1:
+        raise ValueError(f"cannot tile {length} px with {window} px windows and stride {stride}")
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+@torch.no_grad()
+def sliding_window_logits(model: nn.Module, image: Tensor, window: int, stride: int, batch_size: int = 8) -> Tensor:
+    """Logits (N, K, H, W) of a whole image (N, 3, H, W): the mean of the model's logits over every
+    ``window`` x ``window`` px window (step ``stride`` px) that covers a pixel.
+
+    An image smaller than a window is padded on the bottom/right with zeros (the mean colour after
+    normalisation) and the padding cropped off again.
+    """
+    n, _, h, w = image.shape
+    ph, pw = max(h, window), max(w, window)
+    x = F.pad(image, (0, pw - w, 0, ph - h))
+    boxes = [(top, left) for top in window_starts(ph, window, stride) for left in window_starts(pw, window, stride)]
+    total: Tensor | None = None
+    count = torch.zeros(1, 1, ph, pw, device=image.device)
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i:i + batch_size]
+        crops = torch.cat([x[:, :, t:t + window, l:l + window] for t, l in chunk])
+        out = model(crops).float()
+        if total is None:
+            total = torch.zeros(n, out.shape[1], ph, pw, device=image.device)
+        for j, (t, l) in enumerate(chunk):
+            total[:, :, t:t + window, l:l + window] += out[j * n:(j + 1) * n]
+            count[:, :, t:t + window, l:l + window] += 1
+    return (total / count)[:, :, :h, :w]
+
+
+def read_tile(tile: SegmentationTile) -> tuple[Tensor, Tensor]:
+    """(image uint8 (3, H, W), class ids uint8 (H, W)); DatasetError when the sizes differ."""
+    image = read_image(tile.image)
+    mask = torch.from_numpy(read_mask(tile.mask))
+    if tuple(image.shape[1:]) != tuple(mask.shape):
+        raise DatasetError(f"{tile.mask}: mask is {tuple(mask.shape)} px, image {tile.image.name} is "
+                           f"{tuple(image.shape[1:])} px")
+    return image, mask
+
+
+class TileCrops(Dataset):
+    """``crops_per_tile`` random ``crop_size`` px crops per tile and epoch: (image (3, c, c) float32
+    normalised, mask (c, c) int64). Tiles smaller than a crop are padded (mask: ignored)."""
+
+    def __init__(self, tiles: Sequence[SegmentationTile], crop_size: int, crops_per_tile: int = 1, seed: int = 0) -> None:
+        self.tiles = list(tiles)
+        self.crop_size = crop_size
+        self.crops_per_tile = crops_per_tile
+        self.seed = seed
+        self._draws = 0
+
+    def __len__(self) -> int:
+        return len(self.tiles) * self.crops_per_tile
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        self._draws += 1
+        rng = np.random.default_rng([self.seed, index, self._draws, torch.initial_seed() % 2**32])
+        image, mask = read_tile(self.tiles[index // self.crops_per_tile])
+        stack = torch.cat([image, mask[None]])
+        c = self.crop_size
+        h, w = stack.shape[1:]
+        if h < c or w < c:
+            pad = torch.zeros(4, max(h, c), max(w, c), dtype=torch.uint8)
+            pad[3] = IGNORE_INDEX
+            pad[:, :h, :w] = stack
+            stack, h, w = pad, pad.shape[1], pad.shape[2]
+        top, left = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+        stack = TrainAugment.random_dihedral(stack[:, top:top + c, left:left + c], rng)
+        return normalise(stack[:3]), stack[3].long()
+
+
+class WholeTiles(Dataset):
+    """Whole tiles for evaluation: (image (3, H, W) float32 normalised, mask (H, W) int64)."""
+
+    def __init__(self, tiles: Sequence[SegmentationTile]) -> None:
+        self.tiles = list(tiles)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask = read_tile(self.tiles[index])
+        return normalise(image), mask.long()
+
+
+class DeepGlobeDataModule(L.LightningDataModule):
+    """Random training crops (shuffled batches) and whole test tiles (one per batch)."""
+
+    def __init__(self, train: Sequence[SegmentationTile], test: Sequence[SegmentationTile], crop_size: int = 256,
+                 crops_per_tile: int = 1, batch_size: int = 8, num_workers: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        self.train_set = TileCrops(train, crop_size, crops_per_tile, seed)
+        self.test_set = WholeTiles(test)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        drop = len(self.train_set) > self.batch_size
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=drop,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=1, shuffle=False, num_workers=self.num_workers)
+
+
+class LandCoverSegmenter(L.LightningModule):
+    """Trains a segmenter with pixel-wise cross-entropy (unknown pixels ignored); ``trainer.test``
+    predicts whole tiles by sliding window and accumulates ``self.confusion`` (K, K)."""
+
+    def __init__(self, segmenter: nn.Module, num_classes: int, lr: float = 5e-4, weight_decay: float = 1e-4,
+                 epochs: int = 10, window: int = 256, stride: int = 128) -> None:
+        super().__init__()
+        self.segmenter = segmenter.train()  # build_segmenter returns eval mode; Lightning keeps modes as found
+        self.num_classes = num_classes
+        self.lr, self.weight_decay, self.epochs = lr, weight_decay, epochs
+        self.window, self.stride = window, stride
+        self.loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.segmenter(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, masks = batch
+        loss = self.loss_fn(self(images).float(), masks)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def on_test_epoch_start(self) -> None:
+        self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        image, mask = batch
+        pred = sliding_window_logits(self.segmenter, image, self.window, self.stride).argmax(dim=1)
+        self.confusion += confusion_matrix(pred.cpu().numpy(), mask.cpu().numpy(), self.num_classes, IGNORE_INDEX)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def landcover_classes() -> list[dict[str, Any]]:
+    """The head's classes with their DeepGlobe colours, in output-channel order."""
+    return [{"name": n, "color": list(c)} for n, c in zip(DEEPGLOBE_CLASSES, DEEPGLOBE_COLOURS)]
+
+
+def segmentation_bundle(segmenter: nn.Module, init, *, encoder_name: str, tile_size: int, gsd: float,
+                        decoder: dict[str, Any], provenance: dict[str, Any],
+                        head_extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """(bundle.json dict, tensors) for a fine-tuned segmenter: the image encoder is the segmenter's
+    encoder plus ``fc`` (the init bundle's embedding head, else a fresh one with 128 outputs), and
+    the ``landcover`` head. A bundle init also passes on its audio encoder, audio front-end,
+    distance and image input; its other heads are dropped, since they were fitted to the image
+    encoder before fine-tuning."""
+    from model import bundle as bundle_mod
+    from model.image_input import ImageInput
+    from model.landcover import encoder_state_from_segmenter, landcover_meta, landcover_tensors
+
+    spec = init.spec
+    backbone = encoder_state_from_segmenter(segmenter)
+    if init.bundle is not None:
+        fc = {k: torch.from_numpy(v.copy()) for k, v in init.bundle.part_tensors("image_encoder").items()
+              if k.startswith("fc.")}
+    else:
+        fc = {f"fc.{k}": v for k, v in nn.Linear(spec.feature_dim, spec.embed_dim).state_dict().items()}
+    tensors = {f"image_encoder.{k}": v for k, v in {**backbone, **fc}.items()}
+    head = landcover_meta(landcover_classes(), encoder_name=encoder_name, tile_size=tile_size, gsd=gsd,
+                          decoder=decoder, **(head_extra or {}))
+    if init.bundle is not None:
+        source = init.bundle
+        meta = bundle_mod.make_meta(image_spec=spec, distance=source.distance, image_input=source.image_input,
+                                    provenance=provenance, heads={"landcover": head})
+        if source.has("audio_encoder"):
+            meta["audio_encoder"] = source.meta["audio_encoder"]
+            meta["audio"] = source.meta["audio"]
+            tensors.update({k: v for k, v in source.tensors.items() if k.startswith("audio_encoder.")})
+    else:
+        image_input = ImageInput(tile_size=tile_size, gsd=gsd,
+                                 note="image encoder fine-tuned for land cover; fc is untrained")
+        meta = bundle_mod.make_meta(image_spec=spec, distance="cosine", image_input=image_input,
+                                    provenance=provenance, heads={"landcover": head})
+    tensors.update(landcover_tensors(segmenter))
+    return meta, tensors

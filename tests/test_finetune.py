@@ -1,0 +1,281 @@
+"""Downstream fine-tuning end to end on tiny synthetic sets: scene classification and DeepGlobe segmentation.
+
+Data comes from model.synth (classify / deepglobe layouts, 64-96 px); one classification image is
+re-saved as a TIFF the way UC Merced ships them. Every run is one epoch on CPU.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from model import bundle as bundle_mod
+from model.classify import SceneClassifier, accuracy_scores, confusion_matrix
+from model.cli import run_cli
+from model.encoders import build_audio_encoder, build_image_encoder
+from model.finetune import main
+from model.folder_datasets import (
+    DEEPGLOBE_COLOURS, IGNORE_INDEX, decode_mask, scan_class_folders, scan_deepglobe, split_tiles, stratified_split,
+)
+from model.image_input import ImageInput
+from model.init import InitError, resolve_init
+from model.segment import segmentation_scores, sliding_window_logits, window_starts
+
+KEEP = ["agriculture", "forest", "water"]
+FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
+
+
+def make_bundle(path: Path, *, audio: bool = True, **image_overrides) -> Path:
+    """A bundle with randomly initialised resnet18 encoders (embedding 16), written by model.bundle."""
+    torch.manual_seed(0)
+    image = build_image_encoder("resnet18", 16, **image_overrides)
+    tensors = bundle_mod.encoder_tensors("image_encoder", image)
+    audio_spec = None
+    if audio:
+        sound = build_audio_encoder("resnet18", 16)
+        tensors.update(bundle_mod.encoder_tensors("audio_encoder", sound))
+        audio_spec = sound.spec
+    meta = bundle_mod.make_meta(image_spec=image.spec, audio_spec=audio_spec, distance="cosine",
+                                image_input=ImageInput(tile_size=64, gsd=0.5), provenance={"test": True})
+    bundle_mod.save(path, meta, tensors)
+    return path
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory) -> Path:
+    """Three classes of four 64 px images; the first image of each class is a TIFF."""
+    from model.synth.downstream import write_classify
+
+    root = write_classify(tmp_path_factory.mktemp("cls") / "ucm", 24, size=64, seed=5, workers=1, progress=False)
+    for folder in root.iterdir():
+        if folder.name not in KEEP:
+            shutil.rmtree(folder)
+            continue
+        first = sorted(folder.glob("*.jpg"))[0]
+        Image.open(first).save(first.with_suffix(".tif"))
+        first.unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def deepglobe_dirs(tmp_path_factory) -> dict[str, Path]:
+    from model.synth.downstream import write_deepglobe
+
+    base = tmp_path_factory.mktemp("dg")
+    single = write_deepglobe(base / "single", 5, size=96, seed=2, workers=1, progress=False)
+    split = write_deepglobe(base / "split", 5, size=96, seed=2, split=True, test_fraction=0.4, workers=1,
+                            progress=False)
+    return {"single": single, "split": split}
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+def test_class_folders_read_tiff_and_jpeg(class_dir):
+    data = scan_class_folders(class_dir)
+    assert data.classes == KEEP and len(data) == 12
+    assert sum(p.suffix == ".tif" for p in data.paths) == 3
+    assert np.bincount(data.labels).tolist() == [4, 4, 4]
+    from model.data.transforms import read_image
+
+    tif = next(p for p in data.paths if p.suffix == ".tif")
+    assert tuple(read_image(tif).shape) == (3, 64, 64)
+
+
+def test_stratified_split_is_seeded_disjoint_and_per_class():
+    labels = np.repeat([0, 1, 2], [10, 5, 2])
+    train, test = stratified_split(labels, 0.2, seed=3)
+    assert np.bincount(labels[test]).tolist() == [2, 1, 1]
+    assert set(train).isdisjoint(test) and len(train) + len(test) == len(labels)
+    again = stratified_split(labels, 0.2, seed=3)
+    assert np.array_equal(again[1], test)
+    assert not np.array_equal(stratified_split(labels, 0.2, seed=4)[1], test)
+
+
+def test_deepglobe_both_layouts_and_mask_colours(deepglobe_dirs, tmp_path):
+    single = scan_deepglobe(deepglobe_dirs["single"])
+    assert len(single["train"]) == 5 and single["test"] == []
+    parts = split_tiles(single["train"], 0.2, seed=0)
+    assert len(parts["test"]) == 1 and len(parts["train"]) == 4
+    split = scan_deepglobe(deepglobe_dirs["split"])
+    assert len(split["train"]) == 3 and len(split["test"]) == 2
+    assert all(t.mask.parent.name == "masks" for t in split["test"])
+    # near-pure colours (as in the released PNGs) decode to their class; black and stray colours are ignored
+    rgb = np.array([[[3, 250, 251], [0, 0, 0], [250, 10, 5], [255, 255, 255]]], dtype=np.uint8)
+    assert decode_mask(rgb).tolist() == [[0, IGNORE_INDEX, IGNORE_INDEX, 5]]
+    assert decode_mask(np.array([DEEPGLOBE_COLOURS], dtype=np.uint8)).tolist() == [[0, 1, 2, 3, 4, 5]]
+    broken = tmp_path / "train"
+    broken.mkdir()
+    shutil.copy(single["train"][0].image, broken / "1_sat.jpg")
+    with pytest.raises(ValueError, match="no mask 1_mask.png"):
+        scan_deepglobe(tmp_path)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+def test_classification_accuracy_from_confusion():
+    target = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 1, 0])
+    cm = confusion_matrix(pred, target, 3)
+    assert cm.tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    overall, per_class = accuracy_scores(cm)
+    assert overall == pytest.approx(4 / 6)
+    assert per_class == pytest.approx([2 / 3, 1.0, 0.0])
+
+
+def test_segmentation_oa_and_miou_match_the_direct_formula():
+    target = np.array([[0, 0, 1, 1], [1, 2, 2, IGNORE_INDEX], [3, 3, 0, IGNORE_INDEX]])
+    pred = np.array([[0, 1, 1, 1], [1, 2, 0, 3], [3, 0, 0, 2]])
+    scores = segmentation_scores(confusion_matrix(pred, target, 5, IGNORE_INDEX), ["a", "b", "c", "d", "e"])
+    valid = target != IGNORE_INDEX
+    assert scores["overall_accuracy"] == pytest.approx((pred[valid] == target[valid]).mean())
+    ious = []
+    for k in range(4):  # class 4 occurs nowhere: excluded from the mean
+        inter = ((pred == k) & (target == k) & valid).sum()
+        union = (((pred == k) | (target == k)) & valid).sum()
+        ious.append(inter / union)
+        assert scores["per_class_iou"]["abcd"[k]] == pytest.approx(inter / union)
+    assert scores["per_class_iou"]["e"] is None
+    assert scores["miou"] == pytest.approx(np.mean(ious))
+
+
+def test_sliding_window_equals_a_whole_image_pass_for_a_pointwise_model():
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 4, 1)
+    assert window_starts(100, 32, 16) == [0, 16, 32, 48, 64, 68]
+    for h, w in ((70, 50), (20, 24)):  # the second is smaller than a window: padded, then cropped
+        x = torch.randn(1, 3, h, w)
+        out = sliding_window_logits(model, x, window=32, stride=16, batch_size=3)
+        assert out.shape == (1, 4, h, w)
+        assert torch.allclose(out, model(x), atol=1e-5)
+
+
+# --- --init -----------------------------------------------------------------------------------
+
+def test_init_variants_load_the_given_backbone(tmp_path):
+    import torchvision
+
+    tv = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(tv, tmp_path / "imagenet.pth")
+    init = resolve_init(str(tmp_path / "imagenet.pth"))
+    encoder = init.encoder(embed_dim=3)
+    assert init.kind == "weights" and init.label == "imagenet" and encoder.fc.out_features == 3
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in tv.items() if not k.startswith("fc."))
+
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tv.items()}, str(tmp_path / "imagenet.safetensors"))
+    assert torch.equal(resolve_init(str(tmp_path / "imagenet.safetensors")).backbone["layer4.1.bn2.weight"],
+                       tv["layer4.1.bn2.weight"])
+
+    run = tmp_path / "pretrain_run"
+    make_bundle(run / "bundle", stem_width=32, widths=(64, 182, 256, 512))  # SoundingEarth-like widths
+    init = resolve_init(str(run))
+    assert init.label == "pretrain_run" and init.spec.arch == "custom"
+    b = bundle_mod.load(run / "bundle")
+    assert np.array_equal(init.encoder(5).state_dict()["layer2.0.conv1.weight"].numpy(),
+                          b.tensors["image_encoder.layer2.0.conv1.weight"])
+    assert resolve_init("random", arch="resnet50").spec.arch == "resnet50"
+    with pytest.raises(InitError, match="neither a bundle"):
+        resolve_init(str(tmp_path))
+
+
+def test_frozen_classifier_trains_only_the_head():
+    model = SceneClassifier(resolve_init("random").encoder(embed_dim=3), freeze=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"encoder.fc.weight", "encoder.fc.bias"}
+    model.train()
+    assert not model.encoder.bn1.training and model.encoder.fc.training
+    opt = model.configure_optimizers()["optimizer"]
+    assert sum(len(g["params"]) for g in opt.param_groups) == 2
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+def test_classify_random_init_end_to_end(class_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["classify", "--data", str(class_dir), "--init", "random", "--epochs", "1", "--out", str(out),
+                 "--image-size", "64", "--batch-size", "4", "--test-ratio", "0.25", "--seed", "3", *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["task"], m["dataset"], m["init"], m["seed"], m["epochs"]) == ("classify", "ucm", "random", 3, 1)
+    assert m["n_test"] == 3 and m["n_train"] == 9
+    cm = np.array(m["confusion"])
+    assert cm.sum() == 3 and m["accuracy"] == pytest.approx(np.trace(cm) / 3)
+    assert m["scores"]["accuracy"] == m["accuracy"] and set(m["per_class_accuracy"]) == set(KEEP)
+    assert Image.open(out / "confusion.png").size[0] > 100
+    assert list((out / "logs" / "csv").rglob("metrics.csv"))
+
+
+def test_classify_from_a_torchvision_state_dict_frozen(class_dir, tmp_path):
+    import torchvision
+
+    weights = tmp_path / "resnet18-imagenet.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    out = tmp_path / "run"
+    main(["classify", "--data", str(class_dir), "--init", str(weights), "--epochs", "1", "--out", str(out),
+          "--image-size", "64", "--batch-size", "4", "--freeze", "--name", "UCM", "--label", "imagenet", *FAST])
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["dataset"], m["init"], m["init_kind"], m["freeze"]) == ("UCM", "imagenet", "weights", True)
+    assert 0.0 <= m["accuracy"] <= 1.0
+
+
+def test_segment_single_layout_random_init_writes_metrics_and_bundle(deepglobe_dirs, tmp_path):
+    from model.landcover import segmenter_from_bundle
+
+    out = tmp_path / "seg"
+    main(["segment", "--data", str(deepglobe_dirs["single"]), "--init", "random", "--epochs", "1", "--out", str(out),
+          "--crop-size", "64", "--batch-size", "4", "--crops-per-tile", "1", "--decoder-channels", "32", *FAST])
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["task"], m["init"], m["n_train"], m["n_test"]) == ("segment", "random", 4, 1)
+    cm = np.array(m["confusion"])
+    assert cm.shape == (6, 6) and m["overall_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert set(m["per_class_iou"]) == {"urban", "agriculture", "rangeland", "forest", "water", "barren"}
+    assert m["scores"] == {"overall_accuracy": m["overall_accuracy"], "miou": m["miou"]}
+    b = bundle_mod.load(out / "bundle")
+    head = b.heads["landcover"]
+    assert head["encoder_name"] == "resnet18" and head["tile_size"] == 64 and len(head["classes"]) == 6
+    assert not b.has("audio_encoder")
+    logits = segmenter_from_bundle(b)(torch.zeros(1, 3, 64, 64))
+    assert logits.shape == (1, 6, 64, 64)
+
+
+def test_segment_split_layout_from_a_bundle_keeps_its_audio_encoder(deepglobe_dirs, tmp_path):
+    init = make_bundle(tmp_path / "pre" / "bundle")
+    out = tmp_path / "seg"
+    main(["segment", "--data", str(deepglobe_dirs["split"]), "--init", str(init.parent), "--epochs", "1",
+          "--out", str(out), "--crop-size", "64", "--window", "64", "--stride", "32", "--batch-size", "3",
+          "--crops-per-tile", "1", "--decoder-channels", "32", *FAST])
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["init"], m["n_train"], m["n_test"], m["window"], m["stride"]) == ("pre", 3, 2, 64, 32)
+    before, after = bundle_mod.load(init), bundle_mod.load(out / "bundle")
+    for name, value in before.tensors.items():
+        if name.startswith("audio_encoder.") or name.startswith("image_encoder.fc."):
+            assert np.array_equal(after.tensors[name], value), name
+    assert after.audio_config == before.audio_config and after.distance == "cosine"
+    assert not np.array_equal(after.tensors["image_encoder.conv1.weight"], before.tensors["image_encoder.conv1.weight"])
+    assert after.meta["provenance"]["init"] == "pre"
+
+
+def test_segment_refuses_a_non_standard_width_encoder_in_one_line(deepglobe_dirs, tmp_path, capsys):
+    custom = make_bundle(tmp_path / "se_import", stem_width=32, widths=(64, 182, 256, 512))
+    out = tmp_path / "seg"
+    code = run_cli(lambda: main(["segment", "--data", str(deepglobe_dirs["single"]), "--init", str(custom),
+                                 "--epochs", "1", "--out", str(out), *FAST]))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "standard-width resnet18 or resnet50" in err and "se_import" in err
+    assert not out.exists()
+
+
+def test_bad_input_is_one_line(class_dir, tmp_path, capsys):
+    code = run_cli(lambda: main(["classify", "--data", str(tmp_path / "missing"), "--init", "random",
+                                 "--epochs", "1", "--out", str(tmp_path / "r")]))
+    assert code == 2 and "no such dataset folder" in capsys.readouterr().err
+    code = run_cli(lambda: main(["classify", "--data", str(class_dir), "--init", str(tmp_path / "w.pth"),
+                                 "--epochs", "1", "--out", str(tmp_path / "r")]))
+    assert code == 2 and "no such weights file" in capsys.readouterr().err
