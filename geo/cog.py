@@ -1,0 +1,124 @@
+"""Atomic, incrementally written cloud-optimised GeoTIFFs.
+
+GDAL's COG driver can only copy a finished raster, so every product is written in two steps:
+
+1. :class:`StagedRaster` opens an uncompressed, tiled GTiff staging file (``<name>.staging.tif``
+   in the run's ``.partial/`` folder) and takes windows of rows as they are computed, so no product
+   is ever held whole in memory (GDAL keeps at most its block cache, ``GDAL_CACHEMAX``).
+   Uncompressed blocks are rewritten in place, so windows need not be block aligned; blocks never
+   written read back as nodata.
+2. :meth:`StagedRaster.to_cog` copies it with the COG driver (DEFLATE, internal overviews built
+   with ``nearest`` for class rasters and ``average`` for scores) into ``<stem>.tmp.tif`` and renames
+   that to ``<name>`` with :func:`os.replace`: a reader sees either no file or a whole one.
+
+Colour tables, band descriptions, nodata and dataset tags set on the staging file are carried
+over by the copy.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.windows import Window
+
+MAX_BLOCK = 256  # pixels per side of a block (staging file and COG) ...
+MIN_BLOCK = 32  # ... halved down to this while one block holds more than BLOCK_BYTES
+BLOCK_BYTES = 4 << 20  # bytes of one uncompressed block (all bands, pixel interleaved)
+COLOR_ALPHA = 255  # colour-table entries are opaque
+
+
+@contextmanager
+def atomic_target(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield ``<stem>.tmp<suffix>`` beside ``target`` to write (the suffix kept so drivers that go by
+    extension still work); on success rename it to ``target``, on any error delete it."""
+    target = Path(target)
+    tmp = target.with_name(f"{target.stem}.tmp{target.suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class StagedRaster:
+    """A raster product written by windows into a staging GTiff, then published as a COG.
+
+    ``dtype`` is a NumPy dtype name; ``nodata`` the value of cells without data (255 for class
+    rasters, NaN for floats); ``descriptions`` one name per band; ``colors`` a colour table
+    ``{value: (r, g, b)}`` for single-band class rasters; ``tags`` dataset metadata strings.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, width: int, height: int, count: int, dtype: str,
+                 transform: Affine, crs: Any, nodata: float, descriptions: Sequence[str],
+                 colors: Mapping[int, Sequence[int]] | None = None,
+                 tags: Mapping[str, str] | None = None) -> None:
+        if len(descriptions) != count:
+            raise ValueError(f"{path}: {count} bands but {len(descriptions)} descriptions")
+        self.path = Path(path)
+        self.staging = self.path.with_name(self.path.stem + ".staging.tif")
+        self.dtype, self.nodata, self.count = np.dtype(dtype), nodata, count
+        self.block = block_side(count, self.dtype.itemsize)
+        profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+                       transform=transform, crs=crs, nodata=nodata, tiled=True,
+                       blockxsize=self.block, blockysize=self.block, sparse_ok=True,
+                       interleave="pixel" if count > 1 else "band", BIGTIFF="IF_SAFER")
+        self.dataset = rasterio.open(self.staging, "w", **profile)
+        for band, text in enumerate(descriptions, start=1):
+            self.dataset.set_band_description(band, text)
+        if colors:
+            self.dataset.write_colormap(1, {int(v): (*map(int, rgb[:3]), COLOR_ALPHA) for v, rgb in colors.items()})
+        if tags:
+            self.dataset.update_tags(**{k: str(v) for k, v in tags.items()})
+
+    def write(self, array: np.ndarray, row: int, col: int = 0) -> None:
+        """Write ``array`` (bands, rows, cols) (or (rows, cols) for one band) with its top-left
+        pixel at (``row``, ``col``); parts outside the raster are clipped away."""
+        a = array[None] if array.ndim == 2 else array
+        ds = self.dataset
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + a.shape[1], ds.height), min(col + a.shape[2], ds.width)
+        if r1 <= r0 or c1 <= c0:
+            return
+        part = a[:, r0 - row:r1 - row, c0 - col:c1 - col]
+        ds.write(np.ascontiguousarray(part, dtype=self.dtype), window=Window(c0, r0, c1 - c0, r1 - r0))
+
+    def to_cog(self, resampling: str = "nearest") -> Path:
+        """Close the staging file, copy it to the COG ``path`` atomically, delete the staging file."""
+        self.dataset.close()
+        with atomic_target(self.path) as tmp:
+            rasterio.shutil.copy(self.staging, tmp, driver="COG", COMPRESS="DEFLATE",
+                                 PREDICTOR="YES" if self.dtype.kind == "f" else "NO",
+                                 BLOCKSIZE=self.block, RESAMPLING=resampling.upper(),
+                                 OVERVIEW_RESAMPLING=resampling.upper(), BIGTIFF="IF_SAFER",
+                                 INTERLEAVE="PIXEL" if self.count > 1 else "BAND")
+        self.staging.unlink(missing_ok=True)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the staging file (after an error)."""
+        if not self.dataset.closed:
+            self.dataset.close()
+        self.staging.unlink(missing_ok=True)
+
+
+def block_side(count: int, itemsize: int) -> int:
+    """Block side in pixels: MAX_BLOCK halved while ``side² * count * itemsize > BLOCK_BYTES``
+    (so a 128-band float32 embedding block stays a few MB), but not below MIN_BLOCK."""
+    side = MAX_BLOCK
+    while side > MIN_BLOCK and side * side * count * itemsize > BLOCK_BYTES:
+        side //= 2
+    return side
+
+
+def is_cog(path: str | os.PathLike) -> bool:
+    """True when GDAL reports the file's layout as COG (the ghost header written by the COG driver)."""
+    with rasterio.open(path) as ds:
+        return ds.driver == "GTiff" and ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"

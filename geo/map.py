@@ -1,0 +1,410 @@
+"""``python -m geo.map``: map GeoTIFFs to soundscape and land-cover products with a model bundle.
+
+Each input ``IN.tif`` gives a folder ``OUT/IN/`` with the products of :mod:`geo.products` and a
+``run.json`` (:mod:`geo.runinfo`). Work happens in ``OUT/IN/.partial/``; finished products are
+renamed into place and ``run.json`` is written last, so a killed run leaves no half-written
+product. A rerun skips inputs whose run.json matches (same bundle hash, options and input file)
+and redoes the others from scratch (``--overwrite`` redoes everything). A bad input (unreadable,
+corrupt, all nodata, unsupported) fails with a one-line error and leaves nothing in OUT; the other
+inputs are still mapped, and the exit status is 2 when any input failed.
+
+Python API: :func:`map_files`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB; GDAL's block cache counts towards peak memory
+
+from rasterio.errors import RasterioError  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from geo.errors import RasterError  # noqa: E402
+from geo.grid import TileGrid, resolution_warning  # noqa: E402
+from geo.pipeline import Timings, run_pipeline  # noqa: E402
+from geo.products import NEAREST_K, GalleryLookup, ProductSet, landcover_gsd, product_names  # noqa: E402
+from geo.raster import RASTER_READ_ERRORS, describe, open_raster  # noqa: E402
+from geo.runinfo import RUN_FILE, input_fingerprint, is_complete, versions, write_run_info  # noqa: E402
+
+PARTIAL = ".partial"
+MIN_AREA_PIXELS = 16  # default --min-area: this many land-cover pixels
+KNOWN_PRODUCTS = product_names(True, True)
+FILE_ERRORS = (ValueError, OSError, RasterioError) + RASTER_READ_ERRORS
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """Settings of a mapping run. ``stride`` in model pixels (None: the tile size); ``bands``
+    1-based (r, g, b) or None (automatic); ``min_area_m2`` the smallest land-cover polygon (None:
+    ``MIN_AREA_PIXELS`` land-cover pixels); ``batch`` tiles per inference call; ``workers``
+    reader threads."""
+
+    stride: int | None = None
+    bands: tuple[int, int, int] | None = None
+    allow_ungeoreferenced: bool = False
+    allow_rotated: bool = False
+    min_area_m2: float | None = None
+    batch: int = 32
+    workers: int = 2
+    overwrite: bool = False
+    progress: bool = True
+
+    def product_key(self) -> dict[str, Any]:
+        """The options that change the products (compared with run.json to decide a skip)."""
+        return {"stride": self.stride, "bands": list(self.bands) if self.bands else None,
+                "allow_ungeoreferenced": self.allow_ungeoreferenced, "allow_rotated": self.allow_rotated,
+                "min_area_m2": self.min_area_m2}
+
+
+@dataclass
+class FileResult:
+    """Outcome for one input: ``status`` is "mapped", "skipped" or "failed"."""
+
+    path: Path
+    status: str
+    out_dir: Path
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] | None = None
+
+
+@dataclass
+class _Model:
+    """What every file of a batch shares: the bundle, its hash, the backend, the gallery lookup."""
+
+    bundle: Any
+    bundle_hash: str
+    backend: Any
+    gallery: Any
+
+
+def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike, out_dir: str | os.PathLike,
+              backend: str = "auto", options: MapOptions = MapOptions()) -> list[FileResult]:
+    """Map each input into ``out_dir/<stem>/``; one result per input, in order (see module doc).
+
+    Bundle and backend problems raise (they concern every file); per-file problems become
+    "failed" results.
+    """
+    model = _load_model(bundle_dir, backend)
+    tile_size = model.bundle.image_input.tile_size
+    if options.stride is not None and not 1 <= options.stride <= tile_size:
+        raise ValueError(f"--stride {options.stride} must be between 1 and the bundle's tile size ({tile_size} px)")
+    out_root = Path(out_dir)
+    results: list[FileResult] = []
+    seen: dict[str, Path] = {}
+    bar = tqdm(total=len(paths), desc="files", unit="file", position=0, disable=not options.progress)
+    try:
+        for path in map(Path, paths):
+            result = _map_one(path, out_root, seen, model, options)
+            if result.status == "failed":
+                tqdm.write(f"error: {result.message}", file=sys.stderr)
+            for w in result.warnings:
+                tqdm.write(f"warning: {path}: {w}", file=sys.stderr)
+            results.append(result)
+            bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
+def _load_model(bundle_dir: str | os.PathLike, backend: str) -> _Model:
+    from export.runtime import open_backend
+
+    engine = open_backend(bundle_dir, name=backend)
+    bundle = engine.bundle
+    return _Model(bundle, bundle.content_hash(), engine, _gallery_lookup(bundle))
+
+
+def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
+    """A lookup for tiles.gpkg's ``near_*`` columns (``model.gallery.nearest_rows``), or None when
+    the bundle has no usable gallery (missing file, gallery made with another audio encoder) or
+    ``model.gallery`` is not installed."""
+    if not (Path(bundle.path) / "gallery.parquet").is_file():
+        return None
+    try:
+        from model import gallery
+    except ImportError:
+        return None
+    try:
+        gallery.load_gallery(bundle)
+    except ValueError as e:
+        tqdm.write(f"warning: gallery not used: {' '.join(str(e).split())}", file=sys.stderr)
+        return None
+
+    def lookup(embeddings):
+        return gallery_columns(gallery.nearest_rows(bundle, embeddings, NEAREST_K))
+
+    return lookup
+
+
+def gallery_columns(found: Any) -> dict[str, list[Any]]:
+    """``near_j_key`` / ``near_j_title`` / ``near_j_distance`` columns (j = 1 nearest) from
+    ``model.gallery.nearest_rows``: one row per (``query``, ``rank``) with ``key``, ``title``,
+    ``distance``."""
+    columns: dict[str, list[Any]] = {}
+    for rank, part in found.sort_values(["query", "rank"]).groupby("rank", sort=True):
+        j = int(rank) + 1
+        columns[f"near_{j}_key"] = part["key"].astype("int64").tolist()
+        columns[f"near_{j}_title"] = part["title"].astype(str).tolist()
+        columns[f"near_{j}_distance"] = part["distance"].astype(float).tolist()
+    return columns
+
+
+def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, options: MapOptions) -> FileResult:
+    """Skip, map or fail one input (see module doc)."""
+    out = out_root / path.stem
+    if path.stem in seen:
+        return FileResult(path, "failed", out, f"{path}: output folder {out} is already used by {seen[path.stem]} "
+                                              f"in this batch; rename one of them")
+    seen[path.stem] = path
+    if (not options.overwrite and path.is_file()
+            and is_complete(out, model.bundle_hash, options.product_key(), input_fingerprint(path))):
+        return FileResult(path, "skipped", out, "up to date")
+    existed = out.is_dir() and any(p.name != PARTIAL for p in out.iterdir())
+    partial = out / PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run: redo from scratch
+    warnings: list[str] = []
+    try:
+        timings = _map_into(path, out, partial, model, options, warnings)
+    except FILE_ERRORS as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        return FileResult(path, "failed", out, _one_line(path, e), warnings)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return FileResult(path, "mapped", out, "", warnings, timings.to_dict())
+
+
+def _one_line(path: Path, error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+@dataclass
+class _Plan:
+    """What one input will be mapped with, decided before any tile is read."""
+
+    grid: TileGrid
+    scaling: Any
+    source: dict[str, Any]
+    crs: Any
+    open_kwargs: dict[str, Any]
+    landcover: bool
+    min_area_m2: float
+    fingerprint: dict[str, int]
+
+
+def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -> _Plan:
+    """Open and validate the input once: its grid, scaling and description (RasterError if bad)."""
+    open_kwargs = dict(bands=options.bands, allow_ungeoreferenced=options.allow_ungeoreferenced,
+                       allow_rotated=options.allow_rotated)
+    image_input = model.bundle.image_input
+    fingerprint = input_fingerprint(path) if path.is_file() else {}
+    with open_raster(path, **open_kwargs) as src:
+        try:
+            grid = TileGrid.from_source(src, image_input.tile_size, image_input.gsd, options.stride)
+        except ValueError as e:
+            raise RasterError(f"{path}: {e}") from None
+        scaling, source, crs = src.scaling, describe(src), src.crs
+    warning = resolution_warning(grid)
+    if warning:
+        warnings.append(warning)
+    min_area = options.min_area_m2
+    if min_area is None:
+        gx, gy = landcover_gsd(grid)
+        min_area = MIN_AREA_PIXELS * gx * gy
+    landcover = _landcover_usable(model.backend, image_input, warnings)
+    return _Plan(grid, scaling, source, crs, open_kwargs, landcover, min_area, fingerprint)
+
+
+def _map_into(path: Path, out: Path, partial: Path, model: _Model, options: MapOptions,
+              warnings: list[str]) -> Timings:
+    """Map one input: stage everything in ``partial``, publish into ``out``, write run.json last."""
+    start = time.perf_counter()
+    plan = _plan(path, model, options, warnings)
+    partial.mkdir(parents=True, exist_ok=True)
+    timings, files = _make_products(path, partial, plan, model, options)
+    _publish(partial, out, files)
+    timings.total_s = time.perf_counter() - start
+    write_run_info(out, _run_info(path, plan, model, options, files, timings, warnings))
+    shutil.rmtree(partial, ignore_errors=True)
+    return timings
+
+
+def _make_products(path: Path, partial: Path, plan: _Plan, model: _Model,
+                   options: MapOptions) -> tuple[Timings, list[Path]]:
+    """Run the pipeline into a :class:`ProductSet` staged in ``partial`` and finish it."""
+    backend = model.backend
+    tags = {"geoaudio_bundle_hash": model.bundle_hash, "geoaudio_distance": model.bundle.distance,
+            "geoaudio_source": path.name}
+    products = ProductSet(partial, plan.grid, plan.crs, backend.embedding_dim,
+                          backend.soundscape_classes if backend.has_soundscape else None,
+                          backend.landcover_classes if plan.landcover else None,
+                          tags, plan.min_area_m2, model.gallery)
+    bar = tqdm(total=len(plan.grid), desc=path.name, unit="tile", position=1, leave=False,
+               disable=not options.progress)
+    try:
+        timings = run_pipeline(lambda: open_raster(path, **plan.open_kwargs), plan.grid, plan.scaling, backend,
+                               products.add, options.batch, options.workers, bar, plan.landcover)
+        if timings.tiles_with_data == 0:
+            raise RasterError(f"{path}: no valid pixels (every pixel is nodata or masked)")
+        t0 = time.perf_counter()
+        files = products.finish()
+        timings.write_s += time.perf_counter() - t0
+    except BaseException:
+        products.discard()
+        raise
+    finally:
+        bar.close()
+    return timings, files
+
+
+def _run_info(path: Path, plan: _Plan, model: _Model, options: MapOptions, files: list[Path],
+              timings: Timings, warnings: list[str]) -> dict[str, Any]:
+    """The content of run.json (see geo.runinfo)."""
+    return {"bundle": {"path": str(Path(model.bundle.path).resolve()), "content_hash": model.bundle_hash},
+            "backend": {"name": model.backend.name, "description": _describe(model.backend)},
+            "versions": versions(), "input": {**plan.source, **plan.fingerprint},
+            "options": options.product_key(), "min_area_m2_used": plan.min_area_m2, "grid": plan.grid.to_dict(),
+            "scaling": plan.scaling.to_dict(), "products": [f.name for f in files],
+            "timings": timings.to_dict(), "warnings": warnings,
+            "settings": {"batch": options.batch, "workers": options.workers}}
+
+
+def _landcover_usable(backend: Any, image_input: Any, warnings: list[str]) -> bool:
+    """Whether the land-cover head runs on the image tiles: it must expect the same tile size and
+    GSD (else a warning, and no land-cover products)."""
+    if not backend.has_landcover:
+        return False
+    head = backend.bundle.heads["landcover"]
+    size, gsd = int(head.get("tile_size", image_input.tile_size)), float(head.get("gsd", image_input.gsd))
+    if size == image_input.tile_size and abs(gsd - image_input.gsd) <= 1e-9 * gsd:
+        return True
+    warnings.append(f"land-cover head expects {size} px tiles at {gsd:g} m, the image encoder {image_input.tile_size} "
+                    f"px at {image_input.gsd:g} m; land cover not mapped")
+    return False
+
+
+def _describe(backend: Any) -> Any:
+    """The backend's own description, made JSON-safe."""
+    try:
+        return json.loads(json.dumps(backend.describe(), default=str))
+    except (TypeError, ValueError):
+        return str(backend.describe())
+
+
+def _publish(partial: Path, out: Path, files: list[Path]) -> None:
+    """Move finished products from ``partial`` into ``out``: the old run.json goes first (so an
+    interrupted publish is redone on rerun), then products of an older run that this one does not
+    write, then each new product by atomic rename."""
+    (out / RUN_FILE).unlink(missing_ok=True)
+    names = {f.name for f in files}
+    for name in KNOWN_PRODUCTS:
+        if name not in names:
+            (out / name).unlink(missing_ok=True)
+    for f in files:
+        os.replace(f, out / f.name)
+
+
+def _parse_bands(text: str) -> tuple[int, int, int]:
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be three comma-separated numbers like 1,2,3, got {text!r}")
+    if len(bands) != 3 or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"bands must be three 1-based band numbers like 3,2,1, got {text!r}")
+    return bands  # type: ignore[return-value]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m geo.map``."""
+    p = argparse.ArgumentParser(
+        prog="python -m geo.map",
+        description="Map GeoTIFFs with a model bundle: for each IN.tif, OUT/IN/ gets landcover.tif "
+                    "(class per model pixel), soundscape.tif (class per tile cell), soundscape_scores.tif "
+                    "(probability per class), embeddings.tif (embedding per tile cell) - cloud-optimised "
+                    "GeoTIFFs on the input's grid - plus tiles.gpkg, landcover.gpkg and run.json. "
+                    "Finished inputs are skipped on rerun; interrupted ones are redone.",
+        epilog="Exit status: 0 when every input was mapped or skipped, 2 when any failed (each failure "
+               "is one 'error:' line on stderr) or the bundle/backend cannot be used.")
+    p.add_argument("inputs", nargs="+", metavar="IN.tif", help="GeoTIFFs (or any GDAL raster) to map")
+    p.add_argument("--bundle", required=True, help="model bundle folder")
+    p.add_argument("--out", required=True, help="output folder; each input gets OUT/<input stem>/")
+    p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnx, onnx-int8, "
+                                                      "onnx-fp16, trt (default: auto, the fastest usable)")
+    p.add_argument("--stride", type=_positive_int, default=None, metavar="PX",
+                   help="cell spacing in model pixels (default: the tile size, no overlap); smaller strides "
+                        "give overlapping tiles and a finer, blended land-cover map")
+    p.add_argument("--bands", type=_parse_bands, default=None, metavar="R,G,B",
+                   help="1-based band numbers to read as red, green, blue (default: from the colour "
+                        "interpretation, else 1,2,3)")
+    p.add_argument("--batch", type=_positive_int, default=32, metavar="N", help="tiles per inference call (32)")
+    p.add_argument("--workers", type=_positive_int, default=2, metavar="K", help="reader threads (2)")
+    p.add_argument("--min-area", type=_non_negative, default=None, metavar="M2",
+                   help=f"smallest land-cover polygon in landcover.gpkg, metres² (default: "
+                        f"{MIN_AREA_PIXELS} land-cover pixels)")
+    p.add_argument("--overwrite", action="store_true", help="map again even when outputs are up to date")
+    p.add_argument("--allow-ungeoreferenced", action="store_true",
+                   help="map rasters without CRS/geotransform in pixel units (pixel size taken as metres)")
+    p.add_argument("--allow-rotated", action="store_true", help="map rasters with a rotated geotransform")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def summary(results: Sequence[FileResult]) -> str:
+    """A few lines: counts, then one line per input."""
+    counts = {s: sum(r.status == s for r in results) for s in ("mapped", "skipped", "failed")}
+    lines = [f"{counts['mapped']} mapped, {counts['skipped']} skipped (up to date), {counts['failed']} failed"]
+    for r in results:
+        detail = r.message if r.status == "failed" else str(r.out_dir)
+        if r.status == "mapped" and r.timings:
+            detail += f" ({r.timings['tiles']} tiles, {r.timings['tiles_per_s']:.1f} tiles/s)"
+        lines.append(f"  {r.status:8s} {r.path}: {detail}" if r.status != "failed" else f"  failed   {detail}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m geo.map``."""
+    args = build_parser().parse_args(argv)
+    options = MapOptions(stride=args.stride, bands=args.bands, allow_ungeoreferenced=args.allow_ungeoreferenced,
+                         allow_rotated=args.allow_rotated, min_area_m2=args.min_area, batch=args.batch,
+                         workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+    results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
+    print(summary(results))
+    return 2 if any(r.status == "failed" for r in results) else 0
+
+
+if __name__ == "__main__":
+    from model.cli import run_cli
+
+    sys.exit(run_cli(main))

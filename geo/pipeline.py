@@ -1,0 +1,266 @@
+"""The mapping pipeline: threaded reading, batched inference, a writer thread, bounded queues.
+
+::
+
+    reader threads (K)            main thread                    writer thread
+    own RasterSource each  ──►  reorder by chunk index  ──►  sink(Batch) in row-major order
+    read_tiles(chunk)           backend inference             (products written by windows)
+
+- Each reader opens its own dataset (rasterio/GDAL handles are not thread-safe), takes the next
+  chunk of ``batch`` tiles (row-major, :meth:`geo.grid.TileGrid.chunks`) and reads it with
+  :func:`geo.raster.read_tiles`. GDAL releases the GIL while decoding, so reading overlaps
+  inference.
+- At most ``2 * workers + 2`` chunks are read ahead of inference (a semaphore), and at most
+  ``WRITE_QUEUE`` inferred batches wait for the writer, so memory is bounded by
+  ``chunks in flight x batch x tile bytes``, never by the raster.
+- Tiles with no valid pixel are not inferred (their cells become nodata).
+- The first error in any thread stops all threads and is raised in the caller's thread.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from geo.grid import Tile, TileGrid
+from geo.raster import RasterSource, read_tiles
+from geo.scaling import Scaling
+
+WRITE_QUEUE = 4  # inferred batches waiting for the writer
+POLL_S = 0.1  # seconds between checks of the stop flag while waiting
+
+
+@dataclass
+class Batch:
+    """One chunk of consecutive tiles after inference.
+
+    ``valid`` (n, T, T) bool per model pixel; ``has_data`` (n,) tiles with any valid pixel; the
+    model outputs cover only those m tiles: ``embeddings`` (m, D), ``scores`` (m, K_sound) or None,
+    ``landcover`` (m, K_land, T, T) class probabilities or None.
+    """
+
+    tiles: list[Tile]
+    valid: np.ndarray
+    has_data: np.ndarray
+    embeddings: np.ndarray
+    scores: np.ndarray | None
+    landcover: np.ndarray | None
+
+
+@dataclass
+class Timings:
+    """Seconds spent reading (summed over reader threads), in inference (main thread), writing
+    (writer thread, then publishing), in the read-infer-write pipeline (wall), and end to end
+    (wall, including opening the input and publishing the products); tile counts."""
+
+    read_s: float = 0.0
+    infer_s: float = 0.0
+    write_s: float = 0.0
+    pipeline_s: float = 0.0
+    total_s: float = 0.0
+    tiles: int = 0
+    tiles_with_data: int = 0
+
+    @property
+    def tiles_per_s(self) -> float:
+        """End-to-end throughput: tiles / total_s."""
+        return self.tiles / self.total_s if self.total_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready dict including ``tiles_per_s``."""
+        return {"read_s": round(self.read_s, 4), "infer_s": round(self.infer_s, 4),
+                "write_s": round(self.write_s, 4), "pipeline_s": round(self.pipeline_s, 4),
+                "total_s": round(self.total_s, 4), "tiles": self.tiles,
+                "tiles_with_data": self.tiles_with_data, "tiles_per_s": round(self.tiles_per_s, 3)}
+
+
+def infer(backend: Any, tiles: np.ndarray, landcover: bool = True) -> tuple[np.ndarray, np.ndarray | None,
+                                                                           np.ndarray | None]:
+    """Run the backend's heads on uint8 tiles (N, T, T, 3): (embeddings (N, D), soundscape scores
+    (N, K) or None, land-cover probabilities (N, K, T, T) or None; land cover only when
+    ``landcover`` and the backend has the head)."""
+    if backend.has_soundscape:
+        embeddings, scores = backend.embed_and_score(tiles)
+    else:
+        embeddings, scores = backend.embed_images(tiles), None
+    land = backend.segment_landcover(tiles) if landcover and backend.has_landcover else None
+    return embeddings, scores, land
+
+
+def _empty_outputs(backend: Any, tile_size: int, landcover: bool) -> tuple[np.ndarray, np.ndarray | None,
+                                                                          np.ndarray | None]:
+    d = backend.embedding_dim
+    scores = np.zeros((0, len(backend.soundscape_classes)), np.float32) if backend.has_soundscape else None
+    land = (np.zeros((0, len(backend.landcover_classes), tile_size, tile_size), np.float32)
+            if landcover and backend.has_landcover else None)
+    return np.zeros((0, d), np.float32), scores, land
+
+
+@dataclass
+class _Shared:
+    """State shared by the threads of one pipeline run."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    read_s: float = 0.0
+    write_s: float = 0.0
+    writer_error: BaseException | None = None
+
+
+_DONE = object()
+
+
+def _acquire(slots: threading.Semaphore, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        if slots.acquire(timeout=POLL_S):
+            return True
+    return False
+
+
+def _reader(open_source: Callable[[], RasterSource], chunks: Iterator[tuple[int, list[Tile]]],
+            tile_size: int, scaling: Scaling, out: queue.Queue, slots: threading.Semaphore, shared: _Shared) -> None:
+    """Reader thread: read chunks with its own dataset handle until none are left or stop is set."""
+    try:
+        with open_source() as src:
+            while _acquire(slots, shared.stop):
+                with shared.lock:
+                    item = next(chunks, None)
+                if item is None:
+                    slots.release()
+                    break
+                index, tiles = item
+                t0 = time.perf_counter()
+                rgb, valid = read_tiles(src, tiles, tile_size, scaling)
+                with shared.lock:
+                    shared.read_s += time.perf_counter() - t0
+                out.put((index, tiles, rgb, valid))
+    except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        out.put(("error", e))
+    finally:
+        out.put(_DONE)
+
+
+def _writer(inbox: queue.Queue, sink: Callable[[Batch], None], shared: _Shared) -> None:
+    """Writer thread: hand each batch to ``sink`` in order; after an error, only drain the queue."""
+    while True:
+        batch = inbox.get()
+        if batch is None:
+            return
+        if shared.writer_error is not None:
+            continue
+        t0 = time.perf_counter()
+        try:
+            sink(batch)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            shared.writer_error = e
+            shared.stop.set()
+        shared.write_s += time.perf_counter() - t0
+
+
+def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scaling: Scaling, backend: Any,
+                 sink: Callable[[Batch], None], batch_size: int = 32, workers: int = 2,
+                 progress: Any = None, landcover: bool = True) -> Timings:
+    """Map every tile of ``grid``: read with ``workers`` threads (each calls ``open_source()`` for
+    its own handle), infer in this thread, pass each :class:`Batch` to ``sink`` in a writer thread.
+    ``landcover=False`` skips the backend's land-cover head.
+
+    ``progress`` is an optional tqdm bar advanced by tiles. Returns the :class:`Timings`; the
+    first error of any thread is raised here after all threads have stopped.
+    """
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch size and workers must be >= 1, got {batch_size} and {workers}")
+    start = time.perf_counter()
+    shared, timings = _Shared(), Timings()
+    chunks = enumerate(grid.chunks(batch_size))
+    read_q: queue.Queue = queue.Queue()
+    write_q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+    slots = threading.Semaphore(2 * workers + 2)
+    readers = [threading.Thread(target=_reader, name=f"geo-read-{i}", daemon=True,
+                                args=(open_source, chunks, grid.tile_size, scaling, read_q, slots, shared))
+               for i in range(workers)]
+    writer = threading.Thread(target=_writer, name="geo-write", daemon=True, args=(write_q, sink, shared))
+    for t in readers + [writer]:
+        t.start()
+    try:
+        run = partial(_infer_batch, backend, tile_size=grid.tile_size, landcover=landcover, timings=timings)
+        _infer_loop(read_q, write_q, slots, workers, run, shared, progress)
+    finally:
+        _finish_threads(readers, writer, write_q, shared)
+    if shared.writer_error is not None:
+        raise shared.writer_error
+    timings.read_s, timings.write_s = shared.read_s, shared.write_s
+    timings.pipeline_s = timings.total_s = time.perf_counter() - start
+    return timings
+
+
+def _infer_loop(read_q: queue.Queue, write_q: queue.Queue, slots: threading.Semaphore, workers: int,
+                run: Callable[..., Batch], shared: _Shared, progress: Any) -> None:
+    """Take read chunks in index order, infer the tiles with data, queue the batches for writing."""
+    pending: dict[int, tuple[list[Tile], np.ndarray, np.ndarray]] = {}
+    next_index, finished = 0, 0
+    try:
+        while finished < workers or pending:
+            item = read_q.get()
+            if item is _DONE:
+                finished += 1
+                continue
+            if item[0] == "error":
+                raise item[1]
+            pending[item[0]] = item[1:]
+            while next_index in pending:
+                tiles, rgb, valid = pending.pop(next_index)
+                slots.release()
+                next_index += 1
+                batch = run(tiles, rgb, valid)
+                _put(write_q, batch, shared)
+                if progress is not None:
+                    progress.update(len(tiles))
+            if finished == workers and pending and next_index not in pending:
+                raise RuntimeError(f"tile chunk {next_index} was never read")
+    except BaseException:
+        shared.stop.set()
+        raise
+
+
+def _infer_batch(backend: Any, tiles: list[Tile], rgb: np.ndarray, valid: np.ndarray, *, tile_size: int,
+                 landcover: bool, timings: Timings) -> Batch:
+    has_data = valid.any(axis=(1, 2))
+    t0 = time.perf_counter()
+    outputs = (infer(backend, rgb[has_data], landcover) if has_data.any()
+               else _empty_outputs(backend, tile_size, landcover))
+    timings.infer_s += time.perf_counter() - t0
+    timings.tiles += len(tiles)
+    timings.tiles_with_data += int(has_data.sum())
+    return Batch(tiles, valid, has_data, *outputs)
+
+
+def _put(write_q: queue.Queue, batch: Batch, shared: _Shared) -> None:
+    """Queue a batch for the writer, waiting while the queue is full; raise the writer's error."""
+    while True:
+        if shared.writer_error is not None:
+            raise shared.writer_error
+        try:
+            write_q.put(batch, timeout=POLL_S)
+            return
+        except queue.Full:
+            continue
+
+
+def _finish_threads(readers: list[threading.Thread], writer: threading.Thread, write_q: queue.Queue,
+                    shared: _Shared) -> None:
+    """Stop the readers (after an error), let the writer drain and end, join everything."""
+    for t in readers:
+        t.join()
+    while True:
+        try:
+            write_q.put(None, timeout=POLL_S)
+            break
+        except queue.Full:
+            if not writer.is_alive():
+                break
+    writer.join()

@@ -1,0 +1,192 @@
+"""The products of mapping one raster, written incrementally as batches of tiles arrive.
+
+Raster products (cloud-optimised GeoTIFFs in the input's CRS, see :mod:`geo.cog`):
+
+- ``soundscape.tif``: uint8 class id (argmax of the soundscape scores) per tile cell, colour
+  table, nodata 255 — on the cell grid ``grid.cell_transform`` (an exact sub-grid of the input).
+- ``soundscape_scores.tif``: one float32 band per sound class, the probability
+  ``softmax_k(-d(z, prototype_k) / temperature)`` in 0..1, nodata NaN; band descriptions are the
+  class names.
+- ``embeddings.tif``: one float32 band per embedding dimension (``emb_000`` ...), nodata NaN;
+  tags ``geoaudio_bundle_hash``, ``geoaudio_distance`` say which model and distance they need.
+- ``landcover.tif``: uint8 class id per model pixel (see :mod:`geo.blend` for the grid and the
+  blending), colour table, nodata 255.
+
+Vector products (see :mod:`geo.vectors`): ``tiles.gpkg`` and ``landcover.gpkg``.
+
+Tiles without any valid pixel are not inferred; their cells are nodata everywhere. Products of a
+head the bundle lacks are not written.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from affine import Affine
+
+from geo.blend import NODATA, make_mosaic
+from geo.cog import StagedRaster
+from geo.grid import TileGrid
+from geo.pipeline import Batch
+from geo.vectors import landcover_polygons, tiles_frame, write_gpkg
+
+TOP_K = 3  # sound classes per tile in tiles.gpkg
+NEAREST_K = 3  # gallery recordings per tile in tiles.gpkg
+
+SOUNDSCAPE, SCORES, EMBEDDINGS, LANDCOVER = "soundscape.tif", "soundscape_scores.tif", "embeddings.tif", "landcover.tif"
+TILES_GPKG, LANDCOVER_GPKG = "tiles.gpkg", "landcover.gpkg"
+
+# A gallery lookup: embeddings (n, D) -> columns {"near_1_key": [...], "near_1_title": [...], ...}
+GalleryLookup = Callable[[np.ndarray], dict[str, list[Any]]]
+
+
+def product_names(has_soundscape: bool, has_landcover: bool) -> list[str]:
+    """File names a mapping run writes, given the bundle's heads."""
+    names = [EMBEDDINGS, TILES_GPKG]
+    if has_soundscape:
+        names += [SOUNDSCAPE, SCORES]
+    if has_landcover:
+        names += [LANDCOVER, LANDCOVER_GPKG]
+    return names
+
+
+def class_colors(classes: Sequence[dict[str, Any]]) -> dict[int, tuple[int, int, int]]:
+    """Colour table ``{class id: (r, g, b)}`` from a head's class list."""
+    return {i: tuple(int(v) for v in c["color"][:3]) for i, c in enumerate(classes)}
+
+
+def landcover_transform(grid: TileGrid) -> Affine:
+    """Affine of the land-cover raster: ``cell_transform @ scale(1 / stride)`` (``stride`` x
+    ``stride`` pixels per cell; equals ``grid.pixel_transform`` when stride == tile_size)."""
+    if grid.stride == grid.tile_size:
+        return grid.pixel_transform
+    return grid.cell_transform @ Affine.scale(1.0 / grid.stride)
+
+
+def landcover_gsd(grid: TileGrid) -> tuple[float, float]:
+    """Metres per land-cover pixel (x, y): ``source_gsd * step / stride``."""
+    return (grid.source_gsd[0] * grid.step[0] / grid.stride, grid.source_gsd[1] * grid.step[1] / grid.stride)
+
+
+class ProductSet:
+    """All products of one raster, staged in ``folder`` (the run's ``.partial/``).
+
+    Call :meth:`add` with every :class:`geo.pipeline.Batch` in row-major order (from one thread),
+    then :meth:`finish` (publishes the COGs and GeoPackages in ``folder``) or :meth:`discard`.
+    """
+
+    def __init__(self, folder: Path, grid: TileGrid, crs: Any, embedding_dim: int,
+                 sound_classes: Sequence[dict[str, Any]] | None, landcover_classes: Sequence[dict[str, Any]] | None,
+                 tags: dict[str, str], min_area_m2: float, gallery: GalleryLookup | None = None) -> None:
+        self.folder, self.grid, self.crs, self.tags = Path(folder), grid, crs, tags
+        self.sound_classes, self.landcover_classes = sound_classes or [], landcover_classes or []
+        self.min_area_m2, self.gallery = min_area_m2, gallery
+        self.embeddings = self._cell_raster(EMBEDDINGS, "float32", [f"emb_{i:03d}" for i in range(embedding_dim)])
+        self.rasters = [self.embeddings]
+        self.classes = self.scores = self.landcover = None
+        if self.sound_classes:
+            self.classes = self._cell_raster(SOUNDSCAPE, "uint8", ["soundscape_class"], class_colors(self.sound_classes))
+            self.scores = self._cell_raster(SCORES, "float32", [c["name"] for c in self.sound_classes])
+            self.rasters += [self.classes, self.scores]
+        if self.landcover_classes:
+            self.landcover = self._landcover_raster()
+            self.rasters.append(self.landcover)
+        self.records: list[pd.DataFrame] = []
+
+    def _cell_raster(self, name: str, dtype: str, descriptions: list[str],
+                     colors: dict[int, tuple[int, int, int]] | None = None) -> StagedRaster:
+        """A staged raster on the cell grid (nodata 255 for uint8 classes, NaN for floats)."""
+        rows, cols = self.grid.cell_shape
+        return StagedRaster(self.folder / name, width=cols, height=rows, count=len(descriptions), dtype=dtype,
+                            transform=self.grid.cell_transform, crs=self.crs,
+                            nodata=NODATA if dtype == "uint8" else math.nan, descriptions=descriptions,
+                            colors=colors, tags=self.tags)
+
+    def _landcover_raster(self) -> StagedRaster:
+        """The staged land-cover raster (``stride`` pixels per cell side) and its mosaicker."""
+        rows, cols = (n * self.grid.stride for n in self.grid.cell_shape)
+        self.mosaic = make_mosaic(rows, cols, self.grid.tile_size, self.grid.stride, len(self.landcover_classes))
+        return StagedRaster(self.folder / LANDCOVER, width=cols, height=rows, count=1, dtype="uint8",
+                            transform=landcover_transform(self.grid), crs=self.crs, nodata=NODATA,
+                            descriptions=["landcover_class"], colors=class_colors(self.landcover_classes),
+                            tags=self.tags)
+
+    def add(self, batch: Batch) -> None:
+        """Write one batch of consecutive tiles into every product."""
+        self._write_cells(batch)
+        if self.landcover is not None:
+            self._write_landcover(batch)
+        self.records.append(self._tile_records(batch))
+
+    def _cell_values(self, batch: Batch, values: np.ndarray, fill: float, dtype: str) -> np.ndarray:
+        """(n, bands) array over all tiles of the batch, ``fill`` for tiles without data."""
+        out = np.full((len(batch.tiles), values.shape[1]), fill, dtype)
+        out[batch.has_data] = values
+        return out
+
+    def _write_cells(self, batch: Batch) -> None:
+        arrays = [(self.embeddings, self._cell_values(batch, batch.embeddings, math.nan, "float32"))]
+        if self.classes is not None and batch.scores is not None:
+            cls = batch.scores.argmax(axis=1)[:, None] if len(batch.scores) else np.zeros((0, 1), np.int64)
+            arrays.append((self.classes, self._cell_values(batch, cls, NODATA, "uint8")))
+            arrays.append((self.scores, self._cell_values(batch, batch.scores, math.nan, "float32")))
+        for start, stop in _row_runs(batch.tiles):
+            row, col = batch.tiles[start].row, batch.tiles[start].col
+            for raster, values in arrays:
+                raster.write(values[start:stop].T[:, None, :], row, col)
+
+    def _write_landcover(self, batch: Batch) -> None:
+        data_index = np.cumsum(batch.has_data) - 1
+        for i, tile in enumerate(batch.tiles):
+            probs = batch.landcover[data_index[i]] if batch.has_data[i] and batch.landcover is not None else None
+            for row, strip in self.mosaic.add(tile, probs, batch.valid[i]):
+                self.landcover.write(strip, row)
+
+    def _tile_records(self, batch: Batch) -> pd.DataFrame:
+        """Rows of tiles.gpkg for the batch's tiles with data."""
+        tiles = [t for t, ok in zip(batch.tiles, batch.has_data) if ok]
+        rec: dict[str, Any] = {"row": [t.row for t in tiles], "col": [t.col for t in tiles],
+                               "valid_frac": batch.valid[batch.has_data].mean(axis=(1, 2)).astype(np.float32).tolist()}
+        if batch.scores is not None and self.sound_classes:
+            k = min(TOP_K, batch.scores.shape[1])
+            order = np.argsort(-batch.scores, axis=1)[:, :k]
+            for j in range(k):
+                rec[f"sound_{j + 1}"] = [self.sound_classes[i]["name"] for i in order[:, j]]
+                rec[f"score_{j + 1}"] = np.take_along_axis(batch.scores, order[:, j:j + 1], 1)[:, 0].tolist()
+        if self.gallery is not None and len(tiles):
+            rec.update(self.gallery(batch.embeddings))
+        return pd.DataFrame(rec)
+
+    def finish(self) -> list[Path]:
+        """Flush land cover, publish every COG and GeoPackage in the folder; returns their paths."""
+        if self.landcover is not None:
+            for row, strip in self.mosaic.finish():
+                self.landcover.write(strip, row)
+        paths = [r.to_cog("nearest" if r.dtype == np.uint8 else "average") for r in self.rasters]
+        table = pd.concat(self.records, ignore_index=True) if self.records else pd.DataFrame({"row": [], "col": []})
+        paths.append(write_gpkg(tiles_frame(table, self.grid.cell_transform, self.crs),
+                                self.folder / TILES_GPKG, "tiles", "Polygon"))
+        if self.landcover is not None:
+            polygons = landcover_polygons(self.landcover.path, self.landcover_classes, landcover_gsd(self.grid),
+                                          self.min_area_m2)
+            paths.append(write_gpkg(polygons, self.folder / LANDCOVER_GPKG, "landcover", "MultiPolygon"))
+        return paths
+
+    def discard(self) -> None:
+        """Close and delete every staging file (after an error)."""
+        for raster in self.rasters:
+            raster.discard()
+
+
+def _row_runs(tiles: Sequence[Any]) -> list[tuple[int, int]]:
+    """[start, stop) index runs of consecutive tiles in the same cell row."""
+    runs, start = [], 0
+    for i in range(1, len(tiles) + 1):
+        if i == len(tiles) or tiles[i].row != tiles[start].row:
+            runs.append((start, i))
+            start = i
+    return runs
+

@@ -1,0 +1,198 @@
+"""``python -m geo.query``: where on a mapped scene does it sound like this? A heatmap per tile cell.
+
+The query vector ``v`` is an audio clip embedded by the bundle's audio encoder (``--audio``) or
+the soundscape prototype of a class (``--class``). It is compared with every cell's stored image
+embedding ``z`` from ``embeddings.tif`` (written by ``python -m geo.map``); the image encoder is
+not run again. The output ``heat.tif`` is a float32 cloud-optimised GeoTIFF on the same cell grid
+with two bands (nodata NaN where the map has no data):
+
+1. ``similarity``, 0..1: the rank-normalised closeness, ``1 - rank(d) / (n - 1)`` over the n cells
+   with data (rank 0 = smallest distance, ties share their mean rank). 1 is the cell that sounds
+   most like the query, 0.5 the median cell, 0 the least alike — read it as "this cell is more
+   like the query than this share of the map". It is relative to the scene (a per-map ranking).
+2. ``distance``: the bundle's embedding distance ``d(z, v)``, comparable across maps of the same
+   bundle: ``euclidean`` ``||z - v||_2`` (embedding units), ``cosine`` ``1 - z.v / (||z|| ||v||)``
+   (0 = same direction, 2 = opposite). Smaller is more similar.
+
+Python API (for the app): :func:`query_embeddings`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+
+from geo.cog import StagedRaster
+
+BANDS = ("similarity", "distance")
+NORM_EPS = 1e-12  # guards the cosine normalisation of an all-zero vector
+DISTANCES = ("euclidean", "cosine")
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered; the one-line message names the file or the problem."""
+
+
+def cell_distances(embeddings: np.ndarray, vector: np.ndarray, distance: str) -> np.ndarray:
+    """Distances (N,) between embeddings (N, D) and one vector (D,) (formulas in the module doc)."""
+    if distance not in DISTANCES:
+        raise QueryError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    z = np.asarray(embeddings, np.float64)
+    v = np.asarray(vector, np.float64).reshape(-1)
+    if distance == "cosine":
+        zn = np.linalg.norm(z, axis=1)
+        return (1.0 - (z @ v) / np.maximum(zn * np.linalg.norm(v), NORM_EPS)).astype(np.float32)
+    return np.sqrt(np.maximum((z * z).sum(axis=1) - 2.0 * (z @ v) + v @ v, 0.0)).astype(np.float32)
+
+
+def rank_similarity(d: np.ndarray) -> np.ndarray:
+    """``1 - rank(d) / (n - 1)`` with mean ranks for ties; 1.0 when n == 1 (module doc, band 1)."""
+    n = len(d)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    if n == 1:
+        return np.ones(1, np.float32)
+    order = np.argsort(d, kind="stable")
+    sorted_d = d[order]
+    starts = np.flatnonzero(np.r_[True, sorted_d[1:] != sorted_d[:-1]])
+    ends = np.r_[starts[1:], n]
+    mean_rank = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+    ranks = np.empty(n, np.float64)
+    ranks[order] = mean_rank
+    return (1.0 - ranks / (n - 1)).astype(np.float32)
+
+
+def _open(path: Path) -> Any:
+    """rasterio dataset of an embeddings raster, or QueryError naming the file."""
+    if not path.is_file():
+        raise QueryError(f"{path}: no such file")
+    try:
+        return rasterio.open(path)
+    except RasterioError as e:
+        raise QueryError(f"{path}: not a readable embeddings raster ({' '.join(str(e).split())})") from None
+
+
+def _read_tags(path: Path) -> dict[str, str]:
+    with _open(path) as ds:
+        return ds.tags()
+
+
+def _read_embeddings(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """(D, rows, cols) float32 embeddings and the raster profile."""
+    with _open(path) as ds:
+        try:
+            return ds.read(out_dtype="float32"), dict(ds.profile)
+        except RasterioError as e:
+            raise QueryError(f"{path}: cannot read the embeddings ({' '.join(str(e).split())})") from None
+
+
+def query_embeddings(embeddings_path: str | os.PathLike, vector: np.ndarray,
+                     distance: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Heatmap of one query over an ``embeddings.tif``.
+
+    Returns ``array`` float32 (2, rows, cols) — band 0 ``similarity`` (0..1, 1 = most alike),
+    band 1 ``distance`` (see the module doc), NaN where the map has no data — and a rasterio
+    ``profile`` (GTiff, count 2, float32, nodata NaN, the embeddings' CRS and cell transform).
+    """
+    path = Path(embeddings_path)
+    data, profile = _read_embeddings(path)
+    v = np.asarray(vector, np.float32).reshape(-1)
+    if data.shape[0] != v.size:
+        raise QueryError(f"{path}: {data.shape[0]} embedding bands, but the query vector has {v.size} "
+                         f"dimensions (was the map made with another bundle?)")
+    if not np.all(np.isfinite(v)):
+        raise QueryError("query vector has non-finite values")
+    d_bands, rows, cols = data.shape
+    z = data.reshape(d_bands, -1).T
+    ok = np.all(np.isfinite(z), axis=1)
+    out = np.full((2, rows * cols), np.nan, np.float32)
+    d = cell_distances(z[ok], v, distance)
+    out[1, ok] = d
+    out[0, ok] = rank_similarity(d)
+    profile.update(driver="GTiff", count=2, dtype="float32", nodata=math.nan)
+    for key in ("blockxsize", "blockysize", "tiled", "interleave", "compress", "photometric"):
+        profile.pop(key, None)
+    return out.reshape(2, rows, cols), profile
+
+
+def write_heatmap(array: np.ndarray, profile: dict[str, Any], out: str | os.PathLike,
+                  tags: dict[str, str] | None = None) -> Path:
+    """Write a :func:`query_embeddings` result as a two-band float32 COG, atomically."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    staged = StagedRaster(out, width=profile["width"], height=profile["height"], count=2, dtype="float32",
+                          transform=profile["transform"], crs=profile.get("crs"), nodata=math.nan,
+                          descriptions=list(BANDS), tags=tags)
+    try:
+        staged.write(array, 0, 0)
+        return staged.to_cog("average")
+    except BaseException:
+        staged.discard()
+        raise
+
+
+def class_vector(bundle: Any, name: str) -> np.ndarray:
+    """The soundscape prototype (D,) of the class called ``name``; QueryError lists the known ones."""
+    head = bundle.heads.get("soundscape")
+    if head is None:
+        raise QueryError(f"{bundle.path}: bundle has no soundscape head, so --class cannot be used (try --audio)")
+    names = [c["name"] for c in head["classes"]]
+    if name not in names:
+        raise QueryError(f"unknown sound class {name!r}; the bundle's classes are: {', '.join(names)}")
+    return np.asarray(bundle.tensors["soundscape.prototypes"][names.index(name)], np.float32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m geo.query``."""
+    p = argparse.ArgumentParser(
+        prog="python -m geo.query",
+        description="Similarity heatmap of a sound over a mapped scene, from the embeddings.tif written by "
+                    "python -m geo.map (the image encoder is not run again). heat.tif band 1 'similarity' is "
+                    "0..1 (1 = the cell most like the sound, 0.5 = the median cell; a ranking within this "
+                    "map); band 2 'distance' is the bundle's embedding distance (smaller = more alike).")
+    p.add_argument("embeddings", metavar="EMBEDDINGS.tif", help="embeddings.tif from python -m geo.map")
+    p.add_argument("--bundle", required=True, help="the model bundle the map was made with")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--audio", metavar="CLIP", help="audio clip (wav, mp3, ogg, flac ...) to search for")
+    what.add_argument("--class", dest="sound_class", metavar="NAME",
+                      help="a soundscape class of the bundle (its prototype is the query)")
+    p.add_argument("--out", required=True, metavar="HEAT.tif", help="output heatmap (float32 COG)")
+    p.add_argument("--backend", default="auto", help="backend that embeds --audio (default: auto)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m geo.query``."""
+    from model.bundle import load
+
+    args = build_parser().parse_args(argv)
+    bundle = load(args.bundle)
+    bundle_hash = bundle.content_hash()
+    made_with = _read_tags(Path(args.embeddings)).get("geoaudio_bundle_hash")
+    if made_with and made_with != bundle_hash:
+        raise QueryError(f"{args.embeddings}: made with bundle {made_with}, not {args.bundle} ({bundle_hash}); "
+                         f"embeddings of different models cannot be compared")
+    if args.sound_class is not None:
+        vector, what = class_vector(bundle, args.sound_class), f"class {args.sound_class}"
+    else:
+        from export.runtime import open_backend
+
+        vector, what = open_backend(args.bundle, name=args.backend).embed_audio_file(args.audio), f"audio {args.audio}"
+    array, profile = query_embeddings(args.embeddings, vector, bundle.distance)
+    out = write_heatmap(array, profile, args.out, {"geoaudio_query": what, "geoaudio_distance": bundle.distance,
+                                                    "geoaudio_bundle_hash": bundle_hash})
+    best = np.unravel_index(np.nanargmax(array[0]), array[0].shape) if np.isfinite(array[0]).any() else None
+    print(f"wrote {out} ({what}; most similar cell row {best[0]}, col {best[1]})" if best else f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from model.cli import run_cli
+
+    sys.exit(run_cli(main))

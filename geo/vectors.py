@@ -1,0 +1,136 @@
+"""Vector products: ``tiles.gpkg`` (one polygon per mapped tile cell) and ``landcover.gpkg``
+(polygons of the land-cover classes), both GeoPackages in the input's CRS, written atomically.
+
+``tiles.gpkg`` columns: ``row``, ``col`` (cell indices), ``valid_frac`` (fraction of the tile's
+model pixels with data), ``sound_1``..``sound_k`` (class names, best first) with ``score_1``..
+``score_k`` (soundscape probabilities, 0..1), and, when the bundle has a gallery,
+``near_1_key``, ``near_1_title``, ``near_1_distance`` ... (the nearest gallery recordings in
+embedding distance).
+
+``landcover.gpkg`` columns: ``class_id``, ``class_name``, ``color`` ("#rrggbb"), ``pixels`` and
+``area_m2`` (``pixels * gsd_x * gsd_y``, metres²). Polygons come from
+``rasterio.features.shapes`` (4-connected) over windows of the class raster, so memory stays
+bounded; pieces touching an inner window edge are merged per class afterwards; polygons smaller
+than ``min_area_m2`` are dropped, and the rest simplified as a coverage (shared edges stay shared)
+with a tolerance of one model pixel.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.features import shapes
+from rasterio.windows import Window
+from shapely.geometry import shape
+
+from geo.blend import NODATA
+from geo.cog import atomic_target
+
+VECTOR_WINDOW = 2048  # model pixels per side of a vectorisation window
+SEAM_EPS = 1e-9  # fraction of a pixel: bounds this close to a window edge touch it
+
+
+def cell_polygons(rows: np.ndarray, cols: np.ndarray, cell_transform: Affine) -> np.ndarray:
+    """Shapely boxes of cells (rows[i], cols[i]) on the cell grid ``cell_transform``."""
+    x0, y0 = cell_transform @ (cols, rows)
+    x1, y1 = cell_transform @ (cols + 1, rows + 1)
+    return shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
+
+
+def write_gpkg(frame: gpd.GeoDataFrame, path: str | os.PathLike, layer: str, geometry_type: str) -> Path:
+    """Write a GeoDataFrame as a one-layer GeoPackage atomically (temp file, then rename); a frame
+    without CRS (an ungeoreferenced input) is written without one, silently."""
+    with atomic_target(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*crs.* was not provided", category=UserWarning)
+        frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio", geometry_type=geometry_type)
+    return Path(path)
+
+
+def tiles_frame(table: pd.DataFrame, cell_transform: Affine, crs: Any) -> gpd.GeoDataFrame:
+    """The tiles layer: ``table`` must hold integer ``row`` and ``col`` columns plus any attributes."""
+    rows, cols = table["row"].to_numpy(np.int64), table["col"].to_numpy(np.int64)
+    geometry = cell_polygons(rows, cols, cell_transform) if len(rows) else []
+    return gpd.GeoDataFrame(table.astype({"row": np.int64, "col": np.int64}), geometry=geometry, crs=crs)
+
+
+def _windows(width: int, height: int, size: int) -> Iterator[Window]:
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            yield Window(col, row, min(size, width - col), min(size, height - row))
+
+
+def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a width x height pixel block with a north-up ``transform``."""
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (width, height)
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _touches_seam(poly_bounds: Sequence[float], win: Window, win_bounds: Sequence[float],
+                  width: int, height: int, tol: float) -> bool:
+    """Whether a polygon reaches an edge of its window that lies inside the raster."""
+    minx, miny, maxx, maxy = poly_bounds
+    left, bottom, right, top = win_bounds
+    return ((win.col_off > 0 and minx <= left + tol) or (win.col_off + win.width < width and maxx >= right - tol)
+            or (win.row_off > 0 and maxy >= top - tol) or (win.row_off + win.height < height and miny <= bottom + tol))
+
+
+def landcover_polygons(class_raster: str | os.PathLike, classes: Sequence[dict[str, Any]],
+                       gsd_m: tuple[float, float], min_area_m2: float,
+                       window: int = VECTOR_WINDOW) -> gpd.GeoDataFrame:
+    """Polygons of each class in a uint8 class raster (255 = no data), see the module doc.
+
+    ``gsd_m`` is the (x, y) size of one class-raster pixel in metres; ``min_area_m2`` the smallest
+    polygon kept, in metres².
+    """
+    with rasterio.open(class_raster) as ds:
+        pixel_crs_area = abs(ds.transform.determinant)
+        pixel_size = math.sqrt(pixel_crs_area)
+        tol = SEAM_EPS * pixel_size
+        min_pixels = min_area_m2 / (gsd_m[0] * gsd_m[1])
+        kept: list[tuple[int, Any]] = []
+        seams: dict[int, list[Any]] = {}
+        for win in _windows(ds.width, ds.height, window):
+            data = ds.read(1, window=win)
+            transform = ds.transform @ Affine.translation(win.col_off, win.row_off)
+            wb = _bounds(transform, win.width, win.height)
+            for geom, value in shapes(data, mask=data != NODATA, transform=transform, connectivity=4):
+                poly = shape(geom)
+                if _touches_seam(poly.bounds, win, wb, ds.width, ds.height, tol):
+                    seams.setdefault(int(value), []).append(poly)
+                elif poly.area / pixel_crs_area >= min_pixels:
+                    kept.append((int(value), poly))
+    for value, pieces in seams.items():
+        for part in shapely.get_parts(shapely.union_all(pieces)):
+            if part.area / pixel_crs_area >= min_pixels:
+                kept.append((value, part))
+    return _landcover_frame(kept, classes, pixel_crs_area, gsd_m, pixel_size, ds.crs)
+
+
+def _landcover_frame(kept: list[tuple[int, Any]], classes: Sequence[dict[str, Any]], pixel_crs_area: float,
+                     gsd_m: tuple[float, float], tolerance: float, crs: Any) -> gpd.GeoDataFrame:
+    """The landcover layer from (class id, polygon) pairs: pixel counts and areas measured before
+    the coverage simplification (``tolerance`` in CRS units), MultiPolygon geometries."""
+    ids = np.array([v for v, _ in kept], dtype=np.int64)
+    geoms = np.array([g for _, g in kept], dtype=object)
+    pixels = np.rint(shapely.area(geoms) / pixel_crs_area).astype(np.int64) if len(geoms) else np.zeros(0, np.int64)
+    if len(geoms):
+        try:
+            geoms = shapely.coverage_simplify(geoms, tolerance)
+        except shapely.errors.GEOSException:  # not a clean coverage: simplify each on its own
+            geoms = shapely.simplify(geoms, tolerance, preserve_topology=True)
+    names = [classes[i]["name"] if i < len(classes) else f"class_{i}" for i in ids]
+    colors = ["#%02x%02x%02x" % tuple(classes[i]["color"][:3]) if i < len(classes) else "#000000" for i in ids]
+    frame = pd.DataFrame({"class_id": ids, "class_name": names, "color": colors, "pixels": pixels,
+                          "area_m2": pixels * gsd_m[0] * gsd_m[1]})
+    multi = [g if g.geom_type == "MultiPolygon" else shapely.multipolygons([g]) for g in geoms]
+    return gpd.GeoDataFrame(frame, geometry=multi, crs=crs)

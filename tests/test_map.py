@@ -1,0 +1,364 @@
+"""python -m geo.map on the shared GeoTIFFs with real (random-initialised) bundles and the torch backend.
+
+Bundles: "full" is a standard resnet18 image encoder (16-d embeddings) with a soundscape head and a
+DeepLabV3+ land-cover head, tile 64 px, made at 600 m (2x RGB.byte's 300 m pixels) and copied at
+2.76 m (2x RGBA.uint16's 1.38 m); "tiny3000" is a narrow ResNet with a soundscape head only at
+3000 m (2 x 2 cells on RGB.byte), for the tests of warnings, batching, resuming and errors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from geo.blend import NODATA, OverlapBlender, TileMosaic, blend_window
+from geo.cog import is_cog
+from geo.errors import RasterError
+from geo.grid import Tile
+from geo.map import MapOptions, main, map_files
+from model.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+GEOTIFF = ROOT.parent / "shared" / "data" / "geotiff"
+RGB, RGBA = GEOTIFF / "RGB.byte.tif", GEOTIFF / "RGBA.uint16.tif"
+CORRUPT, EMPTY = GEOTIFF / "corrupt.tif", GEOTIFF / "all-nodata.tif"
+SOUNDS = [("birds", [20, 160, 40]), ("traffic", [200, 30, 30]), ("water", [30, 60, 220]), ("wind", [180, 180, 180])]
+LAND = [("urban", [255, 0, 255]), ("forest", [0, 160, 0]), ("water", [0, 0, 255])]
+QUIET = MapOptions(progress=False)
+
+
+def make_bundle(path: Path, gsd: float, landcover: bool, tile_size: int = 64, dim: int = 16) -> Path:
+    """A random-initialised bundle: image + audio encoders, soundscape head, optional land cover."""
+    from model.bundle import encoder_tensors, make_meta, save
+    from model.encoders import build_audio_encoder, build_image_encoder
+    from model.image_input import ImageInput
+    from model.soundscape_head import soundscape_meta, soundscape_tensors
+
+    torch.manual_seed(0)
+    narrow = dict(widths=(8, 16, 32, 64), stem_width=8)
+    image = build_image_encoder("resnet18", dim) if landcover else build_image_encoder("resnet18", dim, **narrow)
+    audio = build_audio_encoder("resnet18", dim, **narrow)
+    classes = [{"name": n, "color": c} for n, c in SOUNDS]
+    heads = {"soundscape": soundscape_meta(classes, temperature=0.5)}
+    tensors = {**encoder_tensors("image_encoder", image), **encoder_tensors("audio_encoder", audio),
+               **soundscape_tensors(torch.randn(len(classes), dim))}
+    if landcover:
+        from model.landcover import build_segmenter, landcover_meta, landcover_tensors
+
+        land = [{"name": n, "color": c} for n, c in LAND]
+        heads["landcover"] = landcover_meta(land, "resnet18", tile_size, gsd)
+        tensors.update(landcover_tensors(build_segmenter("resnet18", len(land))))
+    meta = make_meta(image_spec=image.spec, audio_spec=audio.spec, distance="euclidean",
+                     image_input=ImageInput(tile_size=tile_size, gsd=gsd), heads=heads)
+    save(path, meta, tensors)
+    return path
+
+
+def regrid_bundle(src: Path, dst: Path, gsd: float) -> Path:
+    """A copy of a bundle that expects imagery at ``gsd`` metres per pixel."""
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "bundle.json").read_text())
+    meta["image_input"]["gsd"] = gsd
+    if "landcover" in meta["heads"]:
+        meta["heads"]["landcover"]["gsd"] = gsd
+    (dst / "bundle.json").write_text(json.dumps(meta, indent=2))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    full = make_bundle(root / "full600", gsd=600.0, landcover=True)
+    tiny = make_bundle(root / "tiny3000", gsd=3000.0, landcover=False)
+    return {"full600": full, "full2.76": regrid_bundle(full, root / "full2.76", 2.76), "tiny3000": tiny}
+
+
+@pytest.fixture(scope="module")
+def rgb_map(bundles, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rgb_map")
+    [result] = map_files([RGB], bundles["full600"], out, "torch", QUIET)
+    assert result.status == "mapped", result.message
+    return out / "RGB.byte"
+
+
+def _check_on_grid(product: rasterio.io.DatasetReader, src: rasterio.io.DatasetReader) -> tuple[int, int]:
+    """Same CRS, same origin, pixel sizes integer multiples of the input's; returns the multiples."""
+    assert product.crs == src.crs
+    assert product.transform.b == 0 and product.transform.d == 0
+    assert product.transform @ (0, 0) == pytest.approx(src.transform @ (0, 0), abs=1e-6)
+    kx, ky = product.transform.a / src.transform.a, product.transform.e / src.transform.e
+    assert kx == pytest.approx(round(kx), abs=1e-9) and ky == pytest.approx(round(ky), abs=1e-9)
+    return round(kx), round(ky)
+
+
+def test_rgb_products_lie_on_the_input_grid(rgb_map):
+    with rasterio.open(RGB) as src:
+        with rasterio.open(rgb_map / "landcover.tif") as lc:
+            assert _check_on_grid(lc, src) == (2, 2)  # 64 model px per 128-px cell
+            land = lc.read(1)
+            assert lc.colormap(1)[1][:3] == tuple(LAND[1][1]) and lc.nodata == NODATA
+            assert lc.descriptions == ("landcover_class",) and lc.overviews(1)
+            input_valid = src.dataset_mask()[1::2, 1::2] > 0  # nearest of 2x2 source pixels per model pixel
+        cells = {}
+        for name in ("soundscape", "soundscape_scores", "embeddings"):
+            with rasterio.open(rgb_map / f"{name}.tif") as ds:
+                assert _check_on_grid(ds, src) == (128, 128)
+                assert ds.shape == (6, 7)  # ceil(718 / 128), ceil(791 / 128)
+                cells[name] = ds.read()
+                descriptions = ds.descriptions
+            if name == "soundscape_scores":
+                assert descriptions == tuple(n for n, _ in SOUNDS)
+            if name == "embeddings":
+                assert descriptions == tuple(f"emb_{i:03d}" for i in range(16))
+    assert land.shape == (6 * 64, 7 * 64)
+    rows, cols = input_valid.shape
+    assert np.all(land[:rows, :cols][~input_valid] == NODATA)  # partial tiles masked per pixel
+    assert np.all(land[:rows, :cols][input_valid] < len(LAND))
+    assert np.all(land[rows:] == NODATA) and np.all(land[:, cols:] == NODATA)  # past the raster edge
+    classes, scores, emb = cells["soundscape"][0], cells["soundscape_scores"], cells["embeddings"]
+    has = classes != NODATA
+    assert 0 < has.sum() < has.size  # RGB.byte has empty corner cells
+    assert np.array_equal(classes[has], scores[:, has].argmax(axis=0))
+    assert np.allclose(scores[:, has].sum(axis=0), 1, atol=1e-5)
+    assert np.all(np.isnan(emb[:, ~has])) and np.all(np.isfinite(emb[:, has]))
+
+
+def test_products_are_cloud_optimised_with_colour_tables(rgb_map):
+    for name in ("landcover", "soundscape", "soundscape_scores", "embeddings"):
+        assert is_cog(rgb_map / f"{name}.tif"), name
+        with rasterio.open(rgb_map / f"{name}.tif") as ds:
+            assert ds.profile["tiled"] and ds.compression is not None
+    with rasterio.open(rgb_map / "soundscape.tif") as ds:
+        assert ds.colormap(1)[0][:3] == tuple(SOUNDS[0][1]) and ds.nodata == NODATA
+    assert sorted(p.name for p in rgb_map.iterdir()) == sorted(
+        ["embeddings.tif", "landcover.gpkg", "landcover.tif", "run.json", "soundscape.tif",
+         "soundscape_scores.tif", "tiles.gpkg"])  # no staging or temp files left
+
+
+def test_tiles_gpkg_has_one_cell_polygon_per_mapped_tile(rgb_map):
+    tiles = gpd.read_file(rgb_map / "tiles.gpkg")
+    with rasterio.open(RGB) as src, rasterio.open(rgb_map / "soundscape.tif") as ds:
+        assert tiles.crs == src.crs
+        classes, cell = ds.read(1), ds.transform
+    expected = {"row", "col", "valid_frac", "sound_1", "score_1", "sound_2", "score_2", "sound_3", "score_3"}
+    assert expected <= set(tiles.columns)
+    assert len(tiles) == int((classes != NODATA).sum())
+    names = [n for n, _ in SOUNDS]
+    for t in tiles.itertuples():
+        assert names[classes[t.row, t.col]] == t.sound_1 and t.score_1 >= t.score_2 >= t.score_3
+        x0, y0 = cell @ (t.col, t.row)
+        x1, y1 = cell @ (t.col + 1, t.row + 1)
+        assert t.geometry.bounds == pytest.approx((x0, y1, x1, y0))
+        assert 0 < t.valid_frac <= 1
+
+
+def test_landcover_gpkg_polygons_cover_the_class_raster(rgb_map):
+    polygons = gpd.read_file(rgb_map / "landcover.gpkg")
+    with rasterio.open(rgb_map / "landcover.tif") as ds:
+        land, pixel_area = ds.read(1), abs(ds.transform.determinant)
+        assert polygons.crs == ds.crs
+    assert set(polygons.columns) >= {"class_id", "class_name", "color", "pixels", "area_m2", "geometry"}
+    assert set(polygons.class_name) <= {n for n, _ in LAND}
+    for class_id, group in polygons.groupby("class_id"):
+        counted = int((land == class_id).sum())
+        assert group.pixels.sum() <= counted  # small polygons dropped, never invented
+        assert group.area_m2.sum() == pytest.approx(group.pixels.sum() * 600.08 ** 2, rel=1e-3)
+        assert group.geometry.area.sum() == pytest.approx(group.pixels.sum() * pixel_area, rel=0.05)
+
+
+def test_run_json_records_the_run(rgb_map, bundles):
+    from model.bundle import content_hash
+
+    info = json.loads((rgb_map / "run.json").read_text())
+    assert info["bundle"]["content_hash"] == content_hash(bundles["full600"])
+    assert info["backend"]["name"].startswith("torch")
+    assert {"geoaudio", "torch", "onnxruntime", "rasterio", "GDAL"} <= set(info["versions"])
+    assert info["input"]["path"] == str(RGB) and info["input"]["width"] == 791
+    assert info["grid"]["cell_shape"] == [6, 7] and info["grid"]["tile_size"] == 64
+    assert info["scaling"]["method"] == "identity"
+    t = info["timings"]
+    assert t["tiles"] == 42 and 0 < t["tiles_with_data"] < 42 and t["tiles_per_s"] > 0
+    assert all(t[k] >= 0 for k in ("read_s", "infer_s", "write_s", "total_s"))
+    assert info["warnings"] == [] and len(info["products"]) == 6
+
+
+def test_uint16_rgba_is_scaled_masked_and_on_grid(bundles, tmp_path):
+    [result] = map_files([RGBA], bundles["full2.76"], tmp_path, "torch", QUIET)
+    assert result.status == "mapped", result.message
+    out = tmp_path / "RGBA.uint16"
+    info = json.loads((out / "run.json").read_text())
+    assert info["scaling"]["method"] == "percentile" and info["input"]["dtype"] == "uint16"
+    with rasterio.open(RGBA) as src:
+        for name, multiple in (("landcover", 2), ("soundscape", 128), ("embeddings", 128)):
+            with rasterio.open(out / f"{name}.tif") as ds:
+                assert _check_on_grid(ds, src) == (multiple, multiple)
+        alpha = src.read(4)[1::2, 1::2] > 0
+    with rasterio.open(out / "landcover.tif") as ds:
+        land = ds.read(1)[: alpha.shape[0], : alpha.shape[1]]
+    assert np.all(land[~alpha] == NODATA) and np.all(land[alpha] != NODATA)  # alpha masks per pixel
+
+
+def test_far_resolution_is_mapped_with_a_warning(bundles, tmp_path):
+    [result] = map_files([RGB], bundles["tiny3000"], tmp_path, "torch", QUIET)
+    assert result.status == "mapped"
+    info = json.loads((tmp_path / "RGB.byte" / "run.json").read_text())
+    assert any("10.0x finer" in w for w in info["warnings"]) and result.warnings == info["warnings"]
+    assert info["grid"]["cell_shape"] == [2, 2]
+
+
+def test_tiles_gpkg_lists_the_nearest_gallery_recordings(bundles, tmp_path):
+    import pandas as pd
+
+    from model.bundle import load
+    from model.gallery import audio_encoder_hash, gallery_path, write_gallery
+
+    bundle = load(shutil.copytree(bundles["tiny3000"], tmp_path / "bundle"))
+    gallery = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    rows = pd.DataFrame({"key": np.arange(100, 105), "longitude": 0.0, "latitude": 0.0,
+                         "title": [f"recording {i}" for i in range(5)], "description": "", "audio_path": ""})
+    write_gallery(gallery_path(bundle), rows, gallery,
+                  {"bundle_hash": bundle.content_hash(), "audio_encoder_hash": audio_encoder_hash(bundle),
+                   "audio_source": "test", "data": "", "embedding_dim": "16", "distance": "euclidean"})
+    [result] = map_files([RGB], bundle.path, tmp_path / "out", "torch", QUIET)
+    assert result.status == "mapped", result.message
+    tiles = gpd.read_file(tmp_path / "out" / "RGB.byte" / "tiles.gpkg")
+    with rasterio.open(tmp_path / "out" / "RGB.byte" / "embeddings.tif") as ds:
+        emb = ds.read()
+    assert {"near_1_key", "near_1_title", "near_1_distance", "near_3_key"} <= set(tiles.columns)
+    for t in tiles.itertuples():
+        d = np.linalg.norm(gallery - emb[:, t.row, t.col], axis=1)
+        assert t.near_1_key == 100 + d.argmin() and t.near_1_title == f"recording {d.argmin()}"
+        assert t.near_1_distance == pytest.approx(d.min(), rel=1e-4)
+        assert t.near_2_key == 100 + np.argsort(d)[1]
+
+
+def test_bad_files_fail_alone_with_one_line_each(bundles, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "geo.map", str(CORRUPT), str(RGB), str(EMPTY), "--bundle",
+                           str(bundles["tiny3000"]), "--out", str(out), "--backend", "torch", "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "corrupt.tif" in errors[0] and "all-nodata.tif" in errors[1]
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["RGB.byte"]  # nothing left for the bad files
+    assert (out / "RGB.byte" / "run.json").is_file()
+    assert "1 mapped, 0 skipped (up to date), 2 failed" in proc.stdout and "corrupt.tif" in proc.stdout
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def test_rerun_skips_resumes_and_overwrites(bundles, tmp_path):
+    bundle = bundles["tiny3000"]
+    [first] = map_files([RGB], bundle, tmp_path, "torch", QUIET)
+    folder = tmp_path / "RGB.byte"
+    before = _mtimes(folder)
+    [again] = map_files([RGB], bundle, tmp_path, "torch", QUIET)
+    assert (first.status, again.status) == ("mapped", "skipped") and _mtimes(folder) == before
+    # a killed run: run.json never written, staging files left in .partial
+    (folder / "run.json").unlink()
+    (folder / ".partial").mkdir()
+    (folder / ".partial" / "embeddings.staging.tif").write_bytes(b"half")
+    [resumed] = map_files([RGB], bundle, tmp_path, "torch", QUIET)
+    assert resumed.status == "mapped" and not (folder / ".partial").exists()
+    assert (folder / "run.json").is_file()
+    # changed options are not "up to date"
+    [other] = map_files([RGB], bundle, tmp_path, "torch", MapOptions(progress=False, min_area_m2=1e9))
+    assert other.status == "mapped"
+    before = _mtimes(folder)
+    [redone] = map_files([RGB], bundle, tmp_path, "torch", MapOptions(progress=False, min_area_m2=1e9, overwrite=True))
+    assert redone.status == "mapped"
+    after = _mtimes(folder)
+    assert all(after[name] > before[name] for name in before)
+
+
+def test_stride_larger_than_tile_is_a_one_line_error(bundles, tmp_path, capsys):
+    code = run_cli(lambda: main([str(RGB), "--bundle", str(bundles["tiny3000"]), "--out", str(tmp_path),
+                                 "--backend", "torch", "--stride", "65", "--no-progress"]))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --stride 65") and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_pipeline_delivers_tiles_in_order_and_stops_on_errors(bundles):
+    import threading
+
+    from export.runtime import open_backend
+    from geo.grid import TileGrid
+    from geo.pipeline import run_pipeline
+    from geo.raster import open_raster
+
+    backend = open_backend(bundles["tiny3000"], name="torch")
+    with open_raster(RGB) as src:
+        grid, scaling = TileGrid.from_source(src, 64, 1500.0), src.scaling  # 3 x 3 cells of 320 px
+    seen: list[int] = []
+    timings = run_pipeline(lambda: open_raster(RGB), grid, scaling, backend,
+                           lambda b: seen.extend(t.index for t in b.tiles), batch_size=1, workers=3)
+    assert seen == list(range(9)) and timings.tiles == 9 and timings.infer_s > 0
+    threads_before = threading.active_count()
+
+    def failing_sink(batch):
+        if batch.tiles[0].index == 5:
+            raise ValueError("disk full")
+
+    with pytest.raises(ValueError, match="disk full"):
+        run_pipeline(lambda: open_raster(RGB), grid, scaling, backend, failing_sink, batch_size=1, workers=3)
+    with pytest.raises(RasterError, match="no such file"):
+        run_pipeline(lambda: open_raster(GEOTIFF / "missing.tif"), grid, scaling, backend, seen.append)
+    assert threading.active_count() == threads_before  # every reader and writer thread ended
+
+
+def _feed(mosaic, rows: int, cols: int, probs_of, valid_of) -> np.ndarray:
+    """Run every tile of a rows x cols cell grid through a mosaicker; assemble the strips."""
+    strips = []
+    for r in range(rows):
+        for c in range(cols):
+            strips += mosaic.add(Tile(r * cols + c, r, c, None), probs_of(r, c), valid_of(r, c))
+    strips += mosaic.finish()
+    starts = [s for s, _ in strips]
+    assert starts == sorted(starts)
+    out = np.concatenate([a for _, a in strips])
+    assert starts[0] == 0 and out.shape[0] == mosaic.rows  # contiguous, every row once
+    return out
+
+
+def test_tile_mosaic_places_classes_and_masks():
+    t, k = 4, 3
+    probs = lambda r, c: np.eye(k, dtype=np.float32)[(r + c) % k][:, None, None] * np.ones((k, t, t), np.float32)
+    valid = lambda r, c: np.ones((t, t), bool) if (r, c) != (1, 1) else np.zeros((t, t), bool)
+    out = _feed(TileMosaic(2 * t, 3 * t, t), 2, 3, probs, valid)
+    assert out[0, 0] == 0 and out[0, t] == 1 and out[t, 0] == 1
+    assert np.all(out[t:, t:2 * t] == NODATA)
+
+
+def test_overlap_blender_averages_with_a_smooth_window():
+    t, s, k = 8, 4, 2
+    w = blend_window(t, s)
+    assert w[0, 0] < 0.01 and w[t // 2, t // 2] > 0.9  # damped borders
+    # half-overlapping sin² windows sum to ~1 along a row of tiles (partition of unity)
+    one_d = w[t // 2] / np.sqrt(w[t // 2, t // 2])
+    total = np.zeros(3 * t)
+    for c in range(5):
+        total[c * s: c * s + t] += one_d
+    assert np.allclose(total[t:2 * t], 1.0, atol=0.01)
+    # left half of the map votes class 0, right half class 1: the boundary sits between the cells
+    probs = lambda r, c: np.stack([np.full((t, t), c < 2, np.float32), np.full((t, t), c >= 2, np.float32)])
+    valid = lambda r, c: np.ones((t, t), bool)
+    out = _feed(OverlapBlender(3 * s, 4 * s, t, s, k), 3, 4, probs, valid)
+    assert out.shape == (3 * s, 4 * s)
+    assert np.all(out[:, : 2 * s] == 0) and np.all(out[:, 2 * s:] == 1)
+    none = _feed(OverlapBlender(2 * s, 2 * s, t, s, k), 2, 2, lambda r, c: None, valid)
+    assert np.all(none == NODATA)
