@@ -1,0 +1,185 @@
+"""geoaudio's app: ``streamlit run app/main.py [-- --allow-server-paths]``.
+
+Choose a scene (the built-in demo, the shared Landsat sample, an uploaded GeoTIFF, or a path on
+the server when started with ``--allow-server-paths``), a bundle and a backend; the scene is mapped
+with ``geo.map`` (cached per input, bundle and backend) and shown on a pydeck map whose base layer
+is the imagery itself, with land-cover, soundscape and similarity-heatmap layers, tile tooltips,
+a sound query, the tiles' nearest gallery recordings and downloads of every product.
+
+Environment: ``GEOAUDIO_DEMO_DIR`` (default ``demo/``), ``GEOAUDIO_CACHE`` (default
+``~/.cache/geoaudio``), ``GEOAUDIO_ALLOW_SERVER_PATHS=1`` (same as the flag).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `streamlit run app/main.py` puts app/ first
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+from app import layers, mapping  # noqa: E402
+from app.downloads import download_buttons, product_files  # noqa: E402
+from app.panels import Query, heat_file, listen_panel, load_gallery, query_panel  # noqa: E402
+from app.pickers import (BundleChoice, LayerChoice, file_stamp, one_line, pick_backend, pick_bundle,  # noqa: E402
+                         pick_layers, pick_scene)
+from app.scenes import Scene  # noqa: E402
+from app.state import MAX_TILES, demo_dir, parse_options  # noqa: E402
+
+HEAT_CAPTION = ("Similarity heatmap of {what}: 1 = the cells that sound most like it, 0 = the least alike "
+                "(a ranking within this map).")
+
+
+@st.cache_data(max_entries=8, show_spinner="preparing the imagery ...")
+def _imagery(path: str, stamp: tuple) -> tuple[str, layers.Footprint]:
+    return layers.imagery(path)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _class_image(path: str, stamp: tuple, colors: tuple) -> tuple[str, layers.Footprint]:
+    return layers.class_layer_image(path, colors)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _tiles(path: str, stamp: tuple) -> list[dict]:
+    return layers.tile_records(path)
+
+
+def _demo():
+    from model.demo import read_demo
+
+    return read_demo(demo_dir())
+
+
+def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path | None:
+    """The finished map folder of the scene; maps it (button, progress bar) when needed."""
+    folder = mapping.map_folder(scene.path, scene.input_id, choice.hash, backend, demo)
+    if mapping.finished_map(folder, scene.path, choice.hash):
+        return folder
+    try:
+        plan = mapping.plan(scene.path, choice.bundle)
+    except ValueError as e:
+        st.error(f"cannot map {scene.label}: {one_line(e)}")
+        return None
+    refusal = mapping.too_many_tiles(scene.path, plan, choice.bundle.image_input.gsd)
+    if refusal:
+        st.error(refusal)
+        return None
+    rows, cols = plan.cells
+    note = f" Note: {plan.warning}." if plan.warning else ""
+    st.info(f"{scene.label} is not mapped yet with this bundle and backend: {plan.tiles:,} tiles "
+            f"({rows} x {cols} cells, at most {MAX_TILES:,} in the app).{note}")
+    if not st.button("Map this scene", type="primary", key="map_button"):
+        return None
+    bar = st.progress(0.0, text="starting geo.map ...")
+    try:
+        warnings = mapping.run_map(scene.path, choice.path, backend, folder,
+                                   lambda n, total: bar.progress(n / max(total, 1), text=f"mapping: {n}/{total} tiles"))
+    except (mapping.MapError, OSError) as e:
+        bar.empty()
+        st.error(f"mapping failed: {one_line(e)}")
+        return None
+    bar.progress(1.0, text="mapped")
+    for w in warnings:
+        st.warning(w)
+    return folder
+
+
+def build_layers(scene: Scene, map_dir: Path, choice: BundleChoice, shown: LayerChoice, records: list[dict],
+                 query: Query | None) -> tuple[list, layers.Footprint, list[str]]:
+    """The deck's layers (bottom to top), the footprint to centre on, and the legends to show."""
+    heads = choice.bundle.heads
+    url, fp = _imagery(str(scene.path), file_stamp(scene.path))
+    out, legends = [], []
+    if shown.imagery:
+        out.append(layers.bitmap_layer("imagery", url, fp))
+    for name, on, opacity, title in (("landcover", shown.landcover, shown.landcover_opacity, "Land cover"),
+                                     ("soundscape", shown.soundscape, shown.soundscape_opacity, "Soundscape")):
+        path = map_dir / f"{name}.tif"
+        if on and path.is_file() and name in heads:
+            classes = heads[name]["classes"]
+            colors = tuple(tuple(int(v) for v in c["color"][:3]) for c in classes)
+            image, class_fp = _class_image(str(path), file_stamp(path), colors)
+            out.append(layers.bitmap_layer(name, image, class_fp, opacity))
+            legends.append(layers.legend_html(title, classes))
+    if query is not None and shown.heatmap:
+        image, heat_fp = layers.heat_layer_image(query.similarity, query.profile)
+        out.append(layers.bitmap_layer("heatmap", image, heat_fp, shown.heatmap_opacity))
+        legends.append(layers.heat_legend_html())
+    if shown.tiles and records:
+        out.append(layers.tiles_layer(records))
+    return out, fp, legends
+
+
+def show_map(slot, deck_layers: list, fp: layers.Footprint, shown: LayerChoice, records: list[dict],
+             legends: list[str], query: Query | None) -> None:
+    """Draw the deck and its legends into ``slot``."""
+    tip = layers.tooltip(records) if shown.tiles and records else None
+    deck = layers.make_deck(deck_layers, layers.view_state(fp), shown.web_basemap, tip)
+    with slot:
+        st.pydeck_chart(deck, height=layers.MAP_HEIGHT_PX)
+        for legend in legends:
+            st.markdown(legend, unsafe_allow_html=True)
+        if query is not None and shown.heatmap:
+            st.caption(HEAT_CAPTION.format(what=query.what))
+
+
+def about_map(map_dir: Path) -> None:
+    """An expander with the run's backend, timings and warnings (from run.json)."""
+    try:
+        info = json.loads((map_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return
+    with st.expander("About this map"):
+        timings = info.get("timings", {})
+        st.markdown(f"**Backend:** {info.get('backend', {}).get('description', '?')}  \n"
+                    f"**Tiles:** {timings.get('tiles', '?')} in {timings.get('total_s', '?')} s  \n"
+                    f"**Bundle:** {info.get('bundle', {}).get('content_hash', '?')}  \n"
+                    f"**Folder:** `{map_dir}`")
+        for w in info.get("warnings", []):
+            st.caption(f"warning: {w}")
+
+
+def main() -> None:
+    """The page."""
+    st.set_page_config(page_title="geoaudio", layout="wide")
+    st.title("geoaudio")
+    st.caption("What places sound like, from what they look like from above.")
+    options = parse_options(sys.argv[1:])
+    demo = _demo()
+    if demo is None:
+        st.info(f"The built-in demo is not built in {demo_dir()}: run `python -m model.demo` (or `make app`). "
+                "You can still upload a GeoTIFF and choose a bundle folder.")
+    scene = pick_scene(options, demo)
+    choice = pick_bundle(demo)
+    backend = pick_backend(choice) if choice is not None else "auto"
+    if scene is None or choice is None:
+        return
+    map_dir = ensure_map(scene, choice, backend, demo)
+    if map_dir is None:
+        return
+    shown = pick_layers((map_dir / "landcover.tif").is_file(), (map_dir / "soundscape.tif").is_file())
+    slot = st.container()
+    try:
+        gallery = load_gallery(str(choice.path), choice.hash, choice.bundle)
+    except ValueError as e:
+        st.warning(f"gallery not usable: {one_line(e)}")
+        gallery = None
+    tiles_path = map_dir / "tiles.gpkg"
+    records = _tiles(str(tiles_path), file_stamp(tiles_path)) if tiles_path.is_file() else []
+    left, right = st.columns(2)
+    with left:
+        query = query_panel(choice, backend, map_dir, gallery)
+    with right:
+        listen_panel(records, gallery, query)
+    deck_layers, fp, legends = build_layers(scene, map_dir, choice, shown, records, query)
+    show_map(slot, deck_layers, fp, shown, records, legends, query)
+    st.subheader("Downloads")
+    files = product_files(map_dir) + ([heat_file(query)] if query is not None else [])
+    download_buttons(files, scene.path.stem)
+    about_map(map_dir)
+
+
+main()

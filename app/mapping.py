@@ -1,0 +1,127 @@
+"""Mapping a scene for the app: reuse a cached map, or run ``python -m geo.map`` with progress.
+
+A map is cached per (input, bundle hash, backend) in ``CACHE/maps/<key>/<stem>/``
+(:func:`app.state.map_root`); the demo's own map (``model.demo``) is used for the demo scene with
+the demo bundle and the backend it was mapped with. A folder counts as a finished map when
+``geo.runinfo.is_complete`` says so (run.json present, same bundle hash, options and input).
+
+Mapping runs ``python -m geo.map`` as a child process and follows its per-tile tqdm bar on stderr
+(``<file name>: 42%|...| 107/256 [...]``) to feed a progress callback; ``geo.map`` writes
+atomically, so an interrupted run leaves nothing half-written and is redone next time.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from app.state import MAX_TILES, ROOT, map_root
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TQDM_BAR = re.compile(r"^(?P<desc>.+?):\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+Progress = Callable[[int, int], None]
+
+
+class MapError(ValueError):
+    """A scene that could not be mapped; the one-line message comes from geo.map or names the problem."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What mapping a scene would take: ``tiles`` model tiles, the tile grid's ``cells`` (rows,
+    cols) and geo.map's resolution ``warning`` (or "")."""
+
+    tiles: int
+    cells: tuple[int, int]
+    warning: str
+
+
+def plan(path: Path, bundle: Any) -> Plan:
+    """Tile count of ``path`` at the bundle's tile size and ground sample distance (``geo.grid``);
+    RasterError for a raster geo.map cannot use."""
+    from geo.grid import TileGrid, resolution_warning
+    from geo.raster import open_raster
+
+    image_input = bundle.image_input
+    with open_raster(path) as src:
+        grid = TileGrid.from_source(src, image_input.tile_size, image_input.gsd)
+    return Plan(len(grid), grid.cell_shape, resolution_warning(grid) or "")
+
+
+def too_many_tiles(path: Path, p: Plan, gsd: float) -> str:
+    """The one-line refusal for a plan over :data:`MAX_TILES`, or "" when it is small enough."""
+    if p.tiles <= MAX_TILES:
+        return ""
+    return (f"{path.name}: {p.tiles:,} tiles at the bundle's {gsd:g} m per pixel is more than the app maps "
+            f"({MAX_TILES:,}); use a bundle made for this resolution, a smaller extract, or python -m geo.map")
+
+
+def finished_map(folder: Path, source: Path, bundle_hash: str) -> bool:
+    """Whether ``folder`` holds a finished geo.map run of ``source`` with that bundle (default options)."""
+    from geo.map import MapOptions
+    from geo.runinfo import input_fingerprint, is_complete
+
+    return is_complete(folder, bundle_hash, MapOptions().product_key(), input_fingerprint(source))
+
+
+def map_folder(source: Path, input_id: str, bundle_hash: str, backend: str, demo: Any = None) -> Path:
+    """Where the map of ``source`` with this bundle and backend lives (or will): the demo's own map
+    when it matches, else ``CACHE/maps/<key>/<stem>``."""
+    if (demo is not None and source.resolve() == demo.scene.resolve()
+            and bundle_hash == demo.info.get("bundle_hash") and backend == demo.backend):
+        return demo.map_dir
+    return map_root(input_id, bundle_hash, backend) / source.stem
+
+
+def parse_progress(segment: str, name: str) -> tuple[int, int] | None:
+    """(done, total) from one tqdm update of the bar called ``name``, else None."""
+    m = TQDM_BAR.match(ANSI.sub("", segment).strip())
+    if m is None or m.group("desc").strip() != name:
+        return None
+    return int(m.group("n")), int(m.group("total"))
+
+
+def _follow(stream: Any, name: str, on_progress: Progress | None) -> list[str]:
+    """Read the child's stderr to the end: report progress, return the lines that are not bars."""
+    lines, pending = [], b""
+    while True:
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        pending += chunk
+        *parts, pending = re.split(rb"[\r\n]", pending)
+        for raw in parts:
+            text = raw.decode("utf-8", "replace")
+            found = parse_progress(text, name)
+            if found is not None:
+                if on_progress is not None:
+                    on_progress(*found)
+            elif ANSI.sub("", text).strip() and not TQDM_BAR.match(ANSI.sub("", text).strip()):
+                lines.append(ANSI.sub("", text).strip())
+    if pending.strip():
+        lines.append(pending.decode("utf-8", "replace").strip())
+    return lines
+
+
+def run_map(source: Path, bundle_dir: Path, backend: str, out_folder: Path,
+            on_progress: Progress | None = None) -> list[str]:
+    """Map ``source`` into ``out_folder`` (= ``OUT/<stem>``) with ``python -m geo.map``; returns its
+    warnings. MapError with geo.map's one-line error when it fails."""
+    if out_folder.name != source.stem:
+        raise ValueError(f"geo.map writes OUT/{source.stem}, not {out_folder}")
+    out_folder.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "geo.map", str(source), "--bundle", str(bundle_dir), "--out",
+           str(out_folder.parent), "--backend", backend]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        lines = _follow(proc.stderr, source.name, on_progress)
+        code = proc.wait()
+    errors = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
+    if code != 0:
+        raise MapError(errors[-1] if errors else f"{source}: geo.map stopped with exit status {code}: "
+                                                 f"{lines[-1] if lines else 'no message'}")
+    return [ln.removeprefix("warning: ") for ln in lines if ln.startswith("warning: ")]

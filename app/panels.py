@@ -1,0 +1,163 @@
+"""The two panels under the map: query by sound, and listen to a tile's nearest recordings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from app import sound_query
+from app.pickers import BundleChoice, one_line, open_backend
+from app.sound_query import AUDIO_TYPES, Gallery
+from app.state import MAX_AUDIO_MB, cache_dir
+
+UPLOAD, GALLERY, CLASS = "a recording you upload", "a gallery recording", "a sound class"
+AUDIO_MIME = {".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".flac": "audio/flac", ".wav": "audio/wav"}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A finished query: what was asked (one line), the heatmap (2, rows, cols) and its profile."""
+
+    what: str
+    array: np.ndarray
+    profile: dict[str, Any]
+    key: str
+
+    @property
+    def similarity(self) -> np.ndarray:
+        return self.array[0]
+
+
+@st.cache_data(max_entries=16, show_spinner="embedding the recording ...")
+def _embed_upload(path: str, bundle_hash: str, backend: str, name: str, data: bytes) -> np.ndarray:
+    return sound_query.embed_upload(open_backend(path, bundle_hash, backend), name, data)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _heatmap(map_dir: str, stamp: tuple, vector: np.ndarray, distance: str) -> tuple[np.ndarray, dict[str, Any]]:
+    return sound_query.heatmap(Path(map_dir), vector, distance)
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def load_gallery(path: str, bundle_hash: str, _bundle: Any) -> Gallery | None:
+    """The bundle's gallery (cached per bundle hash); None when it has none."""
+    return sound_query.load_gallery(_bundle)
+
+
+def _keep_valid(key: str, options: list[Any]) -> None:
+    """Forget a widget's remembered value when it is not among its options any more (another
+    scene, bundle or gallery), so the widget starts again from its first option."""
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+
+
+def _audio(path: Path | None) -> None:
+    if path is None:
+        st.caption("(recording not found on this machine)")
+    else:
+        st.audio(str(path), format=AUDIO_MIME.get(path.suffix.lower(), "audio/mpeg"))
+
+
+def _query_vector(choice: BundleChoice, backend: str, gallery: Gallery | None) -> tuple[np.ndarray, str] | None:
+    """The query vector and a one-line description, from the chosen source; None when not ready."""
+    sources = ([UPLOAD] if choice.bundle.has("audio_encoder") else []) + ([GALLERY] if gallery is not None else []) + (
+        [CLASS] if "soundscape" in choice.bundle.heads else [])
+    if not sources:
+        st.caption("This bundle cannot be queried by sound: it has no audio encoder, gallery or soundscape head.")
+        return None
+    _keep_valid("query_source", sources)
+    source = st.radio("Query with", sources, key="query_source", horizontal=True)
+    if source == UPLOAD:
+        up = st.file_uploader(f"Recording ({', '.join(AUDIO_TYPES)}; at most {MAX_AUDIO_MB} MB)", type=list(AUDIO_TYPES),
+                              key="query_upload")
+        if up is None:
+            return None
+        try:
+            vector = _embed_upload(str(choice.path), choice.hash, backend, up.name, up.getvalue())
+        except ValueError as e:
+            st.error(f"audio rejected: {one_line(e)}")
+            return None
+        st.audio(up.getvalue(), format=AUDIO_MIME.get(Path(up.name).suffix.lower(), "audio/wav"))
+        return vector, f"your recording {up.name}"
+    if source == GALLERY:
+        keys = gallery.rows["key"].astype(int).tolist()
+        _keep_valid("query_gallery", keys)
+        key = st.selectbox("Gallery recording", keys, key="query_gallery",
+                           format_func=lambda k: f"{k}: {gallery.title(k)}")
+        _audio(gallery.audio_file(key))
+        return gallery.vector(key), f"gallery recording {key} ({gallery.title(key)})"
+    from geo.query import class_vector
+
+    names = [c["name"] for c in choice.bundle.heads["soundscape"]["classes"]]
+    _keep_valid("query_class", names)
+    name = st.selectbox("Sound class", names, key="query_class")
+    return class_vector(choice.bundle, name), f"the sound class {name}"
+
+
+def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gallery | None) -> Query | None:
+    """Query by sound: pick the source, compute the heatmap; None until there is a query."""
+    st.subheader("Query by sound")
+    found = _query_vector(choice, backend, gallery)
+    if found is None:
+        st.caption("Upload a recording (or pick one) to see where the scene sounds most like it.")
+        return None
+    vector, what = found
+    try:
+        stamp = (map_dir / "embeddings.tif").stat().st_mtime_ns
+        array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance)
+    except (ValueError, OSError) as e:
+        st.error(f"query failed: {one_line(e)}")
+        return None
+    best = sound_query.best_cells(array[0])
+    if best:
+        cells = ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best)
+        st.success(f"Most like {what}: {cells}")
+    key = sound_query.query_key(vector, map_dir)
+    return Query(what, array, profile, key)
+
+
+def heat_file(query: Query) -> Path:
+    """The query's heatmap as a COG in ``CACHE/queries/heat-<key>.tif`` (written once)."""
+    out = cache_dir() / "queries" / f"heat-{query.key}.tif"
+    if not out.is_file():
+        sound_query.save_heatmap(query.array, query.profile, out, query.what)
+    return out
+
+
+def _follow_query(query: Query | None, by_id: dict[str, Any]) -> None:
+    """Select the most similar tile once per new query (the user may pick another afterwards)."""
+    if query is None or st.session_state.get("listen_query") == query.key:
+        return
+    st.session_state["listen_query"] = query.key
+    best = sound_query.best_cells(query.similarity, 1)
+    if best and f"r{best[0][0]} c{best[0][1]}" in by_id:
+        st.session_state["listen_tile"] = f"r{best[0][0]} c{best[0][1]}"
+
+
+def listen_panel(records: list[dict[str, Any]], gallery: Gallery | None, query: Query | None) -> None:
+    """Pick a tile by id; show its top sounds and play its nearest gallery recordings."""
+    st.subheader("Listen to a tile")
+    if not records:
+        st.caption("This map has no tiles with data.")
+        return
+    ids = [r["tile"] for r in records]
+    by_id = {r["tile"]: r for r in records}
+    _keep_valid("listen_tile", ids)
+    _follow_query(query, by_id)
+    tile = st.selectbox("Tile (row, column)", ids, key="listen_tile",
+                        format_func=lambda t: f"{t}: {by_id[t].get('sound_1', '')} {by_id[t].get('score_1', '')}")
+    rec = by_id[tile]
+    sounds = [f"{rec[f'sound_{j}']} {rec[f'score_{j}']}" for j in range(1, 4) if f"sound_{j}" in rec]
+    if sounds:
+        st.markdown("**Top sounds:** " + " · ".join(sounds))
+    near = [j for j in range(1, 4) if f"near_{j}_key" in rec]
+    if not near or gallery is None:
+        st.caption("No gallery recordings for this map (the bundle has no gallery).")
+        return
+    for j in near:
+        key = rec[f"near_{j}_key"]
+        st.markdown(f"{j}. {rec.get(f'near_{j}', '')} (recording {key}, distance {rec[f'near_{j}_distance']})")
+        _audio(gallery.audio_file(key))

@@ -1,0 +1,186 @@
+"""The sidebar choices: scene, bundle, backend and layers; each bad choice is one ``st.error`` line.
+
+Loaded bundles, backends and layer images are cached by Streamlit (``st.cache_resource`` /
+``st.cache_data``) under keys that change when the files change (size and modification time),
+so a rerun after any widget change costs almost nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from app import scenes
+from app.scenes import Scene, UploadError
+from app.state import MAX_UPLOAD_MB, AppOptions, landsat_sample
+
+DEMO_BUNDLE = "Demo bundle"
+FOLDER_BUNDLE = "Bundle folder"
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def file_stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+    """(size, mtime_ns) of each path, (0, 0) when missing: a cache key that changes with the files."""
+    out = []
+    for p in paths:
+        try:
+            st_ = p.stat()
+            out.append((st_.st_size, st_.st_mtime_ns))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+@st.cache_resource(max_entries=3, show_spinner="loading the bundle ...")
+def _load_bundle(path: str, stamp: tuple) -> Any:
+    from model.bundle import load
+
+    return load(path)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _backends(path: str, bundle_hash: str) -> dict[str, str]:
+    from export.runtime import available_backends
+
+    return available_backends(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner="opening the backend ...")
+def open_backend(path: str, bundle_hash: str, name: str) -> Any:
+    """The backend ``name`` for the bundle at ``path`` (cached per bundle hash)."""
+    from export.runtime import open_backend as open_
+
+    return open_(path, name=name)
+
+
+@dataclass(frozen=True)
+class BundleChoice:
+    """The chosen bundle: folder, loaded bundle, content hash."""
+
+    path: Path
+    bundle: Any
+    hash: str
+
+
+def pick_scene(options: AppOptions, demo: Any) -> Scene | None:
+    """Scene radio (demo, Landsat sample, upload, server path) and its input; None until usable."""
+    sb = st.sidebar
+    sb.header("Scene")
+    choices = scenes.sources(demo.scene if demo else None, landsat_sample(), options.allow_server_paths)
+    choice = sb.radio("Scene", choices, key="scene_source", label_visibility="collapsed")
+    if choice == scenes.DEMO:
+        return scenes.file_scene("the demo scene", demo.scene)
+    if choice == scenes.LANDSAT:
+        return scenes.file_scene("the Landsat sample", landsat_sample())
+    if choice == scenes.UPLOAD:
+        return _uploaded_scene()
+    text = sb.text_input("GeoTIFF path on the server", key="scene_path")
+    if not text.strip():
+        return None
+    try:
+        return scenes.server_scene(text)
+    except ValueError as e:
+        st.error(one_line(e))
+        return None
+
+
+def _uploaded_scene() -> Scene | None:
+    up = st.sidebar.file_uploader(f"GeoTIFF, RGB, georeferenced (at most {MAX_UPLOAD_MB} MB)", type=["tif", "tiff"],
+                                  key="scene_upload")
+    if up is None:
+        st.sidebar.caption("Upload a GeoTIFF to map it.")
+        return None
+    done = st.session_state.setdefault("uploads", {})
+    if up.file_id not in done:
+        try:
+            done[up.file_id] = scenes.save_upload(up.name, up.getvalue())
+        except (UploadError, ValueError, OSError) as e:
+            done[up.file_id] = f"upload rejected: {one_line(e)}"
+    result = done[up.file_id]
+    if isinstance(result, str):
+        st.error(result)
+        return None
+    return result
+
+
+def pick_bundle(demo: Any) -> BundleChoice | None:
+    """Bundle radio (demo, or a folder path validated with ``model.bundle.load``); None until usable."""
+    sb = st.sidebar
+    sb.header("Model")
+    kinds = ([DEMO_BUNDLE] if demo else []) + [FOLDER_BUNDLE]
+    kind = sb.radio("Bundle", kinds, key="bundle_source", horizontal=True)
+    if kind == DEMO_BUNDLE:
+        path = demo.bundle
+    else:
+        text = sb.text_input("Bundle folder", key="bundle_path",
+                             help="A folder with bundle.json and weights.safetensors, e.g. a run's bundle/ or an "
+                                  "imported SoundingEarth checkpoint (python -m model.import_soundingearth).")
+        if not text.strip():
+            sb.caption("Enter a bundle folder on this machine.")
+            return None
+        path = Path(text.strip()).expanduser()
+    try:
+        bundle = _load_bundle(str(path), file_stamp(path / "bundle.json", path / "weights.safetensors"))
+    except ValueError as e:
+        st.error(f"bundle rejected: {one_line(e)}")
+        return None
+    return BundleChoice(path, bundle, bundle.content_hash())
+
+
+def pick_backend(choice: BundleChoice) -> str:
+    """Backend select box: auto and every backend that works for this bundle here."""
+    found = _backends(str(choice.path), choice.hash)
+    names = ["auto"] + [n for n, status in found.items() if status == "ok"]
+    backend = st.sidebar.selectbox("Backend", names, key="backend",
+                                   help="auto picks the fastest that works: TensorRT, ONNX INT8, ONNX, then PyTorch.")
+    unusable = {n: s for n, s in found.items() if s != "ok"}
+    if unusable:
+        with st.sidebar.expander("Why not the other backends?"):
+            for name, why in unusable.items():
+                st.caption(f"**{name}**: {why}")
+    return backend
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """Which layers are on, and their opacities (0..1)."""
+
+    imagery: bool
+    landcover: bool
+    landcover_opacity: float
+    soundscape: bool
+    soundscape_opacity: float
+    tiles: bool
+    heatmap: bool
+    heatmap_opacity: float
+    web_basemap: bool
+
+
+def pick_layers(has_landcover: bool, has_soundscape: bool) -> LayerChoice:
+    """Layer toggles and opacity sliders (those of missing products are not shown)."""
+    sb = st.sidebar
+    sb.header("Layers")
+    imagery = sb.checkbox("Imagery", value=True, key="layer_imagery")
+    landcover, lc_opacity = _toggle("Land cover", "landcover", has_landcover, False, 0.5)
+    soundscape, ss_opacity = _toggle("Soundscape (top sound per tile)", "soundscape", has_soundscape, True, 0.45)
+    tiles = sb.checkbox("Tile outlines and tooltips", value=True, key="layer_tiles")
+    heatmap, heat_opacity = _toggle("Similarity heatmap (after a sound query)", "heatmap", True, True, 0.6)
+    web = sb.checkbox("Web basemap (needs internet)", value=False, key="layer_web",
+                      help="Off: nothing is fetched; the imagery is the base layer.")
+    return LayerChoice(imagery, landcover, lc_opacity, soundscape, ss_opacity, tiles, heatmap, heat_opacity, web)
+
+
+def _toggle(label: str, key: str, present: bool, default: bool, opacity: float) -> tuple[bool, float]:
+    if not present:
+        return False, opacity
+    on = st.sidebar.checkbox(label, value=default, key=f"layer_{key}")
+    value = st.sidebar.slider(f"{label.split(' (')[0]} opacity", 0.0, 1.0, opacity, 0.05, key=f"opacity_{key}",
+                              disabled=not on)
+    return on, float(value)

@@ -1,0 +1,134 @@
+"""Query a mapped scene by sound: the query vector, the similarity heatmap, the gallery's recordings.
+
+The query vector ``v`` is one of
+
+- an uploaded recording (wav, mp3, ogg, flac; at most :data:`app.state.MAX_AUDIO_MB` MB) embedded
+  by the bundle's audio encoder through the chosen backend (``embed_audio_file``: the mean of its
+  chunk embeddings);
+- a recording of the bundle's gallery (its stored embedding; nothing is recomputed);
+- a soundscape class (its prototype, ``geo.query.class_vector``).
+
+The heatmap is ``geo.query.query_embeddings(OUT/<stem>/embeddings.tif, v, distance)``: band 0 the
+rank-normalised similarity 0..1 (1 = the cell most like the sound), band 1 the embedding distance.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from app.state import MAX_AUDIO_MB, cache_dir
+
+AUDIO_TYPES = ("wav", "mp3", "ogg", "flac")
+
+
+class AudioUploadError(ValueError):
+    """An audio upload the app cannot use; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A bundle's gallery: ``rows`` (key, title, audio_path ...), ``embeddings`` (N, D) and the
+    folder the audio paths are relative to (None when the gallery does not record it)."""
+
+    rows: pd.DataFrame
+    embeddings: np.ndarray
+    data_root: Path | None
+
+    def audio_file(self, key: int) -> Path | None:
+        """The playable recording of gallery key ``key``, or None when missing on this machine."""
+        match = self.rows.index[self.rows["key"].astype(int) == int(key)]
+        if len(match) == 0 or self.data_root is None:
+            return None
+        rel = str(self.rows.loc[match[0], "audio_path"] or "")
+        path = self.data_root / rel
+        return path if rel and path.is_file() else None
+
+    def title(self, key: int) -> str:
+        """The title of gallery key ``key`` ("" when unknown)."""
+        match = self.rows.index[self.rows["key"].astype(int) == int(key)]
+        return str(self.rows.loc[match[0], "title"]) if len(match) else ""
+
+    def vector(self, key: int) -> np.ndarray:
+        """The stored embedding (D,) of gallery key ``key``."""
+        match = np.flatnonzero(self.rows["key"].astype(int).to_numpy() == int(key))
+        if len(match) == 0:
+            raise KeyError(f"gallery has no recording {key}")
+        return np.asarray(self.embeddings[match[0]], np.float32)
+
+
+def load_gallery(bundle: Any) -> Gallery | None:
+    """The bundle's gallery, or None when it has none (GalleryError when it is unusable)."""
+    from model.gallery import gallery_path, load_gallery as load_rows, read_gallery_file
+
+    path = gallery_path(bundle)
+    if not path.is_file():
+        return None
+    rows, embeddings = load_rows(bundle)
+    data = read_gallery_file(path)[2].get("data")
+    return Gallery(rows.reset_index(drop=True), embeddings, Path(data) if data else None)
+
+
+def check_audio_upload(name: str, size: int, limit_mb: float = MAX_AUDIO_MB) -> None:
+    """AudioUploadError for an unsupported extension, an empty file or one over ``limit_mb`` MB."""
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix not in AUDIO_TYPES:
+        raise AudioUploadError(f"{name}: unsupported audio type (use {', '.join(AUDIO_TYPES)})")
+    if size == 0:
+        raise AudioUploadError(f"{name}: the file is empty")
+    if size > limit_mb * 1024 * 1024:
+        raise AudioUploadError(f"{name}: {size / 1024 / 1024:.0f} MB is more than the audio limit of {limit_mb:g} MB")
+
+
+def embed_upload(backend: Any, name: str, data: bytes) -> np.ndarray:
+    """Embedding (D,) of an uploaded recording; AudioUploadError (one line, naming the upload) when
+    it is not a supported, decodable, non-silent recording."""
+    check_audio_upload(name, len(data))
+    folder = cache_dir() / "queries"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".audio.", suffix=Path(name).suffix.lower(), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            return np.asarray(backend.embed_audio_file(tmp), np.float32)
+        except ValueError as e:  # AudioError and friends name the temporary file: name the upload
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AudioUploadError(message.replace(tmp, name).replace(Path(tmp).name, name)) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def heatmap(map_dir: Path, vector: np.ndarray, distance: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``geo.query.query_embeddings`` over the map's embeddings.tif: (2, rows, cols) and profile."""
+    from geo.query import query_embeddings
+
+    return query_embeddings(map_dir / "embeddings.tif", vector, distance)
+
+
+def best_cells(similarity: np.ndarray, k: int = 3) -> list[tuple[int, int, float]]:
+    """The ``k`` cells with the highest similarity: (row, col, similarity), best first; NaN skipped."""
+    flat = np.where(np.isfinite(similarity), similarity, -np.inf).ravel()
+    order = np.argsort(-flat, kind="stable")[:k]
+    cols = similarity.shape[1]
+    return [(int(i // cols), int(i % cols), float(flat[i])) for i in order if np.isfinite(flat[i])]
+
+
+def query_key(vector: np.ndarray, map_dir: Path) -> str:
+    """``sha256(vector bytes | map folder)[:16]``: names a query's heatmap file."""
+    from app.state import sha256_hex
+
+    return sha256_hex(np.asarray(vector, np.float32).tobytes() + str(map_dir).encode())[:16]
+
+
+def save_heatmap(array: np.ndarray, profile: dict[str, Any], out: Path, what: str) -> Path:
+    """Write the heatmap as ``out`` (two-band float32 COG, atomically) for download."""
+    from geo.query import write_heatmap
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_heatmap(array, profile, out, {"geoaudio_query": what})

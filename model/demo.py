@@ -1,0 +1,472 @@
+"""``python -m model.demo``: build the built-in demo (a small bundle and a mapped scene) once.
+
+Everything comes from the synthetic world of one seed, so the same seed gives the same demo:
+
+1. ``pairs``      SoundingEarth-format image/audio pairs (``model.synth.pairs``);
+2. ``scene``      a georeferenced GeoTIFF of the same world (``model.synth.scene``, EPSG:32632);
+3. ``pretrain``   a short audiovisual pretraining of the image and audio encoders (``model.pretrain``);
+4. ``deepglobe``  a DeepGlobe-layout land-cover set of the same world (``model.synth.downstream``);
+5. ``landcover``  a DeepLabV3+ land-cover head fine-tuned from the pretrained encoder
+                  (``model.finetune segment``; it carries the audio encoder along);
+6. ``bundle``     the demo bundle ``OUT/bundle`` (a copy of the land-cover bundle);
+7. ``soundscape`` the soundscape head fitted in that bundle's embedding space (``model.soundscape``);
+8. ``gallery``    every pair's recording embedded into ``OUT/bundle/gallery.parquet`` (``model.gallery``);
+9. ``onnx``       ONNX graphs (and INT8 image graphs, full demo only) in the bundle (``export.onnx``);
+10. ``map``       the scene mapped into ``OUT/maps/scene/`` (``geo.map``).
+
+Each step is skipped when its output exists, so a killed build resumes where it stopped. The
+trainers (steps 3 and 5) run as ``python -m ...`` subprocesses (this module never imports
+Lightning); the other steps call their Python APIs. ``OUT/DONE.json`` is written last with the
+seed, the size, the versions, the paths and each step's wall-clock and CPU seconds; with it in
+place a rerun returns at once. ``--quick`` builds a tiny demo (for tests, well under a minute on
+an idle 2-core machine); ``--force`` deletes ``OUT`` (only when it holds nothing but a demo) and builds again.
+
+Python API: :func:`build_demo`, :func:`read_demo`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from model.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "demo"
+DONE_FILE = "DONE.json"
+DEMO_FORMAT = 1
+MAP_BACKEND = "auto"
+DEMO_ENTRIES = {"data", "runs", "bundle", "maps", DONE_FILE}  # what OUT may hold
+
+
+class DemoError(ValueError):
+    """A demo step that failed, or an OUT folder built differently; the message says which."""
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big each part of the demo is (pixels, seconds, counts).
+
+    ``pair_px`` image side of a pair at 0.5 m/px; the encoder sees a centre crop of ``crop`` x
+    ``pair_px`` pixels at ``tile_px`` (so its ground sample distance is 0.5 * crop * pair_px /
+    tile_px metres per pixel); ``scene_px`` scene side at 0.5 m/px; ``*_minutes`` caps on training time.
+    """
+
+    name: str
+    pairs: int
+    pair_px: int
+    duration_s: tuple[float, float]
+    scene_px: int
+    tile_px: int
+    crop: float
+    epochs: int
+    batch: int
+    pretrain_minutes: float
+    deepglobe: int
+    deepglobe_px: int
+    seg_epochs: int
+    seg_crops: int
+    seg_batch: int
+    decoder_channels: int
+    seg_minutes: float
+    onnx: bool
+    int8: bool
+
+    @property
+    def tile_gsd(self) -> float:
+        """Metres per pixel of the encoder input: 0.5 * crop * pair_px / tile_px."""
+        return 0.5 * self.crop * self.pair_px / self.tile_px
+
+
+FULL = DemoSize("full", pairs=240, pair_px=256, duration_s=(4.0, 6.0), scene_px=1536, tile_px=96, crop=0.375,
+                epochs=6, batch=32, pretrain_minutes=1.5, deepglobe=40, deepglobe_px=192, seg_epochs=2,
+                seg_crops=2, seg_batch=16, decoder_channels=64, seg_minutes=0.75, onnx=True, int8=True)
+QUICK = DemoSize("quick", pairs=40, pair_px=128, duration_s=(3.0, 3.5), scene_px=384, tile_px=64, crop=0.5,
+                 epochs=1, batch=16, pretrain_minutes=0.5, deepglobe=6, deepglobe_px=128, seg_epochs=1,
+                 seg_crops=1, seg_batch=8, decoder_channels=32, seg_minutes=0.3, onnx=False, int8=False)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """A finished demo: its folder and what DONE.json says about it."""
+
+    root: Path
+    bundle: Path
+    scene: Path
+    map_dir: Path
+    pairs: Path
+    backend: str
+    seed: int
+    size: str
+    info: dict
+
+
+@dataclass
+class _Layout:
+    """Where each step writes, under OUT."""
+
+    root: Path
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "data" / "pairs"
+
+    @property
+    def scene_dir(self) -> Path:
+        return self.root / "data" / "scene"
+
+    @property
+    def scene(self) -> Path:
+        return self.scene_dir / "scene.tif"
+
+    @property
+    def deepglobe(self) -> Path:
+        return self.root / "data" / "deepglobe"
+
+    @property
+    def pretrain(self) -> Path:
+        return self.root / "runs" / "pretrain"
+
+    @property
+    def landcover(self) -> Path:
+        return self.root / "runs" / "landcover"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def maps(self) -> Path:
+        return self.root / "maps"
+
+    @property
+    def map_dir(self) -> Path:
+        return self.maps / self.scene.stem
+
+
+def read_demo(out: str | os.PathLike = DEFAULT_OUT) -> Demo | None:
+    """The finished demo in ``out`` (from its DONE.json), or None when it is not built."""
+    root = Path(out)
+    try:
+        info = json.loads((root / DONE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("format") != DEMO_FORMAT:
+        return None
+    paths = info.get("paths", {})
+    try:
+        demo = Demo(root=root, bundle=root / paths["bundle"], scene=root / paths["scene"],
+                    map_dir=root / paths["map"], pairs=root / paths["pairs"], backend=str(info["map_backend"]),
+                    seed=int(info["seed"]), size=str(info["size"]["name"]), info=info)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return demo if (demo.bundle / "bundle.json").is_file() and demo.scene.is_file() else None
+
+
+# ---- running one step --------------------------------------------------------------------------
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _subprocess(args: Sequence[str], quiet: bool, what: str) -> None:
+    """Run ``python -m ...`` (``args`` after the interpreter); DemoError with its last error line."""
+    cmd = [sys.executable, *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if quiet:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        tail = (done.stderr or done.stdout or "").strip().splitlines()
+    else:
+        done = subprocess.run(cmd, cwd=ROOT, env=env)
+        tail = []
+    if done.returncode != 0:
+        errors = [line for line in tail if line.startswith("error:")]
+        last = (errors or tail or [f"exit status {done.returncode}"])[-1]
+        raise DemoError(f"demo step {what} failed: {last.removeprefix('error: ')} (command: {' '.join(args)})")
+
+
+# ---- the steps ---------------------------------------------------------------------------------
+
+def _pairs(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from model.synth.pairs import write_pairs
+
+    write_pairs(lay.pairs, size.pairs, size.pair_px, seed, size.duration_s, progress=not quiet)
+
+
+def _scene(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from model.synth.scene import write_scene
+
+    write_scene(lay.scene_dir, size.scene_px, 0.5, seed, progress=not quiet)
+
+
+def _pretrain(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    args = ["-m", "model.pretrain", "--data", str(lay.pairs), "--out", str(lay.pretrain),
+            "--image-size", str(size.tile_px), "--crop", str(size.crop), "--gsd", str(size.tile_gsd),
+            "--epochs", str(size.epochs), "--batch-size", str(size.batch), "--max-minutes", str(size.pretrain_minutes),
+            "--num-workers", "1", "--precision", "32-true", "--accelerator", "cpu", "--seed", str(seed)]
+    if (lay.pretrain / "checkpoints" / "last.ckpt").is_file():
+        args.append("--resume")
+    _subprocess(args, quiet, "pretrain")
+
+
+def _deepglobe(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from model.synth.downstream import write_deepglobe
+
+    staging = lay.deepglobe.with_name(f".{lay.deepglobe.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_deepglobe(staging, size.deepglobe, size.deepglobe_px, seed, progress=not quiet)
+    os.replace(staging, lay.deepglobe)
+
+
+def _landcover(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    args = ["-m", "model.finetune", "segment", "--data", str(lay.deepglobe), "--init", str(lay.pretrain / "bundle"),
+            "--epochs", str(size.seg_epochs), "--out", str(lay.landcover), "--seed", str(seed),
+            "--crop-size", str(size.tile_px), "--crops-per-tile", str(size.seg_crops),
+            "--batch-size", str(size.seg_batch), "--decoder-channels", str(size.decoder_channels),
+            "--gsd", str(size.tile_gsd), "--max-minutes", str(size.seg_minutes), "--num-workers", "0",
+            "--precision", "32-true", "--accelerator", "cpu", "--label", "demo"]
+    _subprocess(args, quiet, "landcover")
+
+
+def _has_landcover_step() -> bool:
+    """Whether ``model.finetune segment`` is installed (land cover is optional in the demo)."""
+    from importlib.util import find_spec
+
+    return find_spec("model.finetune") is not None and find_spec("model.segment") is not None
+
+
+def _bundle(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    source = lay.landcover / "bundle"
+    if not (source / "bundle.json").is_file():
+        source = lay.pretrain / "bundle"
+    staging = Path(tempfile.mkdtemp(prefix=".bundle.", dir=lay.root))
+    os.chmod(staging, 0o755)
+    try:
+        for name in ("bundle.json", "weights.safetensors"):
+            shutil.copy2(source / name, staging / name)
+        os.replace(staging, lay.bundle)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _soundscape(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from model.bundle import load
+    from model.soundscape import fit_soundscape
+
+    fit_soundscape(load(lay.bundle), lay.pairs, progress=not quiet)
+
+
+def _gallery(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from model.bundle import load
+    from model.gallery import build_gallery
+
+    build_gallery(load(lay.bundle), lay.pairs, progress=not quiet)
+
+
+def _onnx(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from export.onnx import export_bundle
+
+    export_bundle(lay.bundle, calibration=lay.scene if size.int8 else None, parity_tiles=[lay.scene],
+                  log=(lambda line: None) if quiet else print, progress=not quiet)
+
+
+def _map(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
+    from geo.map import MapOptions, map_files
+
+    result = map_files([lay.scene], lay.bundle, lay.maps, MAP_BACKEND, MapOptions(progress=not quiet))[0]
+    if result.status == "failed":
+        raise DemoError(f"demo step map failed: {result.message}")
+
+
+def _onnx_current(lay: _Layout) -> bool:
+    from model.bundle import content_hash
+
+    try:
+        manifest = json.loads((lay.bundle / "onnx.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("bundle_hash") == content_hash(lay.bundle)
+
+
+def _has_head(lay: _Layout, head: str) -> bool:
+    try:
+        meta = json.loads((lay.bundle / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return head in meta.get("heads", {})
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step: its name, what it does (for the progress line), whether it is done, how to run it."""
+
+    name: str
+    what: str
+    done: Callable[[_Layout], bool]
+    run: Callable[[_Layout, DemoSize, int, bool], None]
+
+
+def _steps(size: DemoSize, landcover: bool) -> list[_Step]:
+    steps = [
+        _Step("pairs", f"{size.pairs} synthetic image/audio pairs ({size.pair_px} px)",
+              lambda lay: (lay.pairs / "metadata.csv").is_file(), _pairs),
+        _Step("scene", f"a {size.scene_px} x {size.scene_px} px GeoTIFF scene at 0.5 m",
+              lambda lay: (lay.scene_dir / "soundscape_truth.csv").is_file() and lay.scene.is_file(), _scene),
+        _Step("pretrain", f"audiovisual pretraining ({size.epochs} epochs, {size.tile_px} px tiles, "
+                          f"at most {size.pretrain_minutes:g} min)",
+              lambda lay: (lay.pretrain / "bundle" / "bundle.json").is_file(), _pretrain),
+    ]
+    if landcover:
+        steps += [
+            _Step("deepglobe", f"{size.deepglobe} DeepGlobe-layout land-cover tiles",
+                  lambda lay: lay.deepglobe.is_dir(), _deepglobe),
+            _Step("landcover", f"land-cover head ({size.seg_epochs} epochs, at most {size.seg_minutes:g} min)",
+                  lambda lay: (lay.landcover / "bundle" / "bundle.json").is_file(), _landcover),
+        ]
+    steps += [
+        _Step("bundle", "the demo bundle", lambda lay: (lay.bundle / "bundle.json").is_file(), _bundle),
+        _Step("soundscape", "soundscape head", lambda lay: _has_head(lay, "soundscape"), _soundscape),
+        _Step("gallery", "audio gallery", lambda lay: (lay.bundle / "gallery.parquet").is_file(), _gallery),
+    ]
+    if size.onnx:
+        steps.append(_Step("onnx", "ONNX export" + (" with INT8 image graphs" if size.int8 else ""),
+                           _onnx_current, _onnx))
+    steps.append(_Step("map", "mapping the scene", lambda lay: (lay.map_dir / "run.json").is_file(), _map))
+    return steps
+
+
+# ---- the whole build -----------------------------------------------------------------------------
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in ("geoaudio", "torch", "onnxruntime", "rasterio", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _check_reusable(root: Path, size: DemoSize, seed: int) -> Demo | None:
+    """The finished demo when it matches; DemoError when OUT holds a different one."""
+    demo = read_demo(root)
+    if demo is None:
+        return None
+    if demo.seed != seed or demo.size != size.name:
+        raise DemoError(f"{root}: holds the {demo.size} demo of seed {demo.seed}, not the {size.name} demo of "
+                        f"seed {seed}; pass --force to rebuild it or choose another --out")
+    return demo
+
+
+def _check_deletable(root: Path) -> None:
+    """DemoError unless ``root`` is missing, empty or holds only what a demo build writes (so that
+    --force never deletes an unrelated folder)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DemoError(f"{root}: exists and is not a folder")
+    strangers = sorted(p.name for p in root.iterdir() if p.name not in DEMO_ENTRIES and not p.name.startswith("."))
+    if strangers:
+        raise DemoError(f"{root}: does not look like a demo folder (it holds {', '.join(strangers[:3])}); "
+                        f"refusing to delete it with --force")
+
+
+def _log(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def build_demo(out: str | os.PathLike = DEFAULT_OUT, seed: int = 0, quick: bool = False, force: bool = False,
+               quiet: bool = False) -> Demo:
+    """Build the demo in ``out`` (module doc) and return it; a finished demo returns at once."""
+    root = Path(out)
+    size = QUICK if quick else FULL
+    if force:
+        _check_deletable(root)
+        shutil.rmtree(root, ignore_errors=True)
+    demo = _check_reusable(root, size, seed)
+    if demo is not None:
+        _log(quiet, f"demo ready in {root} (built {demo.info.get('created', '?')}); --force rebuilds it")
+        return demo
+    root.mkdir(parents=True, exist_ok=True)
+    lay = _Layout(root)
+    landcover = _has_landcover_step()
+    steps = _steps(size, landcover)
+    timings: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
+    for i, step in enumerate(steps, 1):
+        if step.done(lay):
+            _log(quiet, f"[{i}/{len(steps)}] {step.name}: already done")
+            continue
+        _log(quiet, f"[{i}/{len(steps)}] {step.name}: {step.what} ...")
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        step.run(lay, size, seed, quiet)
+        timings[step.name] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu_seconds() - c0, 1)}
+        _log(quiet, f"[{i}/{len(steps)}] {step.name}: done in {timings[step.name]['wall_s']:.0f} s")
+    return _write_done(lay, size, seed, landcover, timings, time.perf_counter() - started)
+
+
+def _write_done(lay: _Layout, size: DemoSize, seed: int, landcover: bool, timings: dict, total_s: float) -> Demo:
+    from model.bundle import content_hash
+
+    info = {
+        "format": DEMO_FORMAT, "seed": seed, "size": asdict(size), "landcover": landcover,
+        "map_backend": MAP_BACKEND, "bundle_hash": content_hash(lay.bundle),
+        "paths": {k: str(getattr(lay, k if k != "map" else "map_dir").relative_to(lay.root))
+                  for k in ("bundle", "scene", "map", "pairs")},
+        "timings": timings, "total_wall_s": round(total_s, 1), "cpu_count": os.cpu_count(),
+        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    target = lay.root / DONE_FILE
+    tmp = target.with_name(f".{DONE_FILE}.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, target)
+    demo = read_demo(lay.root)
+    assert demo is not None
+    return demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m model.demo``."""
+    p = argparse.ArgumentParser(
+        prog="python -m model.demo",
+        description="Build the built-in demo once: synthetic pairs and a GeoTIFF scene, a short pretraining, "
+                    "land-cover and soundscape heads, an audio gallery, ONNX graphs and the mapped scene. "
+                    "Steps already done are skipped (a killed build resumes); when OUT/DONE.json exists the "
+                    "command returns at once. The app (streamlit run app/main.py) shows this demo.",
+        epilog="Takes a few minutes on a 2-core machine; OUT/DONE.json records each step's time.")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"demo folder (default {DEFAULT_OUT})")
+    p.add_argument("--seed", type=int, default=0, help="world and training seed (default 0)")
+    p.add_argument("--quick", action="store_true", help="a tiny demo for tests (well under a minute)")
+    p.add_argument("--force", action="store_true", help="delete OUT and build it again")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model.demo``."""
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    demo = build_demo(args.out, args.seed, args.quick, args.force, args.quiet)
+    if not args.quiet:
+        print(f"demo bundle {demo.bundle}, scene {demo.scene}, map {demo.map_dir} "
+              f"(build {demo.info.get('total_wall_s', 0):.0f} s; this run {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

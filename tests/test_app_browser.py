@@ -1,0 +1,117 @@
+"""End to end in a real browser: ``streamlit run app/main.py`` on the quick demo, driven by Debian's
+chromium through playwright (never ``playwright install``; skipped when /usr/bin/chromium is missing).
+
+Checks that the deck.gl map is drawn, that a sound query with the shared robin recording adds the
+heatmap (its caption on the page and a ``heatmap`` layer in the deck JSON the server sends), and
+that the page fetches nothing from outside this machine. A screenshot goes to ``tmp_path``, and to
+``docs/img/app.png`` when ``GEOAUDIO_SCREENSHOT=1``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.test_demo import quick_demo  # noqa: F401 - the session's quick demo fixture
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ROBIN = ROOT.parent / "shared" / "data" / "audio" / "robin.ogg"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOT = ROOT / "docs" / "img" / "app.png"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def _local(url: str) -> bool:
+    """Whether a request stays on this machine (the app's server, data: and blob: URLs)."""
+    parsed = urlparse(url)
+    return parsed.scheme in ("data", "blob") or parsed.hostname in LOCAL_HOSTS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout_s:.0f} s")
+
+
+@pytest.fixture
+def server(quick_demo, tmp_path):  # noqa: F811
+    if not CHROMIUM.is_file():
+        pytest.skip("/usr/bin/chromium is missing (make browser installs Debian's chromium)")
+    port = _free_port()
+    env = {**os.environ, "GEOAUDIO_DEMO_DIR": str(quick_demo.root), "GEOAUDIO_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_map_and_sound_query_in_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    outside: list[str] = []
+    frames: list[bytes] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda r: None if _local(r.url) else outside.append(r.url))
+            page.on("websocket", lambda ws: ws.on("framereceived",
+                                                  lambda payload: frames.append(payload if isinstance(payload, bytes)
+                                                                                else payload.encode())))
+            page.goto(server)
+            page.locator('[data-testid="stDeckGlJsonChart"] canvas').first.wait_for(timeout=60_000)
+            assert not any(b'"id": "heatmap"' in f for f in frames)
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(ROBIN))
+            page.get_by_text("Similarity heatmap of your recording robin.ogg").wait_for(timeout=60_000)
+            page.get_by_text("Most like your recording robin.ogg").wait_for(timeout=10_000)
+            page.locator('[data-testid="stDeckGlJsonChart"] canvas').first.wait_for(timeout=10_000)
+            page.wait_for_timeout(1500)  # let deck.gl draw the new bitmap
+            page.screenshot(path=str(tmp_path / "app.png"))
+        finally:
+            browser.close()
+    assert any(b'"id": "heatmap"' in f and b'"BitmapLayer"' in f for f in frames)
+    assert outside == [], f"the page fetched from outside this machine: {outside[:5]}"
+    assert (tmp_path / "app.png").stat().st_size > 10_000
+    if os.environ.get("GEOAUDIO_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "app.png", SCREENSHOT)
+    assert time.monotonic() - started < 90

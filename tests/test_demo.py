@@ -1,0 +1,103 @@
+"""python -m model.demo --quick: a bundle that loads, a mapped scene with every product, instant reruns.
+
+The quick demo is built once per test session into the session's base temp folder (about a minute
+on an idle 2-core machine); tests/test_app.py and tests/test_app_browser.py reuse it. Set
+GEOAUDIO_TEST_DEMO=/some/folder to keep it between sessions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+
+from model.cli import run_cli
+from model.demo import QUICK, DemoError, build_demo, main, read_demo
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """The quick demo of seed 0, built once per session (shared with the app tests), or reused
+    from ``$GEOAUDIO_TEST_DEMO`` (a folder; built there when missing) across sessions."""
+    root = os.environ.get("GEOAUDIO_TEST_DEMO") or tmp_path_factory.getbasetemp() / "quick-demo"
+    return build_demo(root, seed=0, quick=True, quiet=True)
+
+
+def test_quick_demo_bundle_loads_with_its_heads_and_gallery(quick_demo):
+    from model.bundle import load
+    from model.gallery import load_gallery
+
+    bundle = load(quick_demo.bundle)
+    assert bundle.image_input.tile_size == QUICK.tile_px
+    assert bundle.image_input.gsd == pytest.approx(QUICK.tile_gsd)
+    assert set(bundle.heads) == {"soundscape", "landcover"}
+    assert len(bundle.heads["soundscape"]["classes"]) == 6
+    rows, embeddings = load_gallery(bundle)
+    assert len(rows) == QUICK.pairs and embeddings.shape == (QUICK.pairs, bundle.embedding_dim)
+    assert (quick_demo.pairs / rows["audio_path"].iloc[0]).is_file()
+    assert quick_demo.info["bundle_hash"] == bundle.content_hash()
+
+
+def test_quick_demo_scene_is_mapped_with_every_product(quick_demo):
+    run = json.loads((quick_demo.map_dir / "run.json").read_text())
+    assert run["bundle"]["content_hash"] == quick_demo.info["bundle_hash"]
+    assert set(run["products"]) == {"embeddings.tif", "tiles.gpkg", "soundscape.tif", "soundscape_scores.tif",
+                                    "landcover.tif", "landcover.gpkg"}
+    with rasterio.open(quick_demo.scene) as scene, rasterio.open(quick_demo.map_dir / "landcover.tif") as land:
+        assert land.crs == scene.crs and land.bounds == scene.bounds
+        classes = land.read(1)
+    assert set(np.unique(classes)) <= set(range(6))
+    with rasterio.open(quick_demo.map_dir / "soundscape.tif") as sound:
+        cells = sound.width * sound.height
+    side = QUICK.scene_px // QUICK.tile_px
+    assert cells == side * side
+    tiles = gpd.read_file(quick_demo.map_dir / "tiles.gpkg")
+    assert len(tiles) == cells and {"sound_1", "score_1", "near_1_key"} <= set(tiles.columns)
+
+
+def test_rerun_returns_at_once_and_keeps_the_build(quick_demo):
+    done = quick_demo.root / "DONE.json"
+    before = done.stat().st_mtime_ns
+    t0 = time.perf_counter()
+    again = build_demo(quick_demo.root, seed=0, quick=True, quiet=True)
+    assert time.perf_counter() - t0 < 1.0
+    assert again.bundle == quick_demo.bundle and again.map_dir == quick_demo.map_dir
+    assert done.stat().st_mtime_ns == before
+    assert run_cli(lambda: main(["--out", str(quick_demo.root), "--quick", "--quiet"])) == 0
+
+
+def test_a_different_seed_in_the_same_folder_is_a_one_line_error(quick_demo, capsys):
+    with pytest.raises(DemoError, match="--force"):
+        build_demo(quick_demo.root, seed=1, quick=True, quiet=True)
+    assert run_cli(lambda: main(["--out", str(quick_demo.root), "--quick", "--seed", "1"])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "seed 0" in err[0]
+
+
+def test_read_demo_is_none_for_an_unbuilt_folder(tmp_path):
+    assert read_demo(tmp_path) is None
+    (tmp_path / "DONE.json").write_text("{not json")
+    assert read_demo(tmp_path) is None
+
+
+def test_an_interrupted_build_redoes_only_what_is_missing(quick_demo):
+    """A build killed after the gallery step: the rerun maps the scene again and nothing else."""
+    import shutil
+
+    (quick_demo.root / "DONE.json").unlink()
+    shutil.rmtree(quick_demo.map_dir)
+    rebuilt = build_demo(quick_demo.root, seed=0, quick=True, quiet=True)
+    assert set(rebuilt.info["timings"]) == {"map"}
+    assert (rebuilt.map_dir / "run.json").is_file()
+    assert rebuilt.info["bundle_hash"] == quick_demo.info["bundle_hash"]
+
+
+def test_force_refuses_to_delete_a_folder_that_is_not_a_demo(tmp_path):
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(DemoError, match="refusing to delete"):
+        build_demo(tmp_path, quick=True, force=True, quiet=True)
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
