@@ -145,7 +145,8 @@ def segment(args: argparse.Namespace) -> int:
     if init.backbone is not None:
         segmenter.encoder.load_state_dict(init.backbone, strict=True)
     model = LandCoverSegmenter(segmenter, len(DEEPGLOBE_CLASSES), lr=args.lr, weight_decay=args.weight_decay,
-                               epochs=args.epochs, window=window, stride=stride)
+                               epochs=args.epochs, window=window, stride=stride,
+                               freeze_encoder=args.freeze_encoder)
     dm = DeepGlobeDataModule(tiles["train"], tiles["test"], crop_size=args.crop_size,
                              crops_per_tile=args.crops_per_tile, batch_size=args.batch_size,
                              num_workers=args.num_workers, seed=args.seed)
@@ -158,6 +159,7 @@ def segment(args: argparse.Namespace) -> int:
               "classes": list(DEEPGLOBE_CLASSES), "confusion": model.confusion.tolist(),
               "n_train": len(tiles["train"]), "n_test": len(tiles["test"]), "crop_size": args.crop_size,
               "window": window, "stride": stride, "gsd": args.gsd, "decoder": decoder,
+              "freeze_encoder": args.freeze_encoder,
               "steps": int(trainer.global_step)}
     provenance = {"trained_by": "geoaudio model.finetune segment", "init": init.label, "init_source": init.source,
                   "data": record["data"], "epochs": args.epochs, "steps": record["steps"], "seed": args.seed,
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=int, help="sliding-window side in px for testing (default: --crop-size)")
     s.add_argument("--stride", type=int, help="sliding-window step in px (default: half the window)")
     s.add_argument("--decoder-channels", type=int, default=256, help="DeepLabV3+ decoder width (default 256)")
+    s.add_argument("--freeze-encoder", action="store_true",
+                   help="train the decoder and head only; the bundle keeps the init's image encoder, so its "
+                        "land-cover head merges into the init bundle (python -m model.bundle merge)")
     s.add_argument("--gsd", type=float, default=DEFAULT_SEGMENT_GSD,
                    help=f"metres per pixel of the tiles, recorded in the head (default {DEFAULT_SEGMENT_GSD})")
     s.set_defaults(func=segment)

@@ -159,17 +159,33 @@ class DeepGlobeDataModule(L.LightningDataModule):
 
 class LandCoverSegmenter(L.LightningModule):
     """Trains a segmenter with pixel-wise cross-entropy (unknown pixels ignored); ``trainer.test``
-    predicts whole tiles by sliding window and accumulates ``self.confusion`` (K, K)."""
+    predicts whole tiles by sliding window and accumulates ``self.confusion`` (K, K).
+
+    ``freeze_encoder``: only the decoder and head learn; the encoder (BatchNorm statistics included)
+    stays exactly the initial image encoder, so the resulting land-cover head can be merged into the
+    audiovisual bundle it came from (``python -m model.bundle merge``)."""
 
     def __init__(self, segmenter: nn.Module, num_classes: int, lr: float = 5e-4, weight_decay: float = 1e-4,
-                 epochs: int = 10, window: int = 256, stride: int = 128) -> None:
+                 epochs: int = 10, window: int = 256, stride: int = 128, freeze_encoder: bool = False) -> None:
         super().__init__()
-        self.segmenter = segmenter.train()  # build_segmenter returns eval mode; Lightning keeps modes as found
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            for p in segmenter.encoder.parameters():
+                p.requires_grad_(False)
+        self.segmenter = segmenter
+        self.train()  # build_segmenter returns eval mode; Lightning keeps modes as found
         self.num_classes = num_classes
         self.lr, self.weight_decay, self.epochs = lr, weight_decay, epochs
         self.window, self.stride = window, stride
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def train(self, mode: bool = True) -> "LandCoverSegmenter":
+        """Like nn.Module.train, but a frozen encoder keeps its BatchNorm layers in eval mode."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.segmenter.encoder.eval()
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.segmenter(x)
@@ -189,7 +205,8 @@ class LandCoverSegmenter(L.LightningModule):
         self.confusion += confusion_matrix(pred.cpu().numpy(), mask.cpu().numpy(), self.num_classes, IGNORE_INDEX)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
         return {"optimizer": opt, "lr_scheduler": sched}
 

@@ -261,6 +261,22 @@ def test_segment_split_layout_from_a_bundle_keeps_its_audio_encoder(deepglobe_di
     assert after.meta["provenance"]["init"] == "pre"
 
 
+def test_segment_with_a_frozen_encoder_merges_back_into_its_init_bundle(deepglobe_dirs, tmp_path):
+    from model.merge import merge
+
+    init = make_bundle(tmp_path / "pre" / "bundle")
+    out = tmp_path / "seg"
+    main(["segment", "--data", str(deepglobe_dirs["split"]), "--init", str(init), "--epochs", "1",
+          "--out", str(out), "--crop-size", "64", "--batch-size", "3", "--crops-per-tile", "1",
+          "--decoder-channels", "32", "--freeze-encoder", *FAST])
+    before, after = bundle_mod.load(init), bundle_mod.load(out / "bundle")
+    for name, value in before.tensors.items():
+        if name.startswith("image_encoder."):  # weights and BatchNorm statistics unchanged
+            assert np.array_equal(after.tensors[name], value), name
+    merged = merge(init, out / "bundle", tmp_path / "merged")
+    assert "landcover" in merged.heads and merged.has("audio_encoder")
+
+
 def test_segment_refuses_a_non_standard_width_encoder_in_one_line(deepglobe_dirs, tmp_path, capsys):
     custom = make_bundle(tmp_path / "se_import", stem_width=32, widths=(64, 182, 256, 512))
     out = tmp_path / "seg"
