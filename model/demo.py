@@ -235,7 +235,7 @@ def _landcover(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
             "--crop-size", str(size.tile_px), "--crops-per-tile", str(size.seg_crops),
             "--batch-size", str(size.seg_batch), "--decoder-channels", str(size.decoder_channels),
             "--gsd", str(size.tile_gsd), "--max-minutes", str(size.seg_minutes), "--num-workers", "0",
-            "--precision", "32-true", "--accelerator", "cpu", "--label", "demo"]
+            "--precision", "32-true", "--accelerator", "cpu", "--label", "demo", "--freeze-encoder"]
     _subprocess(args, quiet, "landcover")
 
 
