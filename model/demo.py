@@ -88,8 +88,8 @@ class DemoSize:
 
 
 FULL = DemoSize("full", pairs=400, pair_px=256, duration_s=(4.0, 6.0), scene_px=1536, tile_px=96, crop=0.375,
-                epochs=20, batch=32, pretrain_minutes=2.0, deepglobe=40, deepglobe_px=192, seg_epochs=2,
-                seg_crops=2, seg_batch=16, decoder_channels=64, seg_minutes=0.75, onnx=True, int8=True)
+                epochs=20, batch=32, pretrain_minutes=2.0, deepglobe=40, deepglobe_px=192, seg_epochs=15,
+                seg_crops=4, seg_batch=16, decoder_channels=64, seg_minutes=0.75, onnx=True, int8=True)
 QUICK = DemoSize("quick", pairs=40, pair_px=128, duration_s=(3.0, 3.5), scene_px=384, tile_px=64, crop=0.5,
                  epochs=1, batch=16, pretrain_minutes=0.5, deepglobe=6, deepglobe_px=128, seg_epochs=1,
                  seg_crops=1, seg_batch=8, decoder_channels=32, seg_minutes=0.3, onnx=False, int8=False)
