@@ -76,25 +76,19 @@ def kmeans_prototypes(z: np.ndarray, k: int = 6, seed: int = 0) -> tuple[np.ndar
 
 def make_bundle(folder: Path, tile: int, tiles: np.ndarray, given: Path | None) -> Path:
     """The benchmark bundle in ``folder`` (see the module doc)."""
-    import torch
-
-    from model.bundle import encoder_tensors, load, make_meta, save
-    from model.encoders import build_image_encoder
+    from model.bundle import load, save
     from model.image_input import ImageInput
     from model.landcover import build_segmenter, landcover_meta, landcover_tensors
+    from model.random_bundle import random_bundle
     from model.soundscape_head import soundscape_meta, soundscape_tensors
 
     classes = [{"name": n, "color": c} for n, c in zip(CLASSES, COLOURS)]
-    if given is None:
-        torch.manual_seed(0)
-        image = build_image_encoder("resnet18", 128).eval()
-        meta = make_meta(image_spec=image.spec, distance="euclidean", image_input=ImageInput(tile_size=tile),
-                         provenance={"note": "random weights (benchmarks/inference.py)"})
-        tensors = dict(encoder_tensors("image_encoder", image))
-    else:
-        src = load(given)
-        meta, tensors = json.loads(json.dumps(src.meta)), dict(src.tensors)
-        image = src.image_encoder()
+    if given is None:  # random weights, with a random-init land-cover decoder
+        given = random_bundle(folder / "random", dim=128, tile_size=tile, audio=False, landcover_classes=classes,
+                              provenance={"note": "random weights (benchmarks/inference.py)"}).path
+    src = load(given)
+    meta, tensors = json.loads(json.dumps(src.meta)), dict(src.tensors)
+    image = src.image_encoder()
     if "soundscape" not in meta["heads"]:
         x = ImageInput.from_dict(meta["image_input"]).normalise(tiles)
         protos, temperature = kmeans_prototypes(embed_torch(image, x))
@@ -103,7 +97,6 @@ def make_bundle(folder: Path, tile: int, tiles: np.ndarray, given: Path | None) 
     spec = meta["image_encoder"]
     if "landcover" not in meta["heads"] and spec["arch"] in ("resnet18", "resnet50"):
         seg = build_segmenter(spec["arch"], len(classes))
-        seg.encoder.load_state_dict(image.backbone_state_dict())
         tensors.update(landcover_tensors(seg))
         meta["heads"]["landcover"] = landcover_meta(classes, spec["arch"], meta["image_input"]["tile_size"],
                                                     meta["image_input"]["gsd"])

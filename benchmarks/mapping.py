@@ -74,32 +74,17 @@ def make_raster(path: Path, size: int) -> float:
 
 
 def random_bundle(path: Path, tile_size: int, gsd: float, dim: int, landcover: bool) -> Path:
-    """A random-initialised resnet18 bundle with a soundscape head (and a land-cover head)."""
-    import torch
+    """A random-initialised resnet18 bundle (``model.random_bundle``) with a soundscape head (and a
+    land-cover head), its classes coloured with the scene's palette."""
+    from model.random_bundle import random_bundle as build
 
-    from model.bundle import encoder_tensors, make_meta, save
-    from model.encoders import build_audio_encoder, build_image_encoder
-    from model.image_input import ImageInput
-    from model.soundscape_head import soundscape_meta, soundscape_tensors
+    def coloured(names: list[str]) -> list[dict]:
+        return [{"name": n, "color": [int(v) for v in PALETTE[i]]} for i, n in enumerate(names)]
 
-    torch.manual_seed(0)
-    image, audio = build_image_encoder("resnet18", dim), build_audio_encoder("resnet18", dim)
-    names = ["birds", "traffic", "water", "wind", "voices", "quiet"]
-    classes = [{"name": n, "color": [int(v) for v in PALETTE[i]]} for i, n in enumerate(names)]
-    heads = {"soundscape": soundscape_meta(classes, temperature=0.5)}
-    tensors = {**encoder_tensors("image_encoder", image), **encoder_tensors("audio_encoder", audio),
-               **soundscape_tensors(torch.randn(len(classes), dim))}
-    if landcover:
-        from model.landcover import build_segmenter, landcover_meta, landcover_tensors
-
-        land = [{"name": n, "color": [int(v) for v in PALETTE[i]]} for i, n in
-                enumerate(["urban", "agriculture", "rangeland", "forest", "water", "barren"])]
-        heads["landcover"] = landcover_meta(land, "resnet18", tile_size, gsd)
-        tensors.update(landcover_tensors(build_segmenter("resnet18", len(land))))
-    meta = make_meta(image_spec=image.spec, audio_spec=audio.spec, distance="euclidean",
-                     image_input=ImageInput(tile_size=tile_size, gsd=gsd), heads=heads)
-    save(path, meta, tensors)
-    return path
+    sounds = coloured(["birds", "traffic", "water", "wind", "voices", "quiet"])
+    land = coloured(["urban", "agriculture", "rangeland", "forest", "water", "barren"])
+    return build(path, dim=dim, tile_size=tile_size, gsd=gsd, soundscape_classes=sounds, temperature=0.5,
+                 landcover_classes=land if landcover else None).path
 
 
 def preload_tiles(raster: Path, tile_size: int, gsd: float, n: int) -> np.ndarray:

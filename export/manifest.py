@@ -8,6 +8,9 @@ Every ONNX file carries ``metadata_props`` ``geoaudio.bundle_hash`` (the bundle'
 not the bundle's current hash is *stale* (the weights changed after export) and is not used.
 ``onnx.json`` and ``trt.json`` list the files of each kind with their hashes and checks.
 
+Files are installed atomically: written under a hidden temporary name beside the target, then
+renamed (:func:`write_atomic` for one file, :func:`staging` for a set that is installed together).
+
 This module needs neither torch nor onnxruntime (the ONNX backend reads stamps through it).
 """
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 HASH_KEY = "geoaudio.bundle_hash"
 GRAPH_KEY = "geoaudio.graph"
@@ -68,18 +72,60 @@ def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
     return Path(target)
 
 
+def temp_beside(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new empty file ``.{name}.XXXXXXXX{suffix}`` in ``target``'s folder (the same file system, so
+    renaming it to ``target`` is atomic; the leading dot hides it from listings)."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+class Staging:
+    """Temporary files waiting to be renamed to their final names together (see :func:`staging`)."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[Path, Path]] = []
+
+    def add(self, tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+        """Stage the temporary file ``tmp`` to become ``final``; returns ``tmp`` as a Path."""
+        self.pairs.append((Path(tmp), Path(final)))
+        return Path(tmp)
+
+    def temp(self, final: str | os.PathLike, suffix: str = ".tmp") -> Path:
+        """A new empty temporary file beside ``final`` (:func:`temp_beside`), staged to become it."""
+        return self.add(temp_beside(final, suffix), final)
+
+
+@contextmanager
+def staging() -> Iterator[Staging]:
+    """Stage files, then install all of them or none::
+
+        with staging() as stage:
+            tmp = stage.temp(folder / "model.onnx")  # or stage.add(tmp, final) for a file written earlier
+            write(tmp); check(tmp)
+
+    When the block ends normally, every staged file is renamed to its final name with
+    :func:`publish`, in staging order. When it raises (any exception, KeyboardInterrupt included),
+    every staged temporary file is deleted, nothing is renamed and the exception propagates. If a
+    rename itself fails (an OSError), the files not yet renamed are deleted and the error propagates.
+    """
+    stage = Staging()
+    try:
+        yield stage
+        for tmp, final in stage.pairs:
+            publish(tmp, final)
+    except BaseException:
+        for tmp, _ in stage.pairs:
+            tmp.unlink(missing_ok=True)  # already published ones are gone from here: a no-op
+        raise
+
+
 def write_atomic(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        publish(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    with staging() as stage:
+        write(str(stage.temp(target)))
+    return Path(target)
 
 
 def read_manifest(folder: str | os.PathLike, name: str) -> dict[str, Any] | None:

@@ -31,9 +31,7 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,7 +40,7 @@ import numpy as np
 from export.calibration import load_tiles, split_holdout
 from export.graphs import GRAPHS, IMAGE_GRAPHS, available_graphs, build_graph, example_input, graph_spec
 from export.int8 import accuracy_line, int8_accuracy, quantize_graph
-from export.manifest import (ONNX_MANIFEST, merge_entries, onnx_name, publish, read_manifest, stamp_model,
+from export.manifest import (ONNX_MANIFEST, Staging, merge_entries, onnx_name, read_manifest, stamp_model, staging,
                              write_manifest)
 from export.parity import (DEFAULT_AUDIO_SOURCES, DEFAULT_TILE_SOURCES, FP16, FP32, ParityInputs, ParityStats,
                            Tolerance, check, compare_outputs, existing, run_torch)
@@ -96,22 +94,6 @@ def to_onnx(module, example, input_name: str, output_names: Sequence[str], opset
         return onnx.load_from_string(buffer.getvalue())
 
 
-@dataclass
-class Staged:
-    """A file written under a temporary name, to be renamed to ``final`` when every check passed."""
-
-    tmp: Path
-    final: Path
-    entry: dict[str, Any]
-
-
-def _temp_file(folder: Path, name: str) -> Path:
-    """An empty temporary file ``.{name}.XXXX.tmp`` in ``folder`` (same file system as the target)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _trace(bundle, graph: str, precision: str, opset: int, exporter: str, bundle_hash: str):
     """The stamped, checked ``onnx.ModelProto`` of one graph."""
     import onnx
@@ -140,47 +122,41 @@ def _parity(bundle, graph: str, path: Path, label: str, inputs: ParityInputs) ->
     return compare_outputs(label, spec.output_names, reference, candidate)
 
 
-def _export_one(bundle, graph: str, precision: str, opset: int, exporter: str, bundle_hash: str,
-                inputs: ParityInputs, log: Callable[[str], None], tolerance: Tolerance | None = None) -> Staged:
-    """Export and stage one graph; ParityError (and nothing staged) outside the tolerance."""
+def _export_one(stage: Staging, bundle, graph: str, precision: str, opset: int, exporter: str, bundle_hash: str,
+                inputs: ParityInputs, log: Callable[[str], None],
+                tolerance: Tolerance | None = None) -> tuple[Path, dict[str, Any]]:
+    """Export one graph to a file staged in ``stage``: (its temporary path, its manifest entry);
+    ParityError outside the tolerance (the staging then installs nothing)."""
     import onnx
 
     spec = graph_spec(bundle, graph)
     model = _trace(bundle, graph, precision, opset, exporter, bundle_hash)
     name = onnx_name(graph, precision)
-    staged = Staged(_temp_file(bundle.path, name), bundle.path / name, {})
-    try:
-        onnx.save(model, str(staged.tmp))
-        stats = _parity(bundle, graph, staged.tmp, graph if precision == "fp32" else f"{graph}.{precision}", inputs)
-        for s in stats:
-            log(f"parity {s.line()}")
-        check(stats, tolerance or (FP16 if precision == "fp16" else FP32), what=f"{bundle.path / name}: ")
-    except BaseException:
-        staged.tmp.unlink(missing_ok=True)
-        raise
-    staged.entry = {"file": name, "graph": graph, "precision": precision, "bundle_hash": bundle_hash,
-                    "opset": opset, "exporter": exporter,
-                    "input": {spec.input_name: ["batch", *spec.input_shape]},
-                    "outputs": list(spec.output_names), "parity": [s.to_dict() for s in stats]}
-    return staged
+    tmp = stage.temp(bundle.path / name)
+    onnx.save(model, str(tmp))
+    stats = _parity(bundle, graph, tmp, graph if precision == "fp32" else f"{graph}.{precision}", inputs)
+    for s in stats:
+        log(f"parity {s.line()}")
+    check(stats, tolerance or (FP16 if precision == "fp16" else FP32), what=f"{bundle.path / name}: ")
+    entry = {"file": name, "graph": graph, "precision": precision, "bundle_hash": bundle_hash,
+             "opset": opset, "exporter": exporter, "input": {spec.input_name: ["batch", *spec.input_shape]},
+             "outputs": list(spec.output_names), "parity": [s.to_dict() for s in stats]}
+    return tmp, entry
 
 
-def _quantise_one(bundle, graph: str, fp32: Staged, source: Path, tiles: np.ndarray, bundle_hash: str,
-                  log: Callable[[str], None]) -> Staged:
-    """INT8 version of a staged float32 image graph, with its accuracy on held-out tiles
-    (``tiles``: uint8 calibration tiles of ``source`` at the graph's tile size)."""
+def _quantise_one(stage: Staging, bundle, graph: str, fp32: Path, source: Path, tiles: np.ndarray,
+                  bundle_hash: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """INT8 version, staged in ``stage``, of the staged float32 image graph at ``fp32``; returns its
+    manifest entry with its accuracy on held-out tiles (``tiles``: uint8 calibration tiles of
+    ``source`` at the graph's tile size)."""
     spec = graph_spec(bundle, graph)
     calib, held_out = split_holdout(tiles, HOLDOUT)
     name = onnx_name(graph, "int8")
-    tmp = _temp_file(bundle.path, name)
-    try:
-        quantize_graph(fp32.tmp, tmp, bundle.image_input.normalise(calib), bundle_hash, graph, spec.input_name)
-        x = bundle.image_input.normalise(held_out)
-        ref = run_batched(open_session(fp32.tmp, "cpu"), x, BATCH, spec.output_names)
-        got = run_batched(open_session(tmp, "cpu"), x, BATCH, spec.output_names)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    tmp = stage.temp(bundle.path / name)
+    quantize_graph(fp32, tmp, bundle.image_input.normalise(calib), bundle_hash, graph, spec.input_name)
+    x = bundle.image_input.normalise(held_out)
+    ref = run_batched(open_session(fp32, "cpu"), x, BATCH, spec.output_names)
+    got = run_batched(open_session(tmp, "cpu"), x, BATCH, spec.output_names)
     acc = int8_accuracy(graph, list(spec.output_names), ref, got)
     log(accuracy_line(acc))
     entry = {"file": name, "graph": graph, "precision": "int8", "bundle_hash": bundle_hash,
@@ -188,7 +164,7 @@ def _quantise_one(bundle, graph: str, fp32: Staged, source: Path, tiles: np.ndar
              "calibration": {"source": str(source), "tiles": int(len(calib)), "held_out": int(len(held_out)),
                              "method": "MinMax, QDQ, per-channel int8 weights, uint8 activations"},
              "accuracy_vs_fp32": acc}
-    return Staged(tmp, bundle.path / name, entry)
+    return entry
 
 
 def _versions() -> dict[str, str]:
@@ -234,30 +210,25 @@ def export_bundle(bundle_dir: str | os.PathLike, *, opset: int | None = None, ex
             calib_tiles[size] = load_tiles(calibration, size, limit=calibration_tiles)
     precisions = ["fp32"] + (["fp16"] if fp16 else [])
     steps = len(todo) * len(precisions) + (sum(g in IMAGE_GRAPHS for g in todo) if calibration else 0)
-    staged: list[Staged] = []
-    try:
-        with tqdm(total=steps, desc="export.onnx", unit="graph", disable=not progress, file=sys.stderr) as bar:
-            for graph in todo:
-                fp32 = None
-                for precision in precisions:
-                    bar.set_postfix_str(f"{graph} {precision}")
-                    s = _export_one(bundle, graph, precision, opset, exporter, bundle_hash, inputs, log, tolerance)
-                    staged.append(s)
-                    fp32 = fp32 or s
-                    bar.update()
-                if calibration is not None and graph in IMAGE_GRAPHS:
-                    bar.set_postfix_str(f"{graph} int8")
-                    tiles = calib_tiles[graph_spec(bundle, graph).input_shape[-1]]
-                    staged.append(_quantise_one(bundle, graph, fp32, Path(calibration), tiles, bundle_hash, log))
-                    bar.update()
-    except BaseException:
-        for s in staged:
-            s.tmp.unlink(missing_ok=True)
-        raise
-    for s in staged:
-        publish(s.tmp, s.final)
-    entries = merge_entries(read_manifest(bundle.path, ONNX_MANIFEST), [s.entry for s in staged],
-                            bundle_hash, bundle.path)
+    new_entries: list[dict[str, Any]] = []
+    with staging() as stage, tqdm(total=steps, desc="export.onnx", unit="graph", disable=not progress,
+                                  file=sys.stderr) as bar:
+        for graph in todo:
+            fp32 = None
+            for precision in precisions:
+                bar.set_postfix_str(f"{graph} {precision}")
+                tmp, entry = _export_one(stage, bundle, graph, precision, opset, exporter, bundle_hash, inputs, log,
+                                         tolerance)
+                new_entries.append(entry)
+                fp32 = fp32 or tmp
+                bar.update()
+            if calibration is not None and graph in IMAGE_GRAPHS:
+                bar.set_postfix_str(f"{graph} int8")
+                tiles = calib_tiles[graph_spec(bundle, graph).input_shape[-1]]
+                new_entries.append(_quantise_one(stage, bundle, graph, fp32, Path(calibration), tiles, bundle_hash,
+                                                 log))
+                bar.update()
+    entries = merge_entries(read_manifest(bundle.path, ONNX_MANIFEST), new_entries, bundle_hash, bundle.path)
     manifest = {"bundle_hash": bundle_hash, "opset": opset, "exporter": exporter,
                 "parity_inputs": {"tiles": [str(p) for p in tile_sources], "audio": [str(p) for p in audio_sources]},
                 "versions": _versions(), "files": entries}

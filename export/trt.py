@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from export.calibration import load_tiles
-from export.manifest import TRT_MANIFEST, publish, trt_name, write_manifest
+from export.manifest import TRT_MANIFEST, staging, trt_name, write_manifest
 from export.parity import (DEFAULT_AUDIO_SOURCES, DEFAULT_TILE_SOURCES, FP16, FP32, ParityInputs, check,
                            compare_outputs, existing, run_torch)
 
@@ -124,9 +123,8 @@ def export_engines(bundle_dir: str | os.PathLike, *, precision: str = "fp16", ma
     bundle_hash = bundle.content_hash()
     inputs = ParityInputs(bundle, existing(DEFAULT_TILE_SOURCES) + [Path(p) for p in parity_tiles],
                     [Path(p) for p in parity_audio] or existing(DEFAULT_AUDIO_SOURCES))
-    staged: list[tuple[Path, Path]] = []
     entries = []
-    try:
+    with staging() as stage:
         for graph in tqdm(available_graphs(bundle), desc="export.trt", unit="graph", file=sys.stderr):
             spec = graph_spec(bundle, graph)
             module = build_graph(bundle, graph, half=precision == "fp16").cuda()
@@ -136,9 +134,7 @@ def export_engines(bundle_dir: str | os.PathLike, *, precision: str = "fp16", ma
             example = example_input(bundle, graph, batch=2).cuda()
             try:
                 compiled, dims = compile_graph(module, example, max_batch, precision)
-                fd, tmp = tempfile.mkstemp(prefix=f".{trt_name(graph)}.", suffix=".tmp.ep", dir=bundle.path)
-                os.close(fd)
-                staged.append((Path(tmp), bundle.path / trt_name(graph)))
+                tmp = str(stage.temp(bundle.path / trt_name(graph), suffix=".tmp.ep"))
                 torch_tensorrt.save(compiled, tmp, output_format="exported_program", arg_inputs=[example],
                                     dynamic_shapes=(dims,), retrace=True)
             except (ValueError, OSError):
@@ -155,12 +151,6 @@ def export_engines(bundle_dir: str | os.PathLike, *, precision: str = "fp16", ma
                 check(stats, FP16 if precision == "fp16" else FP32, what=f"{bundle.path / trt_name(graph)}: ")
             entries.append({"file": trt_name(graph), "graph": graph, "precision": precision,
                             "max_batch": max_batch, "parity": [s.to_dict() for s in stats]})
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for tmp, final in staged:
-        publish(tmp, final)
     manifest = {"bundle_hash": bundle_hash, "precision": precision, "max_batch": max_batch,
                 "device": torch.cuda.get_device_name(0), "versions": {"torch": torch.__version__,
                                                                     "torch_tensorrt": torch_tensorrt.__version__},

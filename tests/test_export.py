@@ -15,18 +15,18 @@ import pytest
 import torch
 
 from export.calibration import CalibrationError, load_tiles, split_holdout
-from export.manifest import HASH_KEY, ONNX_MANIFEST, onnx_stamp
+from export.manifest import HASH_KEY, ONNX_MANIFEST, onnx_stamp, staging
 from export.onnx import default_opset, export_bundle, main
 from export.parity import ParityError, Tolerance
 from export.sessions import open_session
 from model.bundle import content_hash, encoder_tensors, load, make_meta, save
 from model.cli import run_cli
-from model.encoders import build_audio_encoder, build_image_encoder
+from model.encoders import build_image_encoder
 from model.image_input import ImageInput
 from model.landcover import (LandcoverError, build_segmenter, landcover_meta, landcover_tensors,
                              segmenter_from_bundle)
-from model.soundscape_head import (SoundscapeHead, SoundscapeHeadError, scores_from_embeddings,
-                                   soundscape_meta, soundscape_tensors)
+from model.random_bundle import random_bundle
+from model.soundscape_head import SoundscapeHead, SoundscapeHeadError, scores_from_embeddings, soundscape_meta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RGB = SHARED / "geotiff" / "RGB.byte.tif"
@@ -40,25 +40,9 @@ def make_bundle(path: Path, tile: int = TILE, audio: bool = True, heads: bool = 
                 distance: str = "euclidean", seed: int = 0):
     """A resnet18 (128-d) bundle with random weights; heads: 6 soundscape prototypes and a
     4-class DeepLabV3+ land-cover head sharing the image encoder."""
-    torch.manual_seed(seed)
-    image = build_image_encoder("resnet18", 128)
-    tensors = dict(encoder_tensors("image_encoder", image))
-    audio_spec = None
-    if audio:
-        enc = build_audio_encoder("resnet18", 128)
-        tensors.update(encoder_tensors("audio_encoder", enc))
-        audio_spec = enc.spec
-    meta_heads = {}
-    if heads:
-        segmenter = build_segmenter("resnet18", 4, decoder_channels=32)
-        segmenter.encoder.load_state_dict(image.backbone_state_dict())
-        tensors.update(soundscape_tensors(torch.randn(6, 128) * 2))
-        tensors.update(landcover_tensors(segmenter))
-        meta_heads = {"soundscape": soundscape_meta(CLASSES, 2.0, {"made_by": "test"}),
-                      "landcover": landcover_meta(CLASSES[:4], "resnet18", tile, 0.5, {"decoder_channels": 32})}
-    meta = make_meta(image_spec=image.spec, audio_spec=audio_spec, distance=distance,
-                     image_input=ImageInput(tile_size=tile), heads=meta_heads)
-    return save(path, meta, tensors)
+    return random_bundle(path, dim=128, tile_size=tile, audio=audio, soundscape_classes=CLASSES if heads else None,
+                         temperature=2.0, landcover_classes=CLASSES[:4] if heads else None,
+                         decoder={"decoder_channels": 32}, distance=distance, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +109,8 @@ def test_landcover_head_round_trips_through_a_bundle(tmp_path):
 
 
 def test_landcover_needs_a_standard_resnet(tmp_path):
-    image = build_image_encoder("resnet18", 128, stem_width=32, widths=(32, 64, 128, 256))
-    seg = build_segmenter("resnet18", 2, decoder_channels=16)
-    meta = make_meta(image_spec=image.spec, distance="cosine", image_input=ImageInput(tile_size=64),
-                     heads={"landcover": landcover_meta(CLASSES[:2], "resnet18", 64, 0.5, {"decoder_channels": 16})})
-    bundle = save(tmp_path / "custom", meta, {**encoder_tensors("image_encoder", image), **landcover_tensors(seg)})
+    bundle = random_bundle(tmp_path / "custom", dim=128, image_overrides=dict(stem_width=32, widths=(32, 64, 128, 256)),
+                           audio=False, landcover_classes=CLASSES[:2], decoder={"decoder_channels": 16})
     with pytest.raises(LandcoverError, match="standard-width"):
         segmenter_from_bundle(bundle)
 
@@ -164,6 +145,26 @@ def test_bad_calibration_sources_fail_in_one_line(name, message):
     with pytest.raises(CalibrationError, match=message) as info:
         load_tiles(SHARED / "geotiff" / name, 64)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Staging: a set of files is installed whole or not at all
+
+
+def test_staging_installs_every_file_or_none(tmp_path):
+    with pytest.raises(RuntimeError, match="late failure"):
+        with staging() as stage:
+            for name in ("a.onnx", "b.onnx"):
+                stage.temp(tmp_path / name).write_text(name)
+            raise RuntimeError("late failure")
+    assert list(tmp_path.iterdir()) == []  # no temporary file, nothing installed
+    with staging() as stage:
+        for name in ("a.onnx", "b.onnx"):
+            tmp = stage.temp(tmp_path / name)
+            tmp.write_text(name)
+            assert tmp.name.startswith(f".{name}.") and not (tmp_path / name).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
+    assert (tmp_path / "b.onnx").read_text() == "b.onnx"
 
 
 # ---------------------------------------------------------------------------------------------

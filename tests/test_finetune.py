@@ -18,13 +18,12 @@ from torch import nn
 from model import bundle as bundle_mod
 from model.classify import SceneClassifier, accuracy_scores, confusion_matrix
 from model.cli import run_cli
-from model.encoders import build_audio_encoder, build_image_encoder
 from model.finetune import main
 from model.folder_datasets import (
     DEEPGLOBE_COLOURS, IGNORE_INDEX, decode_mask, scan_class_folders, scan_deepglobe, split_tiles, stratified_split,
 )
-from model.image_input import ImageInput
 from model.init import InitError, resolve_init
+from model.random_bundle import random_bundle
 from model.segment import segmentation_scores, sliding_window_logits, window_starts
 
 KEEP = ["agriculture", "forest", "water"]
@@ -32,19 +31,9 @@ FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
 
 
 def make_bundle(path: Path, *, audio: bool = True, **image_overrides) -> Path:
-    """A bundle with randomly initialised resnet18 encoders (embedding 16), written by model.bundle."""
-    torch.manual_seed(0)
-    image = build_image_encoder("resnet18", 16, **image_overrides)
-    tensors = bundle_mod.encoder_tensors("image_encoder", image)
-    audio_spec = None
-    if audio:
-        sound = build_audio_encoder("resnet18", 16)
-        tensors.update(bundle_mod.encoder_tensors("audio_encoder", sound))
-        audio_spec = sound.spec
-    meta = bundle_mod.make_meta(image_spec=image.spec, audio_spec=audio_spec, distance="cosine",
-                                image_input=ImageInput(tile_size=64, gsd=0.5), provenance={"test": True})
-    bundle_mod.save(path, meta, tensors)
-    return path
+    """A bundle with randomly initialised resnet18 encoders (embedding 16, 64 px tiles at 0.5 m)."""
+    return random_bundle(path, dim=16, tile_size=64, gsd=0.5, image_overrides=image_overrides, audio=audio,
+                         distance="cosine", provenance={"test": True}).path
 
 
 @pytest.fixture(scope="module")

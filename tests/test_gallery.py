@@ -8,14 +8,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from model.bundle import encoder_tensors, load, make_meta, save
+from model.bundle import load, save
 from model.cli import run_cli
 from model.embed import embed_folder
-from model.encoders import build_audio_encoder, build_image_encoder
 from model.gallery import (
     COLUMNS, GalleryError, build_gallery, gallery_path, load_gallery, main, nearest, nearest_rows,
 )
-from model.image_input import ImageInput
+from model.random_bundle import random_bundle
 from model.synth.pairs import write_pairs
 
 N_PAIRS = 12
@@ -26,20 +25,9 @@ EMBED_DIM = 8
 
 def tiny_bundle(path: Path, seed: int = 0, distance: str = "euclidean", audio: bool = True,
                 audio_seed: int | None = None):
-    """A random-initialised bundle with 8-dimensional embeddings and 64 px tiles."""
-    import torch
-
-    torch.manual_seed(seed)
-    image = build_image_encoder("resnet18", embed_dim=EMBED_DIM, **SMALL)
-    tensors = encoder_tensors("image_encoder", image)
-    sound = None
-    if audio:
-        torch.manual_seed(seed if audio_seed is None else audio_seed)
-        sound = build_audio_encoder("resnet18", embed_dim=EMBED_DIM, **SMALL)
-        tensors.update(encoder_tensors("audio_encoder", sound))
-    meta = make_meta(image_spec=image.spec, audio_spec=sound.spec if sound else None, distance=distance,
-                     image_input=ImageInput(tile_size=64))
-    return save(path, meta, tensors, overwrite=True)
+    """A random-initialised bundle with 8-dimensional embeddings and 64 px tiles (rewritten if it exists)."""
+    return random_bundle(path, dim=EMBED_DIM, tile_size=64, image_overrides=SMALL, audio=audio, audio_overrides=SMALL,
+                         distance=distance, seed=seed, audio_seed=audio_seed, overwrite=True)
 
 
 def small_pairs(path: Path) -> Path:

@@ -18,7 +18,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-import torch
 from affine import Affine
 
 from geo.blend import NODATA, OverlapBlender, TileMosaic, blend_window
@@ -27,6 +26,7 @@ from geo.errors import RasterError
 from geo.grid import Tile
 from geo.map import MapOptions, main, map_files
 from model.cli import run_cli
+from model.random_bundle import random_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOTIFF = ROOT.parent / "shared" / "data" / "geotiff"
@@ -34,34 +34,17 @@ RGB, RGBA = GEOTIFF / "RGB.byte.tif", GEOTIFF / "RGBA.uint16.tif"
 CORRUPT, EMPTY = GEOTIFF / "corrupt.tif", GEOTIFF / "all-nodata.tif"
 SOUNDS = [("birds", [20, 160, 40]), ("traffic", [200, 30, 30]), ("water", [30, 60, 220]), ("wind", [180, 180, 180])]
 LAND = [("urban", [255, 0, 255]), ("forest", [0, 160, 0]), ("water", [0, 0, 255])]
+NARROW = dict(widths=(8, 16, 32, 64), stem_width=8)
 QUIET = MapOptions(progress=False)
 
 
 def make_bundle(path: Path, gsd: float, landcover: bool, tile_size: int = 64, dim: int = 16) -> Path:
-    """A random-initialised bundle: image + audio encoders, soundscape head, optional land cover."""
-    from model.bundle import encoder_tensors, make_meta, save
-    from model.encoders import build_audio_encoder, build_image_encoder
-    from model.image_input import ImageInput
-    from model.soundscape_head import soundscape_meta, soundscape_tensors
-
-    torch.manual_seed(0)
-    narrow = dict(widths=(8, 16, 32, 64), stem_width=8)
-    image = build_image_encoder("resnet18", dim) if landcover else build_image_encoder("resnet18", dim, **narrow)
-    audio = build_audio_encoder("resnet18", dim, **narrow)
-    classes = [{"name": n, "color": c} for n, c in SOUNDS]
-    heads = {"soundscape": soundscape_meta(classes, temperature=0.5)}
-    tensors = {**encoder_tensors("image_encoder", image), **encoder_tensors("audio_encoder", audio),
-               **soundscape_tensors(torch.randn(len(classes), dim))}
-    if landcover:
-        from model.landcover import build_segmenter, landcover_meta, landcover_tensors
-
-        land = [{"name": n, "color": c} for n, c in LAND]
-        heads["landcover"] = landcover_meta(land, "resnet18", tile_size, gsd)
-        tensors.update(landcover_tensors(build_segmenter("resnet18", len(land))))
-    meta = make_meta(image_spec=image.spec, audio_spec=audio.spec, distance="euclidean",
-                     image_input=ImageInput(tile_size=tile_size, gsd=gsd), heads=heads)
-    save(path, meta, tensors)
-    return path
+    """A random-initialised bundle: image + audio encoders, soundscape head, optional land cover
+    (a land-cover bundle keeps a standard-width image encoder, which DeepLabV3+ needs)."""
+    sounds, land = ([{"name": n, "color": c} for n, c in classes] for classes in (SOUNDS, LAND))
+    return random_bundle(path, dim=dim, tile_size=tile_size, gsd=gsd, image_overrides=None if landcover else NARROW,
+                         audio_overrides=NARROW, soundscape_classes=sounds, temperature=0.5,
+                         landcover_classes=land if landcover else None).path
 
 
 def regrid_bundle(src: Path, dst: Path, gsd: float) -> Path:
