@@ -19,11 +19,14 @@ Backends (``name``):
 ``onnx-int8`` if the INT8 image encoder exists and is current; else ``onnx`` if the float32 graphs
 exist and are current; else ``torch``. *Current* means stamped with the bundle's content hash; a
 stale file (the bundle changed after export) is never picked by ``auto`` and is a one-line
-:class:`BackendError` when a backend is asked for by name.
+:class:`BackendError` when a backend is asked for by name. Without PyTorch (an edge machine with
+ONNX Runtime only) ``auto`` takes an ONNX backend or fails in one line naming the bundle and how
+to export it; ``torch`` asked for by name is a one-line BackendError too.
 
 Inputs and outputs are NumPy: uint8 tiles (N, T, T, 3) at the bundle's tile size T (land cover:
 the head's tile size), float32 log-mel chunks (M, 1, n_mels, chunk_frames). Work runs in batches
-of ``batch_size``. Nothing here imports Lightning; the ONNX backends do not import torch.
+of ``batch_size``. Nothing here imports Lightning; the ONNX backends, bundle loading and the
+audio front-end do not import torch, so they run where torch is not installed.
 """
 from __future__ import annotations
 
@@ -43,6 +46,24 @@ DEFAULT_BATCH = 64
 
 class BackendError(ValueError):
     """A backend that cannot be used (missing or stale files, no CUDA ...), or a missing head."""
+
+
+def torch_missing() -> str | None:
+    """Why PyTorch cannot be imported here (one line), or None when it can.
+
+    Tries the import itself: ``importlib.util.find_spec`` says nothing of a broken install, and
+    every torch backend needs the import anyway.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"PyTorch is not importable ({_first_line(e)})"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _graphs_of(bundle) -> list[str]:
@@ -192,6 +213,10 @@ class TorchBackend(Backend):
     PRECISIONS = (None, "fp32", "bf16", "fp16")
 
     def __init__(self, bundle, device: str | None = None, precision: str | None = None, reason: str = "") -> None:
+        why = torch_missing()
+        if why:
+            raise BackendError(f"torch backend: {why}; install torch, or use --backend onnx / onnx-int8 "
+                               f"after python -m export.onnx --bundle {bundle.path} on a machine with PyTorch")
         import torch
 
         super().__init__(bundle, reason)
@@ -295,7 +320,7 @@ def trt_unavailable() -> str | None:
     has_trt = find_spec("torch_tensorrt") is not None
     if not has_trt:
         missing.append("torch_tensorrt is not installed")
-    if find_spec("torch") is None:
+    if torch_missing():
         missing.append("torch is not installed")
     else:
         import torch
@@ -357,6 +382,15 @@ class TrtBackend(Backend):
         return [o.float().cpu().numpy() for o in outs]
 
 
+def _no_onnx_message(bundle, skipped: list[str]) -> str:
+    """auto without torch and without a usable ONNX export: one line naming the bundle."""
+    hint = "run python -m export.onnx on a machine with PyTorch, or install torch"
+    if not any(bundle.path.glob("*.onnx")):
+        return f"{bundle.path}: PyTorch is not installed and the bundle has no ONNX export; {hint}"
+    why = "; ".join(s for s in skipped if s.startswith("not onnx"))
+    return f"{bundle.path}: PyTorch is not installed and the bundle's ONNX export is not usable ({why}); {hint}"
+
+
 def _auto(bundle, device: str | None) -> Backend:
     """The fastest usable backend, with the reasons for skipping the faster ones."""
     skipped: list[str] = []
@@ -374,6 +408,8 @@ def _auto(bundle, device: str | None) -> Backend:
             continue
         backend.reason = "auto: " + "; ".join(skipped + [f"{backend.name} files current"])
         return backend
+    if torch_missing():
+        raise BackendError(_no_onnx_message(bundle, skipped))
     backend = TorchBackend(bundle, device=None if device in (None, "tensorrt") else device)
     backend.reason = "auto: " + "; ".join(skipped + ["torch always works"])
     return backend
@@ -414,4 +450,4 @@ def available_backends(bundle_dir: str | os.PathLike) -> dict[str, str]:
     return out
 
 
-__all__ = ["Backend", "BackendError", "BACKENDS", "open_backend", "available_backends"]
+__all__ = ["Backend", "BackendError", "BACKENDS", "open_backend", "available_backends", "torch_missing"]

@@ -8,7 +8,9 @@ Layout (see docs/bundle.md):
 - optional files beside them (``gallery.parquet``, ``*.onnx`` ...).
 
 Every consumer loads a bundle with :func:`load`, which validates it and raises
-:class:`BundleError` with one line naming the folder and the problem. Nothing needs pickle.
+:class:`BundleError` with one line naming the folder and the problem. Nothing needs pickle, and
+loading and validation need no PyTorch (only the encoders as torch modules do), so an edge machine
+with ONNX Runtime alone can use a bundle exported to ONNX.
 Python API::
 
     b = load("runs/demo/bundle"); enc = b.image_encoder(); z = enc(x)
@@ -27,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from model.audio import AudioConfig
+from model.encoder_spec import EncoderSpec, EncoderSpecError, infer_spec
 from model.image_input import ImageInput
 
 FORMAT = "geoaudio-bundle"
@@ -81,15 +84,14 @@ class Bundle:
         prefix = f"{part}."
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
-    def encoder_spec(self, part: str):
-        from model.encoders import EncoderSpec
-
+    def encoder_spec(self, part: str) -> EncoderSpec:
+        """The :class:`~model.encoder_spec.EncoderSpec` of ``image_encoder`` or ``audio_encoder``."""
         if part not in self.meta:
             raise BundleError(f"{self.path}: bundle has no {part}")
         return EncoderSpec.from_dict(self.meta[part])
 
     def _encoder(self, part: str):
-        import torch
+        import torch  # only here: loading, validating and ONNX inference need no torch
 
         from model.encoders import AudioEncoder, ResNetEncoder
 
@@ -159,8 +161,6 @@ def _read_tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def _check_encoder(path: Path, meta: dict[str, Any], tensors: Mapping[str, np.ndarray], part: str) -> None:
-    from model.encoders import EncoderSpec, EncoderSpecError, infer_spec
-
     try:
         declared = EncoderSpec.from_dict(meta[part])
     except (TypeError, ValueError, KeyError) as e:
@@ -223,7 +223,7 @@ def make_meta(
     provenance: dict[str, Any] | None = None,
     heads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a bundle.json dictionary from its parts (specs are ``model.encoders.EncoderSpec``)."""
+    """Assemble a bundle.json dictionary from its parts (specs are ``model.encoder_spec.EncoderSpec``)."""
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
