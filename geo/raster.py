@@ -25,7 +25,7 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Proj, Transformer
 from rasterio._err import CPLE_BaseError
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -82,6 +82,13 @@ class RasterSource:
     def closed(self) -> bool:
         """True once closed."""
         return self.dataset.closed
+
+    @cached_property
+    def all_valid(self) -> bool:
+        """True when GDAL reports every pixel of the selected bands valid (no nodata value, no alpha
+        band, no internal or per-dataset mask): reading masks can then be skipped."""
+        flags = self.dataset.mask_flag_enums
+        return all(flags[b - 1] == [MaskFlags.all_valid] for b in self.bands)
 
     @cached_property
     def gsd(self) -> tuple[float, float]:
@@ -177,10 +184,10 @@ def _check_georeferencing(path: Path, ds: rasterio.io.DatasetReader, allow_ungeo
     if (ds.crs is None or t.is_identity) and not allow_ungeoreferenced:
         what = "no CRS" if ds.crs is None else "an identity geotransform"
         hint = "; it has only ground control points, warp it first (gdalwarp)" if ds.gcps[0] else ""
-        raise RasterError(f"{path}: not georeferenced ({what}){hint}; allow_ungeoreferenced maps it in pixel units")
+        raise RasterError(f"{path}: not georeferenced ({what}){hint}; --allow-ungeoreferenced maps it in pixel units")
     if is_rotated(t) and not allow_rotated:
         raise RasterError(f"{path}: rotated or sheared geotransform (b={t.b:g}, d={t.d:g}); warp it "
-                          f"north-up first (gdalwarp) or pass allow_rotated")
+                          f"north-up first (gdalwarp) or pass --allow-rotated")
 
 
 def is_rotated(t: Affine) -> bool:
@@ -284,11 +291,16 @@ def read_tile(src: RasterSource, window: Window | Tile, tile_size: int,
         ds = src.dataset
         data = src.guarded_read(lambda: ds.read(list(src.bands), window=inner, out_shape=out_shape,
                                                 resampling=_resampling(w, tile_size)), where)
-        masks = src.guarded_read(lambda: ds.read_masks(list(src.bands), window=inner, out_shape=out_shape,
-                                                       resampling=Resampling.nearest), where)
-        ok = valid_pixels(data, masks)
-        rgb[:, r0:r1, c0:c1] = np.where(ok, apply(src.scaling if scaling is None else scaling, data), 0)
-        valid[r0:r1, c0:c1] = ok
+        scaled = apply(src.scaling if scaling is None else scaling, data)
+        if src.all_valid and not np.issubdtype(data.dtype, np.floating):
+            rgb[:, r0:r1, c0:c1] = scaled
+            valid[r0:r1, c0:c1] = True
+        else:
+            masks = src.guarded_read(lambda: ds.read_masks(list(src.bands), window=inner, out_shape=out_shape,
+                                                           resampling=Resampling.nearest), where)
+            ok = valid_pixels(data, masks)
+            rgb[:, r0:r1, c0:c1] = np.where(ok, scaled, 0)
+            valid[r0:r1, c0:c1] = ok
     return np.ascontiguousarray(rgb.transpose(1, 2, 0)), valid
 
 

@@ -82,6 +82,8 @@ def apply(scaling: Scaling, array: np.ndarray) -> np.ndarray:
     """
     if array.shape[0] != len(scaling.low):
         raise ValueError(f"array has {array.shape[0]} bands, scaling has {len(scaling.low)}")
+    if scaling.method == "identity" and array.dtype == np.uint8:
+        return array  # already 0-255: nothing to stretch, clip or replace
     x = np.asarray(array, dtype=np.float32)
     if scaling.method == "identity":
         y = x

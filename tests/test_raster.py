@@ -177,6 +177,31 @@ def test_internal_mask_makes_pixels_invalid(tmp_path):
         assert not valid[:4].any() and valid[4:].all()
 
 
+
+def test_rasters_without_masks_skip_the_mask_read_with_the_same_tiles(tmp_path):
+    """A uint8 raster GDAL calls all-valid is read without masks (a fast path); its tiles, at 1:1, when
+    averaged down and at the padded edge, equal those of the same pixels under an all-255 mask."""
+    from geo.grid import TileGrid
+
+    data = ramp(3, 50, 70)
+    plain = write_tif(tmp_path / "plain.tif", data)
+    masked = tmp_path / "masked.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(masked, "w", driver="GTiff", width=70, height=50, count=3, dtype="uint8", crs=UTM,
+                           transform=from_origin(500000, 4000000, 1, 1)) as dst:
+            dst.write(data)
+            dst.write_mask(np.full((50, 70), 255, np.uint8))
+    with open_raster(plain) as a, open_raster(masked) as b:
+        assert a.all_valid and not b.all_valid
+        for gsd in (1.0, 3.0):
+            tiles = list(TileGrid.from_source(a, 16, gsd))
+            rgb_a, valid_a = read_tiles(a, tiles, 16)
+            rgb_b, valid_b = read_tiles(b, tiles, 16)
+            assert np.array_equal(valid_a, valid_b) and not valid_a.all()  # edge tiles are padded
+            assert np.array_equal(rgb_a, rgb_b)
+    assert apply(Scaling.identity(3), data) is data  # uint8 needs no stretch
+
+
 # --- ground sample distance ------------------------------------------------------------------------
 
 def test_gsd_geographic_is_metres_at_centre_latitude(tmp_path):
