@@ -17,6 +17,13 @@ with ``p = (T - stride) // 2``, i.e. it is centred on its cell.
 Both take tiles in row-major order (every tile of the grid, ``probs=None`` for tiles skipped as
 empty) and return finished strips ``(first_row, uint8 (rows, cols))`` as soon as no later tile can
 touch them, so memory is ``O(T * cols * classes)``, never the whole map.
+
+Resuming (see :mod:`geo.journal`): once any tile of cell row ``R`` has been added, output rows
+``< finished_rows(R) = max(0, R * stride - pad)`` are final. Output row ``y`` receives tiles of cell
+rows ``r`` with ``r * stride - pad <= y < r * stride - pad + T``, so to rebuild rows from
+``finished_rows(R)`` on, a mosaic restarted with ``start_row = replay_start(R) = max(0, R - ceil(T /
+stride) + 1)`` must be fed again from that cell row; its strips above ``finished_rows(R)`` are
+incomplete and must be dropped (:func:`trim_strips`). Without overlap ``replay_start(R) = R``.
 """
 from __future__ import annotations
 
@@ -56,11 +63,35 @@ def class_argmax(probs: np.ndarray) -> np.ndarray:
     return index
 
 
-def make_mosaic(rows: int, cols: int, tile_size: int, stride: int, n_classes: int) -> "TileMosaic | OverlapBlender":
-    """The mosaicker for a grid: :class:`TileMosaic` without overlap, else :class:`OverlapBlender`."""
+def make_mosaic(rows: int, cols: int, tile_size: int, stride: int, n_classes: int,
+                start_row: int = 0) -> "TileMosaic | OverlapBlender":
+    """The mosaicker for a grid: :class:`TileMosaic` without overlap, else :class:`OverlapBlender`;
+    ``start_row`` is the first cell row it will be fed (0, or :func:`replay_start` when resuming)."""
     if stride == tile_size:
-        return TileMosaic(rows, cols, tile_size)
-    return OverlapBlender(rows, cols, tile_size, stride, n_classes)
+        return TileMosaic(rows, cols, tile_size, start_row)
+    return OverlapBlender(rows, cols, tile_size, stride, n_classes, start_row)
+
+
+def finished_rows(rows_done: int, tile_size: int, stride: int) -> int:
+    """Output rows that are final once a tile of cell row ``rows_done`` was added: ``R * stride - pad``."""
+    return max(0, rows_done * stride - (tile_size - stride) // 2)
+
+
+def replay_start(rows_done: int, tile_size: int, stride: int) -> int:
+    """First cell row to feed again to rebuild the unfinished output rows: ``R - ceil(T / stride) + 1``."""
+    return max(0, rows_done - math.ceil(tile_size / stride) + 1)
+
+
+def trim_strips(strips: list[Strip], first_row: int) -> list[Strip]:
+    """The parts of ``strips`` at or below output row ``first_row`` (rows above it are dropped)."""
+    kept = []
+    for row, strip in strips:
+        skip = first_row - row
+        if skip <= 0:
+            kept.append((row, strip))
+        elif skip < len(strip):
+            kept.append((first_row, strip[skip:]))
+    return kept
 
 
 def _span(start: int, length: int, limit: int) -> tuple[int, int, int] | None:
@@ -72,9 +103,9 @@ def _span(start: int, length: int, limit: int) -> tuple[int, int, int] | None:
 class TileMosaic:
     """Non-overlapping tiles: one strip of ``T`` output rows per cell row (see module doc)."""
 
-    def __init__(self, rows: int, cols: int, tile_size: int) -> None:
+    def __init__(self, rows: int, cols: int, tile_size: int, start_row: int = 0) -> None:
         self.rows, self.cols, self.tile_size = rows, cols, tile_size
-        self.row = 0  # cell row held in the buffer
+        self.row = start_row  # cell row held in the buffer
         self.buffer = np.full((tile_size, cols), NODATA, np.uint8)
 
     def add(self, tile: Tile, probs: np.ndarray | None, valid: np.ndarray) -> list[Strip]:
@@ -112,11 +143,12 @@ class TileMosaic:
 class OverlapBlender:
     """Overlapping tiles blended with the smooth window (see module doc)."""
 
-    def __init__(self, rows: int, cols: int, tile_size: int, stride: int, n_classes: int) -> None:
+    def __init__(self, rows: int, cols: int, tile_size: int, stride: int, n_classes: int,
+                 start_row: int = 0) -> None:
         self.rows, self.cols, self.tile_size, self.stride = rows, cols, tile_size, stride
         self.pad = (tile_size - stride) // 2
         self.window = blend_window(tile_size, stride)
-        self.base = -self.pad  # output row held in buffer row 0
+        self.base = start_row * stride - self.pad  # output row held in buffer row 0
         self.acc = np.zeros((n_classes, tile_size, cols), np.float32)
         self.weight = np.zeros((tile_size, cols), np.float32)
 

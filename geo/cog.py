@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 from affine import Affine
 from rasterio.windows import Window
@@ -54,18 +55,23 @@ class StagedRaster:
     ``dtype`` is a NumPy dtype name; ``nodata`` the value of cells without data (255 for class
     rasters, NaN for floats); ``descriptions`` one name per band; ``colors`` a colour table
     ``{value: (r, g, b)}`` for single-band class rasters; ``tags`` dataset metadata strings.
+    ``resume=True`` reopens the staging file that an interrupted run left (after :meth:`flush`)
+    instead of creating it; ValueError when it is missing or differs in size, bands or dtype.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, count: int, dtype: str,
                  transform: Affine, crs: Any, nodata: float, descriptions: Sequence[str],
                  colors: Mapping[int, Sequence[int]] | None = None,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None, resume: bool = False) -> None:
         if len(descriptions) != count:
             raise ValueError(f"{path}: {count} bands but {len(descriptions)} descriptions")
         self.path = Path(path)
         self.staging = self.path.with_name(self.path.stem + ".staging.tif")
         self.dtype, self.nodata, self.count = np.dtype(dtype), nodata, count
         self.block = block_side(count, self.dtype.itemsize)
+        if resume:
+            self.dataset = self._reopen((height, width))
+            return
         profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype,
                        transform=transform, crs=crs, nodata=nodata, tiled=True,
                        blockxsize=self.block, blockysize=self.block, sparse_ok=True,
@@ -77,6 +83,24 @@ class StagedRaster:
             self.dataset.write_colormap(1, {int(v): (*map(int, rgb[:3]), COLOR_ALPHA) for v, rgb in colors.items()})
         if tags:
             self.dataset.update_tags(**{k: str(v) for k, v in tags.items()})
+
+    def _reopen(self, shape: tuple[int, int]) -> Any:
+        """The staging file opened for update, checked against the expected (rows, cols) ``shape``."""
+        try:
+            dataset = rasterio.open(self.staging, "r+")
+        except rasterio.errors.RasterioError as e:
+            raise ValueError(f"{self.staging}: cannot reopen the staging file ({e})") from None
+        if dataset.shape != shape or dataset.count != self.count or np.dtype(dataset.dtypes[0]) != self.dtype:
+            dataset.close()
+            raise ValueError(f"{self.staging}: staging file does not match the product")
+        return dataset
+
+    def flush(self) -> None:
+        """Make everything written so far complete on disk (GDAL writes the blocks and the TIFF
+        directory on close), then reopen the file for update."""
+        shape = self.dataset.shape
+        self.dataset.close()
+        self.dataset = self._reopen(shape)
 
     def write(self, array: np.ndarray, row: int, col: int = 0) -> None:
         """Write ``array`` (bands, rows, cols) (or (rows, cols) for one band) with its top-left
@@ -101,6 +125,11 @@ class StagedRaster:
                                  INTERLEAVE="PIXEL" if self.count > 1 else "BAND")
         self.staging.unlink(missing_ok=True)
         return self.path
+
+    def close(self) -> None:
+        """Close the staging file and keep it (an interrupted run resumes from it)."""
+        if not self.dataset.closed:
+            self.dataset.close()
 
     def discard(self) -> None:
         """Close and delete the staging file (after an error)."""

@@ -3,8 +3,11 @@
 Each input ``IN.tif`` gives a folder ``OUT/IN/`` with the products of :mod:`geo.products` and a
 ``run.json`` (:mod:`geo.runinfo`). Work happens in ``OUT/IN/.partial/``; finished products are
 renamed into place and ``run.json`` is written last, so a killed run leaves no half-written
-product. A rerun skips inputs whose run.json matches (same bundle hash, options and input file)
-and redoes the others from scratch (``--overwrite`` redoes everything). A bad input (unreadable,
+product. A rerun skips inputs whose run.json matches (same bundle hash, options and input file);
+an input whose run was interrupted (killed, Ctrl-C, power cut of the process) resumes from its
+last checkpoint, taken every ``--checkpoint-every`` seconds (:mod:`geo.journal`), when the bundle,
+backend, options and input are the same, and starts over otherwise (``--overwrite`` redoes
+everything). A bad input (unreadable,
 corrupt, all nodata, unsupported) fails with a one-line error and leaves nothing in OUT; the other
 inputs are still mapped, and the exit status is 2 when any input failed.
 
@@ -30,7 +33,8 @@ from tqdm import tqdm  # noqa: E402
 from geo.errors import RasterError  # noqa: E402
 from geo.grid import TileGrid, resolution_warning  # noqa: E402
 from geo.pipeline import Timings, run_pipeline  # noqa: E402
-from geo.products import NEAREST_K, GalleryLookup, ProductSet, landcover_gsd, product_names  # noqa: E402
+from geo.products import (CHECKPOINT_S, NEAREST_K, GalleryLookup, ProductSet, landcover_gsd,  # noqa: E402
+                          product_names)
 from geo.raster import RASTER_READ_ERRORS, describe, open_raster  # noqa: E402
 from geo.runinfo import RUN_FILE, input_fingerprint, is_complete, versions, write_run_info  # noqa: E402
 
@@ -45,7 +49,7 @@ class MapOptions:
     """Settings of a mapping run. ``stride`` in model pixels (None: the tile size); ``bands``
     1-based (r, g, b) or None (automatic); ``min_area_m2`` the smallest land-cover polygon (None:
     ``MIN_AREA_PIXELS`` land-cover pixels); ``batch`` tiles per inference call; ``workers``
-    reader threads."""
+    reader threads; ``checkpoint_s`` seconds between resumable checkpoints."""
 
     stride: int | None = None
     bands: tuple[int, int, int] | None = None
@@ -56,6 +60,7 @@ class MapOptions:
     workers: int = 2
     overwrite: bool = False
     progress: bool = True
+    checkpoint_s: float = CHECKPOINT_S
 
     def product_key(self) -> dict[str, Any]:
         """The options that change the products (compared with run.json to decide a skip)."""
@@ -170,7 +175,8 @@ def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, o
         return FileResult(path, "skipped", out, "up to date")
     existed = out.is_dir() and any(p.name != PARTIAL for p in out.iterdir())
     partial = out / PARTIAL
-    shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed run: redo from scratch
+    if options.overwrite:
+        shutil.rmtree(partial, ignore_errors=True)
     warnings: list[str] = []
     try:
         timings = _map_into(path, out, partial, model, options, warnings)
@@ -179,9 +185,6 @@ def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, o
         if not existed:
             shutil.rmtree(out, ignore_errors=True)
         return FileResult(path, "failed", out, _one_line(path, e), warnings)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return FileResult(path, "mapped", out, "", warnings, timings.to_dict())
 
 
@@ -202,6 +205,7 @@ class _Plan:
     landcover: bool
     min_area_m2: float
     fingerprint: dict[str, int]
+    start_tile: int = 0  # first tile mapped in this run (> 0 when resuming)
 
 
 def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -> _Plan:
@@ -243,30 +247,43 @@ def _map_into(path: Path, out: Path, partial: Path, model: _Model, options: MapO
 
 def _make_products(path: Path, partial: Path, plan: _Plan, model: _Model,
                    options: MapOptions) -> tuple[Timings, list[Path]]:
-    """Run the pipeline into a :class:`ProductSet` staged in ``partial`` and finish it."""
+    """Run the pipeline into a :class:`ProductSet` staged in ``partial`` (resuming a matching
+    interrupted run from tile ``plan.start_tile``) and finish it. Bad input discards the staging
+    files; an interruption keeps them for the next run."""
     backend = model.backend
     tags = {"geoaudio_bundle_hash": model.bundle_hash, "geoaudio_distance": model.bundle.distance,
             "geoaudio_source": path.name}
     products = ProductSet(partial, plan.grid, plan.crs, backend.embedding_dim,
                           backend.soundscape_classes if backend.has_soundscape else None,
                           backend.landcover_classes if plan.landcover else None,
-                          tags, plan.min_area_m2, model.gallery)
-    bar = tqdm(total=len(plan.grid), desc=path.name, unit="tile", position=1, leave=False,
-               disable=not options.progress)
+                          tags, plan.min_area_m2, model.gallery, _run_key(plan, model, options), options.checkpoint_s)
+    plan.start_tile = products.start_tile
+    bar = tqdm(total=len(plan.grid), initial=plan.start_tile, desc=path.name, unit="tile", position=1,
+               leave=False, disable=not options.progress)
     try:
         timings = run_pipeline(lambda: open_raster(path, **plan.open_kwargs), plan.grid, plan.scaling, backend,
-                               products.add, options.batch, options.workers, bar, plan.landcover)
-        if timings.tiles_with_data == 0:
+                               products.add, options.batch, options.workers, bar, plan.landcover, plan.start_tile)
+        if products.tiles_with_data == 0:
             raise RasterError(f"{path}: no valid pixels (every pixel is nodata or masked)")
         t0 = time.perf_counter()
         files = products.finish()
         timings.write_s += time.perf_counter() - t0
-    except BaseException:
+    except FILE_ERRORS:
         products.discard()
+        raise
+    except BaseException:
+        products.close()
         raise
     finally:
         bar.close()
     return timings, files
+
+
+def _run_key(plan: _Plan, model: _Model, options: MapOptions) -> dict[str, Any]:
+    """What must not change for an interrupted run to be resumed (see geo.journal)."""
+    return {"bundle_hash": model.bundle_hash, "backend": model.backend.name, "options": options.product_key(),
+            "input": plan.fingerprint, "grid": plan.grid.to_dict(), "scaling": plan.scaling.to_dict(),
+            "landcover": plan.landcover}
 
 
 def _run_info(path: Path, plan: _Plan, model: _Model, options: MapOptions, files: list[Path],
@@ -277,7 +294,7 @@ def _run_info(path: Path, plan: _Plan, model: _Model, options: MapOptions, files
             "versions": versions(), "input": {**plan.source, **plan.fingerprint},
             "options": options.product_key(), "min_area_m2_used": plan.min_area_m2, "grid": plan.grid.to_dict(),
             "scaling": plan.scaling.to_dict(), "products": [f.name for f in files],
-            "timings": timings.to_dict(), "warnings": warnings,
+            "timings": timings.to_dict(), "resumed_at_tile": plan.start_tile, "warnings": warnings,
             "settings": {"batch": options.batch, "workers": options.workers}}
 
 
@@ -374,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"smallest land-cover polygon in landcover.gpkg, metres² (default: "
                         f"{MIN_AREA_PIXELS} land-cover pixels)")
     p.add_argument("--overwrite", action="store_true", help="map again even when outputs are up to date")
+    p.add_argument("--checkpoint-every", type=_non_negative, default=CHECKPOINT_S, metavar="S",
+                   help=f"seconds between checkpoints an interrupted run resumes from ({CHECKPOINT_S:g})")
     p.add_argument("--allow-ungeoreferenced", action="store_true",
                    help="map rasters without CRS/geotransform in pixel units (pixel size taken as metres)")
     p.add_argument("--allow-rotated", action="store_true", help="map rasters with a rotated geotransform")
@@ -398,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = MapOptions(stride=args.stride, bands=args.bands, allow_ungeoreferenced=args.allow_ungeoreferenced,
                          allow_rotated=args.allow_rotated, min_area_m2=args.min_area, batch=args.batch,
-                         workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+                         workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
+                         checkpoint_s=args.checkpoint_every)
     results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
     print(summary(results))
     return 2 if any(r.status == "failed" for r in results) else 0

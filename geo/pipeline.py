@@ -51,6 +51,17 @@ class Batch:
     scores: np.ndarray | None
     landcover: np.ndarray | None
 
+    def select(self, keep: np.ndarray) -> "Batch":
+        """The sub-batch of the tiles where the bool mask ``keep`` (n,) is True, in order."""
+        keep = np.asarray(keep, bool)
+        inferred = keep[self.has_data]  # which of the m model outputs belong to kept tiles
+
+        def rows(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[inferred]
+
+        return Batch([t for t, k in zip(self.tiles, keep) if k], self.valid[keep], self.has_data[keep],
+                     self.embeddings[inferred], rows(self.scores), rows(self.landcover))
+
 
 @dataclass
 class Timings:
@@ -164,19 +175,20 @@ def _writer(inbox: queue.Queue, sink: Callable[[Batch], None], shared: _Shared) 
 
 def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scaling: Scaling, backend: Any,
                  sink: Callable[[Batch], None], batch_size: int = 32, workers: int = 2,
-                 progress: Any = None, landcover: bool = True) -> Timings:
-    """Map every tile of ``grid``: read with ``workers`` threads (each calls ``open_source()`` for
-    its own handle), infer in this thread, pass each :class:`Batch` to ``sink`` in a writer thread.
-    ``landcover=False`` skips the backend's land-cover head.
+                 progress: Any = None, landcover: bool = True, start: int = 0) -> Timings:
+    """Map every tile of ``grid`` from row-major position ``start`` on: read with ``workers``
+    threads (each calls ``open_source()`` for its own handle), infer in this thread, pass each
+    :class:`Batch` to ``sink`` in a writer thread. ``landcover=False`` skips the backend's
+    land-cover head.
 
     ``progress`` is an optional tqdm bar advanced by tiles. Returns the :class:`Timings`; the
     first error of any thread is raised here after all threads have stopped.
     """
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch size and workers must be >= 1, got {batch_size} and {workers}")
-    start = time.perf_counter()
+    began = time.perf_counter()
     shared, timings = _Shared(), Timings()
-    chunks = enumerate(grid.chunks(batch_size))
+    chunks = enumerate(grid.chunks(batch_size, start))
     read_q: queue.Queue = queue.Queue()
     write_q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
     slots = threading.Semaphore(2 * workers + 2)
@@ -194,7 +206,7 @@ def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scalin
     if shared.writer_error is not None:
         raise shared.writer_error
     timings.read_s, timings.write_s = shared.read_s, shared.write_s
-    timings.pipeline_s = timings.total_s = time.perf_counter() - start
+    timings.pipeline_s = timings.total_s = time.perf_counter() - began
     return timings
 
 

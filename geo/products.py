@@ -16,10 +16,17 @@ Vector products (see :mod:`geo.vectors`): ``tiles.gpkg`` and ``landcover.gpkg``.
 
 Tiles without any valid pixel are not inferred; their cells are nodata everywhere. Products of a
 head the bundle lacks are not written.
+
+Given a run ``key``, the set checkpoints itself every ``checkpoint_s`` seconds and resumes from
+the last checkpoint of an interrupted run with the same key (see :mod:`geo.journal`): it then
+needs the tiles from :attr:`ProductSet.start_tile` on, rewrites nothing that was final and
+repeats no tile record.
 """
 from __future__ import annotations
 
 import math
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,12 +34,14 @@ import numpy as np
 import pandas as pd
 from affine import Affine
 
-from geo.blend import NODATA, make_mosaic
-from geo.cog import StagedRaster
+from geo.blend import NODATA, finished_rows, make_mosaic, replay_start, trim_strips
+from geo.cog import StagedRaster, atomic_target
 from geo.grid import TileGrid
+from geo.journal import Checkpoint, read_checkpoint, write_checkpoint
 from geo.pipeline import Batch
 from geo.vectors import landcover_polygons, tiles_frame, write_gpkg
 
+CHECKPOINT_S = 30.0  # seconds between checkpoints of a run (geo.journal)
 TOP_K = 3  # sound classes per tile in tiles.gpkg
 NEAREST_K = 3  # gallery recordings per tile in tiles.gpkg
 
@@ -72,54 +81,134 @@ def landcover_gsd(grid: TileGrid) -> tuple[float, float]:
 
 
 class ProductSet:
-    """All products of one raster, staged in ``folder`` (the run's ``.partial/``).
+    """All products of one raster, staged in ``folder`` (the run's ``.partial/``, owned by the set).
 
-    Call :meth:`add` with every :class:`geo.pipeline.Batch` in row-major order (from one thread),
-    then :meth:`finish` (publishes the COGs and GeoPackages in ``folder``) or :meth:`discard`.
+    Call :meth:`add` with every :class:`geo.pipeline.Batch` from tile :attr:`start_tile` on, in
+    row-major order (from one thread), then :meth:`finish` (publishes the COGs and GeoPackages in
+    ``folder``), :meth:`close` (interrupted: keep the staging files to resume) or :meth:`discard`.
+    With a ``key`` (what is mapped, with what: see :mod:`geo.journal`) the set checkpoints every
+    ``checkpoint_s`` seconds and resumes a matching interrupted run; anything else in ``folder``
+    is deleted first.
     """
 
     def __init__(self, folder: Path, grid: TileGrid, crs: Any, embedding_dim: int,
                  sound_classes: Sequence[dict[str, Any]] | None, landcover_classes: Sequence[dict[str, Any]] | None,
-                 tags: dict[str, str], min_area_m2: float, gallery: GalleryLookup | None = None) -> None:
+                 tags: dict[str, str], min_area_m2: float, gallery: GalleryLookup | None = None,
+                 key: dict[str, Any] | None = None, checkpoint_s: float = CHECKPOINT_S) -> None:
         self.folder, self.grid, self.crs, self.tags = Path(folder), grid, crs, tags
         self.sound_classes, self.landcover_classes = sound_classes or [], landcover_classes or []
         self.min_area_m2, self.gallery = min_area_m2, gallery
-        self.embeddings = self._cell_raster(EMBEDDINGS, "float32", [f"emb_{i:03d}" for i in range(embedding_dim)])
-        self.rasters = [self.embeddings]
+        self.embedding_dim, self.key, self.checkpoint_s = embedding_dim, key, checkpoint_s
+        found = read_checkpoint(self.folder, key) if key is not None else None
+        try:
+            self._open(found)
+        except ValueError:  # staging files that cannot be reused: start over
+            found = None
+        if found is None:
+            self._clear_folder()
+            self._open(None)
+
+    def _open(self, found: Checkpoint | None) -> None:
+        """Create (or, resuming ``found``, reopen) the staging rasters and the resume state."""
+        self.checkpoint = found or Checkpoint(self.key or {})
+        self.resumed_rows = self.checkpoint.rows_done  # cell rows final on disk when this run started
+        self.rasters: list[StagedRaster] = []
+        self.records: list[pd.DataFrame] = []
+        self.last_checkpoint = time.monotonic()
+        resume = found is not None
+        self.embeddings = self._cell_raster(EMBEDDINGS, "float32",
+                                            [f"emb_{i:03d}" for i in range(self.embedding_dim)], resume=resume)
         self.classes = self.scores = self.landcover = None
         if self.sound_classes:
-            self.classes = self._cell_raster(SOUNDSCAPE, "uint8", ["soundscape_class"], class_colors(self.sound_classes))
-            self.scores = self._cell_raster(SCORES, "float32", [c["name"] for c in self.sound_classes])
-            self.rasters += [self.classes, self.scores]
+            self.classes = self._cell_raster(SOUNDSCAPE, "uint8", ["soundscape_class"],
+                                             class_colors(self.sound_classes), resume)
+            self.scores = self._cell_raster(SCORES, "float32", [c["name"] for c in self.sound_classes], resume=resume)
         if self.landcover_classes:
-            self.landcover = self._landcover_raster()
-            self.rasters.append(self.landcover)
-        self.records: list[pd.DataFrame] = []
+            self.landcover = self._landcover_raster(resume)
+
+    def _clear_folder(self) -> None:
+        """Close anything open and empty the staging folder."""
+        for raster in getattr(self, "rasters", []):
+            raster.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def start_tile(self) -> int:
+        """Row-major index of the first tile :meth:`add` needs (0 unless resuming)."""
+        if self.resumed_rows == 0:
+            return 0
+        return replay_start(self.resumed_rows, self.grid.tile_size, self.grid.stride) * self.grid.cell_shape[1]
+
+    @property
+    def tiles_with_data(self) -> int:
+        """Tiles with valid pixels recorded so far, including those of a resumed run."""
+        return self.checkpoint.tiles_with_data + sum(len(r) for r in self.records)
 
     def _cell_raster(self, name: str, dtype: str, descriptions: list[str],
-                     colors: dict[int, tuple[int, int, int]] | None = None) -> StagedRaster:
+                     colors: dict[int, tuple[int, int, int]] | None = None, resume: bool = False) -> StagedRaster:
         """A staged raster on the cell grid (nodata 255 for uint8 classes, NaN for floats)."""
         rows, cols = self.grid.cell_shape
-        return StagedRaster(self.folder / name, width=cols, height=rows, count=len(descriptions), dtype=dtype,
-                            transform=self.grid.cell_transform, crs=self.crs,
-                            nodata=NODATA if dtype == "uint8" else math.nan, descriptions=descriptions,
-                            colors=colors, tags=self.tags)
+        raster = StagedRaster(self.folder / name, width=cols, height=rows, count=len(descriptions), dtype=dtype,
+                              transform=self.grid.cell_transform, crs=self.crs,
+                              nodata=NODATA if dtype == "uint8" else math.nan, descriptions=descriptions,
+                              colors=colors, tags=self.tags, resume=resume)
+        self.rasters.append(raster)
+        return raster
 
-    def _landcover_raster(self) -> StagedRaster:
-        """The staged land-cover raster (``stride`` pixels per cell side) and its mosaicker."""
-        rows, cols = (n * self.grid.stride for n in self.grid.cell_shape)
-        self.mosaic = make_mosaic(rows, cols, self.grid.tile_size, self.grid.stride, len(self.landcover_classes))
-        return StagedRaster(self.folder / LANDCOVER, width=cols, height=rows, count=1, dtype="uint8",
-                            transform=landcover_transform(self.grid), crs=self.crs, nodata=NODATA,
-                            descriptions=["landcover_class"], colors=class_colors(self.landcover_classes),
-                            tags=self.tags)
+    def _landcover_raster(self, resume: bool) -> StagedRaster:
+        """The staged land-cover raster (``stride`` pixels per cell side) and its mosaicker, which
+        starts at the replay row when resuming (its strips above the final rows are dropped)."""
+        g = self.grid
+        rows, cols = (n * g.stride for n in g.cell_shape)
+        start = replay_start(self.resumed_rows, g.tile_size, g.stride) if self.resumed_rows else 0
+        self.mosaic = make_mosaic(rows, cols, g.tile_size, g.stride, len(self.landcover_classes), start)
+        self.landcover_final = finished_rows(self.resumed_rows, g.tile_size, g.stride)
+        raster = StagedRaster(self.folder / LANDCOVER, width=cols, height=rows, count=1, dtype="uint8",
+                              transform=landcover_transform(g), crs=self.crs, nodata=NODATA,
+                              descriptions=["landcover_class"], colors=class_colors(self.landcover_classes),
+                              tags=self.tags, resume=resume)
+        self.rasters.append(raster)
+        return raster
 
     def add(self, batch: Batch) -> None:
-        """Write one batch of consecutive tiles into every product."""
-        self._write_cells(batch)
+        """Write one batch of consecutive tiles into every product. Tiles of cell rows already final
+        (replayed after a resume) only feed the land-cover blending."""
+        new = batch
+        if batch.tiles[0].row < self.resumed_rows:
+            new = batch.select(np.array([t.row >= self.resumed_rows for t in batch.tiles]))
+        if new.tiles:
+            self._write_cells(new)
+            self.records.append(self._tile_records(new))
         if self.landcover is not None:
             self._write_landcover(batch)
-        self.records.append(self._tile_records(batch))
+        self._maybe_checkpoint(batch.tiles[-1].row)
+
+    def _maybe_checkpoint(self, row: int) -> None:
+        """Checkpoint when ``checkpoint_s`` have passed and cell row ``row`` has been reached."""
+        due = time.monotonic() - self.last_checkpoint >= self.checkpoint_s
+        if self.key is not None and due and row > self.checkpoint.rows_done:
+            self.save_checkpoint(row)
+
+    def save_checkpoint(self, rows_done: int) -> None:
+        """Make cell rows ``< rows_done`` resumable (order in :mod:`geo.journal`): flush the rasters,
+        save those rows' tile records as one Parquet part, then replace the journal."""
+        for raster in self.rasters:
+            raster.flush()
+        frames = [f for f in self.records if len(f)]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": []})
+        done = table["row"].to_numpy() < rows_done
+        parts = list(self.checkpoint.parts)
+        if done.any():
+            name = f"tiles_{len(parts):05d}.parquet"
+            with atomic_target(self.folder / name) as tmp:
+                table[done].to_parquet(tmp, index=False)
+            parts.append(name)
+        self.checkpoint = Checkpoint(self.key or {}, rows_done, parts,
+                                     self.checkpoint.tiles_with_data + int(done.sum()))
+        write_checkpoint(self.folder, self.checkpoint)
+        self.records = [table[~done].reset_index(drop=True)] if (~done).any() else []
+        self.last_checkpoint = time.monotonic()
 
     def _cell_values(self, batch: Batch, values: np.ndarray, fill: float, dtype: str) -> np.ndarray:
         """(n, bands) array over all tiles of the batch, ``fill`` for tiles without data."""
@@ -142,8 +231,12 @@ class ProductSet:
         data_index = np.cumsum(batch.has_data) - 1
         for i, tile in enumerate(batch.tiles):
             probs = batch.landcover[data_index[i]] if batch.has_data[i] and batch.landcover is not None else None
-            for row, strip in self.mosaic.add(tile, probs, batch.valid[i]):
-                self.landcover.write(strip, row)
+            self._write_strips(self.mosaic.add(tile, probs, batch.valid[i]))
+
+    def _write_strips(self, strips: list[tuple[int, np.ndarray]]) -> None:
+        """Write finished land-cover strips, except rows that were final before a resume."""
+        for row, strip in trim_strips(strips, self.landcover_final):
+            self.landcover.write(strip, row)
 
     def _tile_records(self, batch: Batch) -> pd.DataFrame:
         """Rows of tiles.gpkg for the batch's tiles with data."""
@@ -163,10 +256,11 @@ class ProductSet:
     def finish(self) -> list[Path]:
         """Flush land cover, publish every COG and GeoPackage in the folder; returns their paths."""
         if self.landcover is not None:
-            for row, strip in self.mosaic.finish():
-                self.landcover.write(strip, row)
+            self._write_strips(self.mosaic.finish())
         paths = [r.to_cog("nearest" if r.dtype == np.uint8 else "average") for r in self.rasters]
-        table = pd.concat(self.records, ignore_index=True) if self.records else pd.DataFrame({"row": [], "col": []})
+        saved = [pd.read_parquet(self.folder / p) for p in self.checkpoint.parts]
+        frames = [f for f in saved + self.records if len(f)]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": [], "col": []})
         paths.append(write_gpkg(tiles_frame(table, self.grid.cell_transform, self.crs),
                                 self.folder / TILES_GPKG, "tiles", "Polygon"))
         if self.landcover is not None:
@@ -174,6 +268,12 @@ class ProductSet:
                                           self.min_area_m2)
             paths.append(write_gpkg(polygons, self.folder / LANDCOVER_GPKG, "landcover", "MultiPolygon"))
         return paths
+
+    def close(self) -> None:
+        """Close the staging files and keep them with the journal (the run was interrupted; a rerun
+        resumes from the last checkpoint)."""
+        for raster in self.rasters:
+            raster.close()
 
     def discard(self) -> None:
         """Close and delete every staging file (after an error)."""

@@ -52,7 +52,7 @@ def write_run_info(folder: str | os.PathLike, info: dict[str, Any]) -> Path:
     target = Path(folder) / RUN_FILE
     info = {**info, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with atomic_target(target) as tmp:
-        tmp.write_text(json.dumps(info, indent=2, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(info, indent=2, default=jsonable) + "\n")
     return target
 
 
@@ -72,14 +72,14 @@ def is_complete(folder: str | os.PathLike, bundle_hash: str, options: dict[str, 
     if info is None:
         return False
     same = (info.get("bundle", {}).get("content_hash") == bundle_hash
-            and info.get("options") == json.loads(json.dumps(options, default=_jsonable))
+            and info.get("options") == json.loads(json.dumps(options, default=jsonable))
             and {k: info.get("input", {}).get(k) for k in fingerprint} == fingerprint)
     products = info.get("products") or []
     return same and bool(products) and all((Path(folder) / name).is_file() for name in products)
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON fallback: paths and other objects as strings, NumPy scalars as numbers."""
+def jsonable(value: Any) -> Any:
+    """``json.dumps`` fallback: paths and other objects as strings, NumPy scalars as numbers."""
     if hasattr(value, "item"):
         return value.item()
     return str(value)
