@@ -5,14 +5,13 @@ A map is cached per (input, bundle hash, backend) in ``CACHE/maps/<key>/<stem>/`
 the demo bundle and the backend it was mapped with. A folder counts as a finished map when
 ``geo.runinfo.is_complete`` says so (run.json present, same bundle hash, options and input).
 
-Mapping runs ``python -m geo.map`` as a child process and follows its per-tile tqdm bar on stderr
-(``<file name>: 42%|...| 107/256 [...]``) to feed a progress callback; ``geo.map`` writes
-atomically, so an interrupted run leaves nothing half-written and is redone next time.
+Mapping runs ``python -m geo.map --progress-json`` as a child process and follows its JSON
+progress lines on stderr (:mod:`geo.progress`) to feed a progress callback; ``geo.map`` writes
+atomically and checkpoints, so an interrupted run leaves nothing half-written and resumes next time.
 """
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.state import MAX_TILES, ROOT, map_root
+from geo.progress import parse_line
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-TQDM_BAR = re.compile(r"^(?P<desc>.+?):\s+\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)")
 Progress = Callable[[int, int], None]
 
 
@@ -77,33 +75,17 @@ def map_folder(source: Path, input_id: str, bundle_hash: str, backend: str, demo
     return map_root(input_id, bundle_hash, backend) / source.stem
 
 
-def parse_progress(segment: str, name: str) -> tuple[int, int] | None:
-    """(done, total) from one tqdm update of the bar called ``name``, else None."""
-    m = TQDM_BAR.match(ANSI.sub("", segment).strip())
-    if m is None or m.group("desc").strip() != name:
-        return None
-    return int(m.group("n")), int(m.group("total"))
-
-
-def _follow(stream: Any, name: str, on_progress: Progress | None) -> list[str]:
-    """Read the child's stderr to the end: report progress, return the lines that are not bars."""
-    lines, pending = [], b""
-    while True:
-        chunk = os.read(stream.fileno(), 4096)
-        if not chunk:
-            break
-        pending += chunk
-        *parts, pending = re.split(rb"[\r\n]", pending)
-        for raw in parts:
-            text = raw.decode("utf-8", "replace")
-            found = parse_progress(text, name)
-            if found is not None:
-                if on_progress is not None:
-                    on_progress(*found)
-            elif ANSI.sub("", text).strip() and not TQDM_BAR.match(ANSI.sub("", text).strip()):
-                lines.append(ANSI.sub("", text).strip())
-    if pending.strip():
-        lines.append(pending.decode("utf-8", "replace").strip())
+def _follow(stream: Any, on_progress: Progress | None) -> list[str]:
+    """Read the child's stderr to the end: report progress lines, return the other lines."""
+    lines = []
+    for raw in stream:
+        text = raw.decode("utf-8", "replace").strip()
+        found = parse_line(text)
+        if found is not None:
+            if on_progress is not None:
+                on_progress(found[1], found[2])
+        elif text:
+            lines.append(text)
     return lines
 
 
@@ -115,10 +97,10 @@ def run_map(source: Path, bundle_dir: Path, backend: str, out_folder: Path,
         raise ValueError(f"geo.map writes OUT/{source.stem}, not {out_folder}")
     out_folder.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "geo.map", str(source), "--bundle", str(bundle_dir), "--out",
-           str(out_folder.parent), "--backend", backend]
+           str(out_folder.parent), "--backend", backend, "--no-progress", "--progress-json"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
-        lines = _follow(proc.stderr, source.name, on_progress)
+        lines = _follow(proc.stderr, on_progress)
         code = proc.wait()
     errors = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
     if code != 0:

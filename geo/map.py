@@ -35,10 +35,12 @@ from geo.grid import TileGrid, resolution_warning  # noqa: E402
 from geo.pipeline import Timings, run_pipeline  # noqa: E402
 from geo.products import (CHECKPOINT_S, NEAREST_K, GalleryLookup, ProductSet, landcover_gsd,  # noqa: E402
                           product_names)
+from geo.progress import OnProgress, TileProgress, json_lines  # noqa: E402
 from geo.raster import RASTER_READ_ERRORS, describe, open_raster  # noqa: E402
 from geo.runinfo import RUN_FILE, input_fingerprint, is_complete, versions, write_run_info  # noqa: E402
 
 PARTIAL = ".partial"
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # what a folder given as input contributes
 MIN_AREA_PIXELS = 16  # default --min-area: this many land-cover pixels
 KNOWN_PRODUCTS = product_names(True, True)
 FILE_ERRORS = (ValueError, OSError, RasterioError) + RASTER_READ_ERRORS
@@ -49,7 +51,8 @@ class MapOptions:
     """Settings of a mapping run. ``stride`` in model pixels (None: the tile size); ``bands``
     1-based (r, g, b) or None (automatic); ``min_area_m2`` the smallest land-cover polygon (None:
     ``MIN_AREA_PIXELS`` land-cover pixels); ``batch`` tiles per inference call; ``workers``
-    reader threads; ``checkpoint_s`` seconds between resumable checkpoints."""
+    reader threads; ``checkpoint_s`` seconds between resumable checkpoints; ``on_progress(path,
+    done, total)`` is called with the tiles done after each batch (:mod:`geo.progress`)."""
 
     stride: int | None = None
     bands: tuple[int, int, int] | None = None
@@ -61,6 +64,7 @@ class MapOptions:
     overwrite: bool = False
     progress: bool = True
     checkpoint_s: float = CHECKPOINT_S
+    on_progress: OnProgress | None = field(default=None, compare=False)
 
     def product_key(self) -> dict[str, Any]:
         """The options that change the products (compared with run.json to decide a skip)."""
@@ -94,10 +98,12 @@ class _Model:
 def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike, out_dir: str | os.PathLike,
               backend: str = "auto", options: MapOptions = MapOptions()) -> list[FileResult]:
     """Map each input into ``out_dir/<stem>/``; one result per input, in order (see module doc).
+    A folder among ``paths`` stands for the rasters directly inside it (:func:`expand_inputs`).
 
     Bundle and backend problems raise (they concern every file); per-file problems become
     "failed" results.
     """
+    paths = expand_inputs(paths)
     model = _load_model(bundle_dir, backend)
     tile_size = model.bundle.image_input.tile_size
     if options.stride is not None and not 1 <= options.stride <= tile_size:
@@ -118,6 +124,18 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike,
     finally:
         bar.close()
     return results
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """``paths`` with each folder replaced by the rasters directly inside it (suffixes in
+    ``RASTER_SUFFIXES``, case-insensitive, sorted by name); a folder without any stays as it is
+    and fails with its own one-line error."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES) \
+            if path.is_dir() else []
+        out += found or [path]
+    return out
 
 
 def _load_model(bundle_dir: str | os.PathLike, backend: str) -> _Model:
@@ -260,9 +278,11 @@ def _make_products(path: Path, partial: Path, plan: _Plan, model: _Model,
     plan.start_tile = products.start_tile
     bar = tqdm(total=len(plan.grid), initial=plan.start_tile, desc=path.name, unit="tile", position=1,
                leave=False, disable=not options.progress)
+    progress = TileProgress(str(path), len(plan.grid), plan.start_tile, bar, options.on_progress)
     try:
         timings = run_pipeline(lambda: open_raster(path, **plan.open_kwargs), plan.grid, plan.scaling, backend,
-                               products.add, options.batch, options.workers, bar, plan.landcover, plan.start_tile)
+                               products.add, options.batch, options.workers, progress, plan.landcover,
+                               plan.start_tile)
         if products.tiles_with_data == 0:
             raise RasterError(f"{path}: no valid pixels (every pixel is nodata or masked)")
         t0 = time.perf_counter()
@@ -374,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Finished inputs are skipped on rerun; interrupted ones are redone.",
         epilog="Exit status: 0 when every input was mapped or skipped, 2 when any failed (each failure "
                "is one 'error:' line on stderr) or the bundle/backend cannot be used.")
-    p.add_argument("inputs", nargs="+", metavar="IN.tif", help="GeoTIFFs (or any GDAL raster) to map")
+    p.add_argument("inputs", nargs="+", metavar="IN.tif", help="GeoTIFFs (or any GDAL raster) to map; a folder "
+                                                              "means every .tif/.tiff/.vrt/.jp2/.img directly in it")
     p.add_argument("--bundle", required=True, help="model bundle folder")
     p.add_argument("--out", required=True, help="output folder; each input gets OUT/<input stem>/")
     p.add_argument("--backend", default="auto", help="inference backend: auto, torch, onnx, onnx-int8, "
@@ -397,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map rasters without CRS/geotransform in pixel units (pixel size taken as metres)")
     p.add_argument("--allow-rotated", action="store_true", help="map rasters with a rotated geotransform")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--progress-json", action="store_true",
+                   help='also write progress as JSON lines on stderr: {"progress": {"file": ..., "done": N, '
+                        '"total": M}} (for programs that run geo.map)')
     return p
 
 
@@ -418,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = MapOptions(stride=args.stride, bands=args.bands, allow_ungeoreferenced=args.allow_ungeoreferenced,
                          allow_rotated=args.allow_rotated, min_area_m2=args.min_area, batch=args.batch,
                          workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
-                         checkpoint_s=args.checkpoint_every)
+                         checkpoint_s=args.checkpoint_every, on_progress=json_lines() if args.progress_json else None)
     results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
     print(summary(results))
     return 2 if any(r.status == "failed" for r in results) else 0

@@ -240,6 +240,19 @@ def test_bad_files_fail_alone_with_one_line_each(bundles, tmp_path):
     assert "1 mapped, 0 skipped (up to date), 2 failed" in proc.stdout and "corrupt.tif" in proc.stdout
 
 
+def test_a_folder_input_maps_the_rasters_inside_it(bundles, tmp_path):
+    folder = tmp_path / "imagery"
+    folder.mkdir()
+    shutil.copy(RGB, folder / "b_scene.TIF")
+    shutil.copy(CORRUPT, folder / "a_broken.tif")
+    (folder / "notes.txt").write_text("not imagery")
+    (tmp_path / "empty").mkdir()
+    results = map_files([folder, tmp_path / "empty"], bundles["tiny3000"], tmp_path / "out", "torch", QUIET)
+    assert [(r.path.name, r.status) for r in results] == [("a_broken.tif", "failed"), ("b_scene.TIF", "mapped"),
+                                                          ("empty", "failed")]
+    assert "is a directory" in results[2].message
+
+
 def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
@@ -266,6 +279,19 @@ def test_rerun_skips_resumes_and_overwrites(bundles, tmp_path):
     assert redone.status == "mapped"
     after = _mtimes(folder)
     assert all(after[name] > before[name] for name in before)
+
+
+def test_progress_json_lines_count_every_tile(bundles, tmp_path, capsys):
+    from geo.progress import parse_line
+
+    code = run_cli(lambda: main([str(RGB), "--bundle", str(bundles["tiny3000"]), "--out", str(tmp_path),
+                                 "--backend", "torch", "--batch", "2", "--no-progress", "--progress-json"]))
+    err = capsys.readouterr().err
+    updates = [parse_line(line) for line in err.splitlines() if not line.startswith("warning: ")]
+    assert code == 0 and updates and None not in updates  # progress lines and warnings, no bars
+    done = [u[1] for u in updates]
+    assert {u[0] for u in updates} == {str(RGB)} and {u[2] for u in updates} == {4}  # 2 x 2 cells
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 4
 
 
 def test_stride_larger_than_tile_is_a_one_line_error(bundles, tmp_path, capsys):

@@ -101,9 +101,13 @@ def test_interrupted_run_resumes_where_it_stopped(scene, bundle, tmp_path, strid
     folder = _interrupt(scene, bundle, tmp_path / "out", stride, sig, rows=2)
     rows_done = json.loads((folder / ".partial" / JOURNAL).read_text())["rows_done"]
     cols = SIZE // (stride or TILE)
-    [result] = map_files([scene], bundle, tmp_path / "out", "torch", _options(stride))
+    seen: list[tuple[str, int, int]] = []
+    options = MapOptions(stride=stride, batch=BATCH, progress=False, on_progress=lambda *p: seen.append(p))
+    [result] = map_files([scene], bundle, tmp_path / "out", "torch", options)
     assert result.status == "mapped", result.message
     info = json.loads((folder / "run.json").read_text())
+    # progress starts at the tiles already done and ends at the whole grid
+    assert seen[0] == (str(scene), info["resumed_at_tile"], cols * cols) and seen[-1][1] == cols * cols
     # the resumed run starts at the checkpoint (minus the rows a blended land cover needs again)
     replay = 0 if stride is None else TILE // stride - 1
     assert info["resumed_at_tile"] == (rows_done - replay) * cols > 0
