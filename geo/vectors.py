@@ -10,7 +10,8 @@ embedding distance).
 ``landcover.gpkg`` columns: ``class_id``, ``class_name``, ``color`` ("#rrggbb"), ``pixels`` and
 ``area_m2`` (``pixels * gsd_x * gsd_y``, metres²). Polygons come from
 ``rasterio.features.shapes`` (4-connected) over windows of the class raster, so memory stays
-bounded; pieces touching an inner window edge are merged per class afterwards; polygons smaller
+bounded; pieces touching an inner window edge are merged per class afterwards, group by group of
+touching pieces (:func:`merge_touching`); polygons smaller
 than ``min_area_m2`` are dropped, and the rest simplified as a coverage (shared edges stay shared)
 with a tolerance of one model pixel.
 """
@@ -84,6 +85,27 @@ def _touches_seam(poly_bounds: Sequence[float], win: Window, win_bounds: Sequenc
             or (win.row_off > 0 and maxy >= top - tol) or (win.row_off + win.height < height and miny <= bottom + tol))
 
 
+def merge_touching(pieces: Sequence[Any]) -> list[Any]:
+    """Polygons of one class cut by window seams, put back together: pieces are grouped into the
+    connected components of the "intersects" graph (an STRtree query, so only neighbours are
+    compared), each group is unioned on its own, and the result split into its polygons (pieces
+    meeting only at a corner stay apart, as 4-connected regions). Unioning every piece of a class
+    at once gives the same polygons but costs far more on a large, fragmented map."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    geoms = np.asarray(pieces, dtype=object)
+    if len(geoms) == 0:
+        return []
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    graph = coo_matrix((np.ones(len(left), np.int8), (left, right)), shape=(len(geoms), len(geoms)))
+    _, label = connected_components(graph, directed=False)
+    order = np.argsort(label, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(label[order])) + 1)
+    merged = [geoms[g[0]] if len(g) == 1 else shapely.union_all(geoms[g]) for g in groups]
+    return [part for m in merged for part in shapely.get_parts(m)]
+
+
 def landcover_polygons(class_raster: str | os.PathLike, classes: Sequence[dict[str, Any]],
                        gsd_m: tuple[float, float], min_area_m2: float,
                        window: int = VECTOR_WINDOW) -> gpd.GeoDataFrame:
@@ -110,7 +132,7 @@ def landcover_polygons(class_raster: str | os.PathLike, classes: Sequence[dict[s
                 elif poly.area / pixel_crs_area >= min_pixels:
                     kept.append((int(value), poly))
     for value, pieces in seams.items():
-        for part in shapely.get_parts(shapely.union_all(pieces)):
+        for part in merge_touching(pieces):
             if part.area / pixel_crs_area >= min_pixels:
                 kept.append((value, part))
     return _landcover_frame(kept, classes, pixel_crs_area, gsd_m, pixel_size, ds.crs)
