@@ -147,7 +147,7 @@ def _load_model(bundle_dir: str | os.PathLike, backend: str) -> _Model:
 
 
 def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
-    """A lookup for tiles.gpkg's ``near_*`` columns (``model.gallery.nearest_rows``), or None when
+    """A lookup for tiles.gpkg's ``near_*`` columns (``model.gallery.nearest_in``), or None when
     the bundle has no usable gallery (missing file, gallery made with another audio encoder) or
     ``model.gallery`` is not installed."""
     if not (Path(bundle.path) / "gallery.parquet").is_file():
@@ -157,20 +157,21 @@ def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
     except ImportError:
         return None
     try:
-        gallery.load_gallery(bundle)
+        rows, vectors = gallery.load_gallery(bundle)  # checked against the audio encoder once, here
     except ValueError as e:
         tqdm.write(f"warning: gallery not used: {' '.join(str(e).split())}", file=sys.stderr)
         return None
 
     def lookup(embeddings):
-        return gallery_columns(gallery.nearest_rows(bundle, embeddings, NEAREST_K))
+        found = gallery.nearest_in(vectors, embeddings, NEAREST_K, bundle.distance)
+        return gallery_columns(gallery.neighbour_table(rows, *found))
 
     return lookup
 
 
 def gallery_columns(found: Any) -> dict[str, list[Any]]:
-    """``near_j_key`` / ``near_j_title`` / ``near_j_distance`` columns (j = 1 nearest) from
-    ``model.gallery.nearest_rows``: one row per (``query``, ``rank``) with ``key``, ``title``,
+    """``near_j_key`` / ``near_j_title`` / ``near_j_distance`` columns (j = 1 nearest) from a
+    ``model.gallery.neighbour_table``: one row per (``query``, ``rank``) with ``key``, ``title``,
     ``distance``."""
     columns: dict[str, list[Any]] = {}
     for rank, part in found.sort_values(["query", "rank"]).groupby("rank", sort=True):

@@ -192,9 +192,17 @@ def nearest_in(gallery: np.ndarray, queries: np.ndarray, k: int, distance: str) 
 
 def nearest_rows(bundle, embeddings: np.ndarray, k: int) -> pd.DataFrame:
     """:func:`nearest` as a table: one row per (query, rank) with ``query`` (row of
-    ``embeddings``), ``rank`` (0 = nearest), ``distance`` and the gallery row's columns."""
-    rows, _ = _current(bundle)
-    indices, distances = nearest(bundle, embeddings, k)
+    ``embeddings``), ``rank`` (0 = nearest), ``distance`` and the gallery row's columns.
+
+    Each call checks the gallery against the bundle's audio encoder (a hash of its weights); for
+    many calls, check once with :func:`load_gallery` and use :func:`nearest_in` and
+    :func:`neighbour_table`."""
+    rows, gallery = _current(bundle)
+    return neighbour_table(rows, *nearest_in(gallery, embeddings, k, bundle.distance))
+
+
+def neighbour_table(rows: pd.DataFrame, indices: np.ndarray, distances: np.ndarray) -> pd.DataFrame:
+    """The :func:`nearest_rows` table from gallery ``rows`` and :func:`nearest_in`'s (indices, distances)."""
     found = rows.iloc[indices.reshape(-1)].reset_index(drop=True)
     found.insert(0, "query", np.repeat(np.arange(len(indices)), indices.shape[1]))
     found.insert(1, "rank", np.tile(np.arange(indices.shape[1]), len(indices)))
