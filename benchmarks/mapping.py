@@ -1,10 +1,13 @@
 """Mapping throughput and memory: ``python -m geo.map`` end to end against the backend alone.
 
-    python benchmarks/mapping.py [--size 20000] [--bundle B] [--backends torch onnx onnx-int8]
+    python benchmarks/mapping.py [--size 20000] [--overviews | --raster IN.tif] [--bundle B]
+                                 [--backends torch onnx onnx-int8]
                                  [--tile-size 192 --gsd 0.5] [--batch 32] [--workers 2] [--export]
 
 1. Generates a ``size`` x ``size`` px RGB uint8 GeoTIFF at 0.5 m (EPSG:32632; tiled 512 px, ZSTD)
-   block row by block row from a repeating procedural pattern (fields, roads, water, noise).
+   block row by block row from a repeating procedural pattern (fields, roads, water, noise);
+   ``--overviews`` adds internal average overviews, as delivered COG imagery has; ``--raster``
+   measures on a given GeoTIFF instead.
 2. Uses ``--bundle`` or makes a random-initialised one (resnet18 image encoder, ``--dim``-d
    embeddings, soundscape head and DeepLabV3+ land-cover head, ``--tile-size`` px at ``--gsd`` m).
    ``--export`` runs ``python -m export.onnx --int8`` on it first so the ONNX backends exist.
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 SOURCE_GSD = 0.5  # metres per pixel of the generated raster
 BLOCK = 512  # px, GeoTIFF block size of the generated raster
 PERIOD = 2048  # px, the procedural pattern repeats after this many pixels
+OVERVIEWS = [2, 4, 8, 16]  # --overviews: internal overview factors of the generated raster
 PALETTE = np.array([[200, 190, 170], [90, 140, 60], [160, 170, 90], [40, 90, 40], [40, 70, 140],
                     [180, 160, 130]], np.uint8)  # urban, agriculture, rangeland, forest, water, barren
 
@@ -52,10 +56,12 @@ def pattern(seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_raster(path: Path, size: int) -> float:
-    """Write the benchmark GeoTIFF block row by block row; returns seconds taken."""
+def make_raster(path: Path, size: int, overviews: bool = False) -> float:
+    """Write the benchmark GeoTIFF block row by block row (with internal average overviews 2, 4, 8,
+    16 when ``overviews``, as a cloud-optimised GeoTIFF has them); returns seconds taken."""
     import rasterio
     from affine import Affine
+    from rasterio.enums import Resampling
     from rasterio.windows import Window
 
     start = time.perf_counter()
@@ -70,6 +76,9 @@ def make_raster(path: Path, size: int) -> float:
             h = min(BLOCK, size - row)
             strip = tile[(row + np.arange(h)) % PERIOD][:, cols]
             ds.write(strip.transpose(2, 0, 1), window=Window(0, row, size, h))
+    if overviews:
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews(OVERVIEWS, Resampling.average)
     return time.perf_counter() - start
 
 
@@ -177,11 +186,23 @@ def query_speed(folder: Path, cells: int = 100_000, dim: int = 128, repeats: int
     return best
 
 
+def describe_raster(raster: Path, args: argparse.Namespace) -> str:
+    """One line naming the raster measured: the given file, or the generated one's size."""
+    if args.raster is not None:
+        return str(raster)
+    return f"{args.size} x {args.size} px{' with overviews' if args.overviews else ''} at {SOURCE_GSD} m"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="On a CPU-only machine the default 192-px resnet18 bundle maps a 20000 px "
                                        "raster in hours; --tile-size 64 --gsd 6 reads the same raster with 729 tiles.")
     p.add_argument("--size", type=int, default=20000, help="raster side in pixels (default 20000)")
+    p.add_argument("--raster", type=Path, default=None,
+                   help="measure on this GeoTIFF instead of generating one (--size, --overviews ignored)")
+    p.add_argument("--overviews", action="store_true",
+                   help="give the raster internal average overviews (2, 4, 8, 16) as a COG has; GDAL then reads "
+                        "downsampled tiles from them")
     p.add_argument("--bundle", type=Path, default=None, help="bundle to use (default: a random resnet18 one)")
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"],
                    help="backends to measure; those that do not open are skipped (default: torch onnx onnx-int8)")
@@ -205,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
-        raster = work / f"bench_{args.size}.tif"
-        made = make_raster(raster, args.size)
-        print(f"raster {args.size} x {args.size} px: written in {made:.1f} s ({raster.stat().st_size / 2**20:.0f} MiB)")
+        raster = args.raster or work / f"bench_{args.size}.tif"
+        if args.raster is None:
+            made = make_raster(raster, args.size, args.overviews)
+            print(f"raster {args.size} x {args.size} px{' with overviews' if args.overviews else ''}: written in "
+                  f"{made:.1f} s ({raster.stat().st_size / 2**20:.0f} MiB)")
         bundle = args.bundle or random_bundle(work / "bundle", args.tile_size, args.gsd, args.dim, not args.no_landcover)
         if args.export:
             subprocess.run([sys.executable, "-m", "export.onnx", "--bundle", str(bundle), "--int8", "--calibration",
@@ -230,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                          "infer_share": timings["infer_s"] / timings["pipeline_s"],
                          "peak_rss_mib": peak / 2**20, "timings": timings})
         query_s = query_speed(work)
-    print(f"\nraster {args.size} x {args.size} px, batch {args.batch}, {args.workers} reader threads")
+    print(f"\nraster {describe_raster(raster, args)}, "
+          f"batch {args.batch}, {args.workers} reader threads")
     print(f"{'backend':10s} {'tiles':>6s} {'model-only/s':>12s} {'pipeline/s':>10s} {'ratio':>6s} "
           f"{'total/s':>8s} {'ratio':>6s} {'infer share':>11s} {'peak RSS MiB':>12s}")
     for r in rows:
@@ -241,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
           "(1.0 = reading and writing fully hidden behind inference)")
     print(f"query_embeddings, 100,000 cells x 128 dims: {query_s * 1000:.0f} ms (best of 5, read included)")
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "rows": rows, "query_s": query_s}, indent=2))
+        args.json.write_text(json.dumps({"raster": describe_raster(raster, args), "rows": rows, "query_s": query_s}, indent=2))
     return 0
 
 
