@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(class per model pixel), soundscape.tif (class per tile cell), soundscape_scores.tif "
                     "(probability per class), embeddings.tif (embedding per tile cell) - cloud-optimised "
                     "GeoTIFFs on the input's grid - plus tiles.gpkg, landcover.gpkg and run.json. "
-                    "Finished inputs are skipped on rerun; interrupted ones are redone.",
+                    "Finished inputs are skipped on rerun; interrupted ones resume from their last checkpoint.",
         epilog="Exit status: 0 when every input was mapped or skipped, 2 when any failed (each failure "
                "is one 'error:' line on stderr) or the bundle/backend cannot be used.")
     p.add_argument("inputs", nargs="+", metavar="IN.tif", help="GeoTIFFs (or any GDAL raster) to map; a folder "
