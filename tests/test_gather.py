@@ -67,6 +67,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             rows = slice(0, split) if rank == 0 else slice(split, BATCH)
             result = _step(model, x_img[rows], x_audio[rows], loss_name, gather=True)
             torch.save(result, Path(out_dir) / f"case{k}_rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it (std::terminate)
     finally:
         dist.destroy_process_group()
 

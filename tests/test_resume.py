@@ -58,7 +58,9 @@ def _interrupt(scene: Path, bundle: Path, out: Path, stride: int | None, sig: in
            "--backend", "torch", "--batch", str(BATCH), "--checkpoint-every", "0", "--no-progress"]
     if stride:
         cmd += ["--stride", str(stride)]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell running pytest in the background hands SIGINT down ignored: give Ctrl-C back to the child
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = out / scene.stem / ".partial" / JOURNAL
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and child.poll() is None:
