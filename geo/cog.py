@@ -26,6 +26,7 @@ import rasterio
 import rasterio.errors
 import rasterio.shutil
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 MAX_BLOCK = 256  # pixels per side of a block (staging file and COG) ...
@@ -88,7 +89,7 @@ class StagedRaster:
         """The staging file opened for update, checked against the expected (rows, cols) ``shape``."""
         try:
             dataset = rasterio.open(self.staging, "r+")
-        except rasterio.errors.RasterioError as e:
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
             raise ValueError(f"{self.staging}: cannot reopen the staging file ({e})") from None
         if dataset.shape != shape or dataset.count != self.count or np.dtype(dataset.dtypes[0]) != self.dtype:
             dataset.close()

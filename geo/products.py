@@ -81,14 +81,14 @@ def landcover_gsd(grid: TileGrid) -> tuple[float, float]:
 
 
 class ProductSet:
-    """All products of one raster, staged in ``folder`` (the run's ``.partial/``, owned by the set).
+    """All products of one raster, staged in ``folder`` (the run's ``.partial/``).
 
     Call :meth:`add` with every :class:`geo.pipeline.Batch` from tile :attr:`start_tile` on, in
     row-major order (from one thread), then :meth:`finish` (publishes the COGs and GeoPackages in
     ``folder``), :meth:`close` (interrupted: keep the staging files to resume) or :meth:`discard`.
     With a ``key`` (what is mapped, with what: see :mod:`geo.journal`) the set checkpoints every
-    ``checkpoint_s`` seconds and resumes a matching interrupted run; anything else in ``folder``
-    is deleted first.
+    ``checkpoint_s`` seconds and resumes a matching interrupted run; without a matching one it
+    empties ``folder`` first (geo.map's ``.partial/``, which nothing else uses).
     """
 
     def __init__(self, folder: Path, grid: TileGrid, crs: Any, embedding_dim: int,
@@ -100,13 +100,15 @@ class ProductSet:
         self.min_area_m2, self.gallery = min_area_m2, gallery
         self.embedding_dim, self.key, self.checkpoint_s = embedding_dim, key, checkpoint_s
         found = read_checkpoint(self.folder, key) if key is not None else None
-        try:
-            self._open(found)
-        except ValueError:  # staging files that cannot be reused: start over
-            found = None
-        if found is None:
+        if found is not None:
+            try:
+                self._open(found)
+                return
+            except ValueError:  # staging files that cannot be reused: start over
+                pass
+        if key is not None:
             self._clear_folder()
-            self._open(None)
+        self._open(None)
 
     def _open(self, found: Checkpoint | None) -> None:
         """Create (or, resuming ``found``, reopen) the staging rasters and the resume state."""

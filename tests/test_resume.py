@@ -127,6 +127,13 @@ def test_a_changed_run_does_not_reuse_the_interrupted_one(scene, bundle, tmp_pat
                           MapOptions(batch=BATCH, progress=False, min_area_m2=100.0))
     assert changed.status == "mapped"
     assert json.loads((copy / "run.json").read_text())["resumed_at_tile"] == 0
+    # staging files that cannot be reopened (here a truncated one): start over, no error
+    broken = tmp_path / "broken" / scene.stem
+    shutil.copytree(folder, broken)
+    (broken / ".partial" / "embeddings.staging.tif").write_bytes(b"II*\0")
+    [fresh] = map_files([scene], bundle, tmp_path / "broken", "torch", MapOptions(batch=BATCH, progress=False))
+    assert fresh.status == "mapped", fresh.message
+    assert json.loads((broken / "run.json").read_text())["resumed_at_tile"] == 0
     # --overwrite also starts over
     [redone] = map_files([scene], bundle, tmp_path / "out", "torch",
                          MapOptions(batch=BATCH, progress=False, overwrite=True))
