@@ -31,7 +31,7 @@ test: install browser
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/python -m model.demo
+	$(BIN)/python -m app.demo
 
 app: install demo
 	$(BIN)/streamlit run app/main.py --server.port $(PORT) --server.headless true

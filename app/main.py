@@ -48,7 +48,7 @@ def _tiles(path: str, stamp: tuple) -> list[dict]:
 
 
 def _demo():
-    from model.demo import read_demo
+    from app.demo import read_demo
 
     return read_demo(demo_dir())
 
@@ -150,7 +150,7 @@ def main() -> None:
     options = parse_options(sys.argv[1:])
     demo = _demo()
     if demo is None:
-        st.info(f"The built-in demo is not built in {demo_dir()}: run `python -m model.demo` (or `make app`). "
+        st.info(f"The built-in demo is not built in {demo_dir()}: run `python -m app.demo` (or `make app`). "
                 "You can still upload a GeoTIFF and choose a bundle folder.")
     scene = pick_scene(options, demo)
     choice = pick_bundle(demo)

@@ -1,7 +1,7 @@
 """Mapping a scene for the app: reuse a cached map, or run ``python -m geo.map`` with progress.
 
 A map is cached per (input, bundle hash, backend) in ``CACHE/maps/<key>/<stem>/``
-(:func:`app.state.map_root`); the demo's own map (``model.demo``) is used for the demo scene with
+(:func:`app.state.map_root`); the demo's own map (``app.demo``) is used for the demo scene with
 the demo bundle and the backend it was mapped with. A folder counts as a finished map when
 ``geo.runinfo.is_complete`` says so (run.json present, same bundle hash, options and input).
 

@@ -64,7 +64,7 @@ class Gallery:
 
 def load_gallery(bundle: Any) -> Gallery | None:
     """The bundle's gallery, or None when it has none (GalleryError when it is unusable)."""
-    from model.gallery import gallery_path, load_gallery as load_rows, read_gallery_file
+    from model.bundle.gallery import gallery_path, load_gallery as load_rows, read_gallery_file
 
     path = gallery_path(bundle)
     if not path.is_file():

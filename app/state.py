@@ -1,7 +1,7 @@
 """Where the app keeps things, and the options it was started with.
 
 - ``ROOT``: the project folder (the parent of ``app/``).
-- The demo folder: ``$GEOAUDIO_DEMO_DIR``, else ``ROOT/demo`` (built by ``python -m model.demo``).
+- The demo folder: ``$GEOAUDIO_DEMO_DIR``, else ``ROOT/demo`` (built by ``python -m app.demo``).
 - The cache folder: ``$GEOAUDIO_CACHE``, else ``~/.cache/geoaudio``; maps are cached in
   ``CACHE/maps/<key>/<stem>/`` with ``key = sha256(input id | bundle hash | backend)[:16]``
   (:func:`map_key`), uploads in ``CACHE/uploads/<sha256[:16]>/<name>``, query heatmaps in

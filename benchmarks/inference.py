@@ -77,10 +77,10 @@ def kmeans_prototypes(z: np.ndarray, k: int = 6, seed: int = 0) -> tuple[np.ndar
 def make_bundle(folder: Path, tile: int, tiles: np.ndarray, given: Path | None) -> Path:
     """The benchmark bundle in ``folder`` (see the module doc)."""
     from model.bundle import load, save
-    from model.image_input import ImageInput
-    from model.landcover import build_segmenter, landcover_meta, landcover_tensors
-    from model.random_bundle import random_bundle
-    from model.soundscape_head import soundscape_meta, soundscape_tensors
+    from model.bundle.image_input import ImageInput
+    from model.nn.landcover import build_segmenter, landcover_meta, landcover_tensors
+    from model.synth.random_bundle import random_bundle
+    from model.nn.soundscape_head import soundscape_meta, soundscape_tensors
 
     classes = [{"name": n, "color": c} for n, c in zip(CLASSES, COLOURS)]
     if given is None:  # random weights, with a random-init land-cover decoder

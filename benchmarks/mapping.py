@@ -83,9 +83,9 @@ def make_raster(path: Path, size: int, overviews: bool = False) -> float:
 
 
 def random_bundle(path: Path, tile_size: int, gsd: float, dim: int, landcover: bool) -> Path:
-    """A random-initialised resnet18 bundle (``model.random_bundle``) with a soundscape head (and a
+    """A random-initialised resnet18 bundle (``model.synth.random_bundle``) with a soundscape head (and a
     land-cover head), its classes coloured with the scene's palette."""
-    from model.random_bundle import random_bundle as build
+    from model.synth.random_bundle import random_bundle as build
 
     def coloured(names: list[str]) -> list[dict]:
         return [{"name": n, "color": [int(v) for v in PALETTE[i]]} for i, n in enumerate(names)]

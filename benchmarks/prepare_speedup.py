@@ -30,7 +30,7 @@ def write_stand_in(root: Path, n: int, tile: int, seed: int = 0) -> Path:
     import pandas as pd
     from PIL import Image
 
-    from model.audio import logmel_from_waveform, write_spectrogram_jpeg
+    from model.bundle.audio import logmel_from_waveform, write_spectrogram_jpeg
 
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,10 @@
 
 One run, side by side, batch 32, 192 x 192 px images and one 128 x 128 log-mel chunk per pair:
 
-- reference: the published network (model/reference_net.py: stem 32, planes 64/182/256/512,
+- reference: the published network (model/nn/reference_net.py: stem 32, planes 64/182/256/512,
   1x1-conv heads, fc on the image feature map), plain fp32 eager, Adam, and the published form
   of the batch-all loss (mean over the full N x N matrix, diagonal included);
-- ours fp32: ResNet-18 on both sides (model/encoders.py), channels-last, AdamW, BatchAllTripletLoss;
+- ours fp32: ResNet-18 on both sides (model/nn/encoders.py), channels-last, AdamW, BatchAllTripletLoss;
 - ours default: as above with bf16 autocast where the CPU (or GPU) supports it;
 - loader: the real DataLoader on a synthetic SoundingEarth folder (training augmentations,
   spectrogram JPEGs), alone and feeding our default step.
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from model.encoders import AudioEncoder, EncoderSpec, ResNetEncoder
-from model.losses import BatchAllTripletLoss, PublishedBatchAllTripletLoss
-from model.pretrain import cpu_supports_bf16
-from model.reference_net import ReferenceModel
+from model.nn.encoders import AudioEncoder, EncoderSpec, ResNetEncoder
+from model.nn.losses import BatchAllTripletLoss, PublishedBatchAllTripletLoss
+from model.train.pretrain import cpu_supports_bf16
+from model.nn.reference_net import ReferenceModel
 
 
 def _autocast(device: str, dtype):

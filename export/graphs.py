@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from model.landcover import class_probabilities, segmenter_from_bundle
-from model.soundscape_head import SoundscapeHead
+from model.nn.landcover import class_probabilities, segmenter_from_bundle
+from model.nn.soundscape_head import SoundscapeHead
 
 IMAGE_GRAPHS = ("image_encoder", "image_soundscape", "landcover")
 GRAPHS = IMAGE_GRAPHS + ("audio_encoder",)

@@ -265,7 +265,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from model.cli import fail
+    from model.core.cli import fail
     from tqdm import tqdm
 
     args = parse_args(argv)
@@ -288,6 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.cli import run_cli
+    from model.core.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -117,7 +117,7 @@ def class_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def audio_chunks(paths: Sequence[str | Path], config, limit: int | None = None) -> np.ndarray:
     """Log-mel chunks (M, 1, n_mels, chunk_frames) of real recordings, concatenated (at most ``limit``)."""
-    from model.audio import load_logmel, to_chunks
+    from model.bundle.audio import load_logmel, to_chunks
 
     parts = []
     for p in paths:

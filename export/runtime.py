@@ -172,7 +172,7 @@ class Backend:
         """A recording's embedding (D,): the mean of its chunk embeddings (front-end from the bundle)."""
         import warnings
 
-        from model.audio import load_logmel, to_chunks
+        from model.bundle.audio import load_logmel, to_chunks
 
         self._need("audio encoder", self.has_audio)
         cfg = self.bundle.audio_config

@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from export.runtime import trt_unavailable
-    from model.cli import fail
+    from model.core.cli import fail
 
     args = parse_args(argv)
     if args.max_batch < 1:
@@ -205,6 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.cli import run_cli
+    from model.core.cli import run_cli
 
     sys.exit(run_cli(main))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model.cli import fail, run_cli
+from model.core.cli import fail, run_cli
 
 NODATA = 255
 

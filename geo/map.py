@@ -147,13 +147,13 @@ def _load_model(bundle_dir: str | os.PathLike, backend: str) -> _Model:
 
 
 def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
-    """A lookup for tiles.gpkg's ``near_*`` columns (``model.gallery.nearest_in``), or None when
+    """A lookup for tiles.gpkg's ``near_*`` columns (``model.bundle.gallery.nearest_in``), or None when
     the bundle has no usable gallery (missing file, gallery made with another audio encoder) or
-    ``model.gallery`` is not installed."""
+    ``model.heads.gallery`` is not installed."""
     if not (Path(bundle.path) / "gallery.parquet").is_file():
         return None
     try:
-        from model import gallery
+        from model.bundle import gallery
     except ImportError:
         return None
     try:
@@ -171,7 +171,7 @@ def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
 
 def gallery_columns(found: Any) -> dict[str, list[Any]]:
     """``near_j_key`` / ``near_j_title`` / ``near_j_distance`` columns (j = 1 nearest) from a
-    ``model.gallery.neighbour_table``: one row per (``query``, ``rank``) with ``key``, ``title``,
+    ``model.bundle.gallery.neighbour_table``: one row per (``query``, ``rank``) with ``key``, ``title``,
     ``distance``."""
     columns: dict[str, list[Any]] = {}
     for rank, part in found.sort_values(["query", "rank"]).groupby("rank", sort=True):
@@ -450,6 +450,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.cli import run_cli
+    from model.core.cli import run_cli
 
     sys.exit(run_cli(main))

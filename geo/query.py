@@ -193,6 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.cli import run_cli
+    from model.core.cli import run_cli
 
     sys.exit(run_cli(main))

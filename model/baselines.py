@@ -1,296 +1,14 @@
 """``python -m model.baselines simclr|moco --data DIR --epochs N --out RUN``: image-only baselines.
 
-Self-supervised pretraining of the same image ResNet on the same imagery (the ``train`` split of a
-SoundingEarth-format folder; the audio is not used) with the same budget as ``model.pretrain``
-(epochs, batch size, AdamW learning rate with cosine decay), so that the downstream tables compare
-what the audio adds against what the images alone give. Losses, heads and augmentations are
-lightly's:
-
-- ``simclr``: two views per image from ``SimCLRTransform``; z = SimCLRProjectionHead(h) with
-  h = mean-pooled backbone features; NT-Xent loss
-  ``l(i, j) = -log exp(cos(z_i, z_j)/T) / sum_{k != i} exp(cos(z_i, z_k)/T)`` over the 2N views;
-- ``moco``: MoCo v2 — a query view through backbone + MoCoProjectionHead, a key view through
-  their momentum copies (``update_momentum``: theta_m <- m theta_m + (1 - m) theta, m rising from
-  ``--momentum`` to 1 on a cosine schedule), NT-Xent against a memory bank of ``--memory-bank``
-  past keys (``MoCoV2Transform`` views).
-
-Views are drawn from the centred ``--train-crop`` fraction of each image (as model.pretrain draws
-its crops) at ``--image-size`` px; vertical flips and 90-degree rotations are added, since aerial
-images have no "up". Nothing is downloaded.
-
-Writes ``RUN/checkpoints/last.ckpt``, ``RUN/logs/`` and ``RUN/bundle`` (image encoder only,
-distance cosine). The bundle's ``fc`` is the identity, so its embedding is the mean-pooled
-backbone feature (512 values for resnet18) — the representation these methods are evaluated on —
-and the run folder works as ``--init`` for ``model.finetune``.
+The command line; the library is :mod:`model.train.baselines`.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable
-
-import lightning as L
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-
-from model.cli import fail, run_cli
-from model.data.errors import DatasetError
+from model.core.cli import run_cli
 from model.data.transforms import EVAL_CROP, TRAIN_CROP
-from model.encoders import EncoderSpec, ResNetEncoder
-
-METHODS = ("simclr", "moco")
-DEFAULT_TEMPERATURE = {"simclr": 0.5, "moco": 0.2}
-
-
-@dataclass
-class BaselineConfig:
-    """A baseline run (pixels, metres per pixel; see ``--help`` for each field)."""
-
-    method: str = "simclr"
-    data: str = ""
-    out: str = "runs/simclr"
-    arch: str = "resnet18"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    image_size: int = 192
-    crop: float = EVAL_CROP
-    train_crop: float = TRAIN_CROP
-    gsd: float = 0.0
-    temperature: float = 0.0
-    proj_dim: int = 128
-    memory_bank: int = 4096
-    momentum: float = 0.99
-    num_workers: int = 2
-    accelerator: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    max_minutes: float = 0.0
-    limit_train_batches: float = 1.0
-
-    def loss_temperature(self) -> float:
-        return self.temperature if self.temperature > 0 else DEFAULT_TEMPERATURE[self.method]
-
-
-def train_image_paths(root: str | Path, split: str = "train") -> list[Path]:
-    """Image files ``images/{key}.*`` of the keys of ``split`` in ``metadata.csv`` (key-mod-10 scheme)."""
-    from model.data.metadata import IMAGE_DIR, IMAGE_SUFFIXES, files_by_key, read_metadata
-    from model.data.splits import select_split
-
-    root = Path(root)
-    images = files_by_key(root / IMAGE_DIR, IMAGE_SUFFIXES)
-    keys = [k for k in select_split(read_metadata(root)["key"], split) if k in images]
-    if not keys:
-        raise DatasetError(f"{root}: no {split} keys with an image in {IMAGE_DIR}/")
-    return [images[k] for k in keys]
-
-
-class TwoViewImages(Dataset):
-    """Two augmented views (a list of two (3, S, S) tensors) of the centred ``region`` fraction of each image."""
-
-    def __init__(self, paths: list[Path], transform: Callable, region: float) -> None:
-        self.paths = paths
-        self.transform = transform
-        self.region = region
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> list[Tensor]:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DatasetError(f"{path}: corrupt image ({str(e).strip() or type(e).__name__})") from None
-        w, h = image.size
-        side = max(1, round(self.region * min(w, h)))
-        left, top = (w - side) // 2, (h - side) // 2
-        return self.transform(image.crop((left, top, left + side, top + side)))
-
-
-def make_transform(method: str, image_size: int) -> Callable:
-    """lightly's view pair transform for ``method`` at ``image_size`` px, with vertical flips and
-    90-degree rotations for aerial imagery."""
-    from lightly.transforms import MoCoV2Transform, SimCLRTransform
-
-    kind = SimCLRTransform if method == "simclr" else MoCoV2Transform
-    return kind(input_size=image_size, vf_prob=0.5, hf_prob=0.5, rr_prob=0.5)
-
-
-class ImageSSL(L.LightningModule):
-    """Common part: a ResNet backbone h(x) = mean_hw features(x), AdamW with cosine decay."""
-
-    def __init__(self, spec: dict[str, Any], lr: float, weight_decay: float, epochs: int) -> None:
-        super().__init__()
-        self.backbone = ResNetEncoder(EncoderSpec.from_dict(spec))
-        self.feature_dim = self.backbone.spec.feature_dim
-        self.lr, self.weight_decay, self.epochs = lr, weight_decay, epochs
-
-    @staticmethod
-    def pooled(backbone: ResNetEncoder, x: Tensor) -> Tensor:
-        return backbone.features(x).mean(dim=(2, 3))
-
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
-        return {"optimizer": opt, "lr_scheduler": sched}
-
-
-class SimCLR(ImageSSL):
-    """SimCLR: NT-Xent between the projections of two views of each image."""
-
-    def __init__(self, spec: dict[str, Any], lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 10,
-                 temperature: float = 0.5, proj_dim: int = 128) -> None:
-        from lightly.loss import NTXentLoss
-        from lightly.models.modules import SimCLRProjectionHead
-
-        super().__init__(spec, lr, weight_decay, epochs)
-        self.head = SimCLRProjectionHead(self.feature_dim, self.feature_dim, proj_dim)
-        self.loss_fn = NTXentLoss(temperature=temperature)
-
-    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
-        x0, x1 = batch
-        z0 = self.head(self.pooled(self.backbone, x0))
-        z1 = self.head(self.pooled(self.backbone, x1))
-        loss = self.loss_fn(z0.float(), z1.float())
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x0))
-        return loss
-
-
-class MoCo(ImageSSL):
-    """MoCo v2: queries against momentum-encoded keys and a memory bank of past keys."""
-
-    def __init__(self, spec: dict[str, Any], lr: float = 1e-3, weight_decay: float = 1e-4, epochs: int = 10,
-                 temperature: float = 0.2, proj_dim: int = 128, memory_bank: int = 4096,
-                 momentum: float = 0.99) -> None:
-        from lightly.loss import NTXentLoss
-        from lightly.models.modules import MoCoProjectionHead
-        from lightly.models.utils import deactivate_requires_grad
-
-        super().__init__(spec, lr, weight_decay, epochs)
-        self.head = MoCoProjectionHead(self.feature_dim, self.feature_dim, proj_dim)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.head_momentum = copy.deepcopy(self.head)
-        deactivate_requires_grad(self.backbone_momentum)
-        deactivate_requires_grad(self.head_momentum)
-        self.loss_fn = NTXentLoss(temperature=temperature, memory_bank_size=(memory_bank, proj_dim))
-        self.momentum = momentum
-
-    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
-        from lightly.models.utils import update_momentum
-        from lightly.utils.scheduler import cosine_schedule
-
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        m = cosine_schedule(self.global_step, total, self.momentum, 1.0)
-        update_momentum(self.backbone, self.backbone_momentum, m)
-        update_momentum(self.head, self.head_momentum, m)
-        x_query, x_key = batch
-        query = self.head(self.pooled(self.backbone, x_query))
-        with torch.no_grad():
-            key = self.head_momentum(self.pooled(self.backbone_momentum, x_key))
-        loss = self.loss_fn(query.float(), key.float())
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x_query))
-        self.log("momentum", m, on_step=True, on_epoch=False)
-        return loss
-
-
-def build_model(cfg: BaselineConfig) -> ImageSSL:
-    """The LightningModule of ``cfg.method`` with a freshly initialised ``cfg.arch`` backbone."""
-    spec = EncoderSpec.from_arch(cfg.arch, in_channels=3).to_dict()
-    common = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
-                  temperature=cfg.loss_temperature(), proj_dim=cfg.proj_dim)
-    if cfg.method == "simclr":
-        return SimCLR(spec, **common)
-    return MoCo(spec, **common, memory_bank=cfg.memory_bank, momentum=cfg.momentum)
-
-
-def write_bundle(backbone: ResNetEncoder, cfg: BaselineConfig, out: Path, provenance: dict[str, Any]):
-    """``out`` as an image-only bundle: the backbone with an identity ``fc`` (embedding = pooled features)."""
-    from model import bundle as bundle_mod
-    from model.image_input import ImageInput
-    from model.pretrain import PretrainConfig, tile_gsd
-
-    dim = backbone.spec.feature_dim
-    encoder = ResNetEncoder(backbone.spec.replace(embed_dim=dim))
-    state = {**backbone.backbone_state_dict(), "fc.weight": torch.eye(dim), "fc.bias": torch.zeros(dim)}
-    encoder.load_state_dict(state, strict=True)
-    gsd = tile_gsd(PretrainConfig(data=cfg.data, crop=cfg.crop, image_size=cfg.image_size, gsd=cfg.gsd), Path(cfg.data))
-    image_input = ImageInput(tile_size=cfg.image_size, gsd=gsd,
-                             note=f"centre crop {cfg.crop:g} of each image, resized to {cfg.image_size} px")
-    meta = bundle_mod.make_meta(image_spec=encoder.spec, distance="cosine", image_input=image_input,
-                                provenance=provenance)
-    return bundle_mod.save(out, meta, bundle_mod.encoder_tensors("image_encoder", encoder), overwrite=out.exists())
-
-
-def _loader(cfg: BaselineConfig, paths: list[Path]) -> DataLoader:
-    dataset = TwoViewImages(paths, make_transform(cfg.method, cfg.image_size), cfg.train_crop)
-    if len(dataset) < 2:
-        fail(f"{cfg.data}: needs at least two training images for contrastive pairs, found {len(dataset)}")
-    return DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True, drop_last=True,
-                      num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-
-
-def _batches(limit: float) -> float | int:
-    """Lightning reads a float as a fraction of the epoch and an int as a number of batches."""
-    return int(limit) if limit > 1 else limit
-
-
-def _trainer(cfg: BaselineConfig, out: Path) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    from model.pretrain import resolve_precision
-
-    last = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
-    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
-    return L.Trainer(
-        default_root_dir=out, max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=1,
-        precision=resolve_precision(cfg.precision, cfg.accelerator), callbacks=[last], logger=loggers,
-        log_every_n_steps=5, enable_model_summary=False, limit_train_batches=_batches(cfg.limit_train_batches),
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes > 0 else None,
-    )
-
-
-def run(cfg: BaselineConfig) -> Path:
-    """Train, then write ``<out>/bundle``; returns the bundle path."""
-    import yaml
-
-    from model.pretrain import PretrainConfig, tile_gsd
-
-    data, out = Path(cfg.data), Path(cfg.out)
-    if cfg.method not in METHODS:
-        fail(f"unknown method {cfg.method!r} (known: {', '.join(METHODS)})")
-    if not data.is_dir():
-        fail(f"{data}: no such data folder")
-    if cfg.epochs < 1:
-        fail(f"--epochs must be at least 1, got {cfg.epochs}")
-    tile_gsd(PretrainConfig(data=cfg.data, crop=cfg.crop, image_size=cfg.image_size, gsd=cfg.gsd), data)
-    paths = train_image_paths(data)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(cfg)
-    trainer = _trainer(cfg, out)
-    started = time.time()
-    trainer.fit(model, train_dataloaders=_loader(cfg, paths))
-    loss = trainer.callback_metrics.get("train_loss_epoch")
-    provenance = {"trained_by": f"geoaudio model.baselines {cfg.method}", "method": cfg.method,
-                  "data": str(data.resolve()), "images": len(paths), "epochs_run": int(trainer.current_epoch),
-                  "steps": int(trainer.global_step), "seed": cfg.seed, "seconds": round(time.time() - started, 1),
-                  "temperature": cfg.loss_temperature(), "final_train_loss": float(loss) if loss is not None else None}
-    bundle = write_bundle(model.backbone.cpu(), cfg, out / "bundle", provenance)
-    print(f"bundle written to {bundle.path}")
-    return bundle.path
-
+from model.train.baselines import (BaselineConfig, METHODS, run)
 
 def parse_args(argv: list[str] | None = None) -> BaselineConfig:
     p = argparse.ArgumentParser(prog="python -m model.baselines", description=__doc__,
@@ -300,12 +18,12 @@ def parse_args(argv: list[str] | None = None) -> BaselineConfig:
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", required=True, help="run folder (checkpoints/, logs/, bundle/)")
     p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as model.pretrain)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as model.train.pretrain)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, cosine decay (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--image-size", type=int, default=192, help="view side in px (default 192)")
     p.add_argument("--crop", type=float, default=EVAL_CROP,
-                   help="evaluation crop fraction recorded in the bundle (default 0.375, as model.pretrain)")
+                   help="evaluation crop fraction recorded in the bundle (default 0.375, as model.train.pretrain)")
     p.add_argument("--train-crop", type=float, default=TRAIN_CROP,
                    help="centred fraction of each image the views are drawn from (default 0.5)")
     p.add_argument("--gsd", type=float, default=0.0, help="metres per pixel of the encoder input (default: from the data)")
@@ -325,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> BaselineConfig:
 def main(argv: list[str] | None = None) -> int:
     run(parse_args(argv))
     return 0
+
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 ``retrieval --bundle B --data DIR [--split test] [--out FILE.json]``: image-to-audio and
 audio-to-image Recall@1/10/100, median rank and the distance in km from each query's place to
-the nearest of its top-10 / top-100 retrieved places (see model/retrieval.py), under the
+the nearest of its top-10 / top-100 retrieved places (see model/evaluation/retrieval.py), under the
 bundle's distance. Writes FILE.json, FILE.csv and a recall-curve FILE.png beside it.
 
 ``advance --data DIR --bundle B --out RUN``: the ADVANCE audiovisual scene classification linear
-probe (model/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
+probe (model/evaluation/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
 weighted F1 over 5 seeds on a fixed stratified 80/20 split.
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from model.cli import run_cli
+from model.core.cli import run_cli
 
 DIRECTIONS = ("image_to_audio", "audio_to_image")
 
 
 def retrieval_report(image, audio, locations, distance: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics by direction, recall curves by direction) for paired embeddings."""
-    from model.retrieval import pairwise_distance, recall_curve, retrieval_metrics
+    from model.evaluation.retrieval import pairwise_distance, recall_curve, retrieval_metrics
 
     d = pairwise_distance(image, audio, distance)
     mats = {"image_to_audio": d, "audio_to_image": d.T}
@@ -66,8 +66,8 @@ def _write_outputs(out: Path, report: dict[str, Any], curves) -> None:
 
 
 def retrieval(args: argparse.Namespace) -> int:
-    from model import bundle as bundle_mod
-    from model.embed import embed_folder
+    import model.bundle as bundle_mod
+    from model.evaluation.embed import embed_folder
 
     bundle = bundle_mod.load(args.bundle)
     emb = embed_folder(bundle, args.data, split=args.split, audio_source=args.audio_source,
@@ -98,7 +98,7 @@ def _add_retrieval(sub) -> None:
 
 
 def _add_advance(sub) -> None:
-    from model.advance import add_parser
+    from model.evaluation.advance import add_parser
 
     add_parser(sub)
 

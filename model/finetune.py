@@ -13,10 +13,10 @@ sliding window over whole tiles for testing. Writes ``RUN/metrics.json`` (overal
 and per-class IoU, "unknown" excluded), ``RUN/logs/`` and ``RUN/bundle`` (the fine-tuned image
 encoder with the ``landcover`` head; an init bundle's audio encoder comes along).
 
-``--init`` is ``random``, a bundle folder, a run folder holding ``bundle/`` (model.pretrain,
-model.baselines), or a torchvision-format ``.pth``/``.safetensors`` weights file (see model/init.py).
+``--init`` is ``random``, a bundle folder, a run folder holding ``bundle/`` (model.train.pretrain,
+model.train.baselines), or a torchvision-format ``.pth``/``.safetensors`` weights file (see model/nn/init.py).
 ``metrics.json`` records task, dataset (``--name``, default the data folder's name), init label
-(``--label``) and seed, for ``python -m model.report``.
+(``--label``) and seed, for ``python -m model.evaluation.report``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.cli import fail, run_cli
+from model.core.cli import fail, run_cli
 
 DEFAULT_SEGMENT_GSD = 0.5  # metres per pixel of DeepGlobe Land Cover tiles
 
@@ -38,7 +38,7 @@ def build_trainer(out: Path, epochs: int, accelerator: str = "auto", precision: 
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from model.pretrain import resolve_precision
+    from model.train.pretrain import resolve_precision
 
     loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
     return L.Trainer(
@@ -72,10 +72,10 @@ def classify(args: argparse.Namespace) -> int:
     """Train and test a scene classifier; write metrics.json and confusion.png into ``--out``."""
     import lightning as L
 
-    from model.classify import SceneClassifier, SceneDataModule, accuracy_scores, plot_confusion
-    from model.folder_datasets import scan_class_folders, stratified_split
-    from model.init import resolve_init
-    from model.report import write_run_metrics
+    from model.train.classify import SceneClassifier, SceneDataModule, accuracy_scores, plot_confusion
+    from model.data.folder_datasets import scan_class_folders, stratified_split
+    from model.nn.init import resolve_init
+    from model.evaluation.report import write_run_metrics
 
     started = time.time()
     init = resolve_init(args.init, args.arch, args.label)
@@ -118,12 +118,12 @@ def segment(args: argparse.Namespace) -> int:
     """Train and test a DeepLabV3+ land-cover segmenter; write metrics.json and a bundle into ``--out``."""
     import lightning as L
 
-    from model import bundle as bundle_mod
-    from model.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
-    from model.init import resolve_init
-    from model.landcover import ENCODERS, build_segmenter
-    from model.report import write_run_metrics
-    from model.segment import DeepGlobeDataModule, LandCoverSegmenter, segmentation_bundle, segmentation_scores
+    import model.bundle as bundle_mod
+    from model.data.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
+    from model.nn.init import resolve_init
+    from model.nn.landcover import ENCODERS, build_segmenter
+    from model.evaluation.report import write_run_metrics
+    from model.train.segment import DeepGlobeDataModule, LandCoverSegmenter, segmentation_bundle, segmentation_scores
 
     started = time.time()
     _check_segment_args(args)

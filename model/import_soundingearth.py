@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.cli import fail, run_cli
+from model.core.cli import fail, run_cli
 
 IMAGE_PREFIX = "img_encoder.module_list.0."
 AUDIO_PREFIX = "snd_encoder.module_list.0."
@@ -81,7 +81,7 @@ def split_parts(path: Path, state: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 
 def _spec(path: Path, tensors: dict[str, Any], part: str, channels: int):
-    from model.encoders import EncoderSpecError, infer_spec
+    from model.nn.encoders import EncoderSpecError, infer_spec
 
     try:
         spec = infer_spec(tensors)
@@ -108,9 +108,9 @@ def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, di
     source_gsd: metres per pixel of the 1024 px source tiles (the encoder input then has
     source_gsd * 384 / 192 metres per pixel).
     """
-    from model import bundle as bundle_mod
-    from model.audio import AudioConfig
-    from model.image_input import ImageInput
+    import model.bundle as bundle_mod
+    from model.bundle.audio import AudioConfig
+    from model.bundle.image_input import ImageInput
 
     path, out = Path(checkpoint), Path(out)
     if out.exists() and not overwrite:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from model import bundle as bundle_mod
-from model.advance import add_parser, embed_images, embed_recordings, main, probe_f1
-from model.cli import run_cli
-from model.folder_datasets import scan_advance, stratified_split
-from model.report import read_run_metrics
+import model.bundle as bundle_mod
+from model.evaluation.advance import add_parser, embed_images, embed_recordings, main, probe_f1
+from model.core.cli import run_cli
+from model.data.folder_datasets import scan_advance, stratified_split
+from model.evaluation.report import read_run_metrics
 
 from .test_finetune import make_bundle
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.audio import (SE_HIGH, SE_LOW, AudioConfig, AudioError, convert_levels, load_audio,
+from model.bundle.audio import (SE_HIGH, SE_LOW, AudioConfig, AudioError, convert_levels, load_audio,
                          load_logmel, logmel_from_waveform, read_spectrogram_jpeg, to_chunks,
                          write_spectrogram_jpeg)
 

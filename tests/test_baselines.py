@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from model import bundle as bundle_mod
-from model.baselines import BaselineConfig, TwoViewImages, build_model, main, make_transform, train_image_paths
-from model.cli import run_cli
-from model.init import resolve_init
+import model.bundle as bundle_mod
+from model.baselines import main
+from model.train.baselines import BaselineConfig, TwoViewImages, build_model, make_transform, train_image_paths
+from model.core.cli import run_cli
+from model.nn.init import resolve_init
 
 FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
 

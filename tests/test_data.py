@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from model.audio import AudioConfig
+from model.bundle.audio import AudioConfig
 from model.data import (
     DatasetError, IMAGENET_MEAN, IMAGENET_STD, SoundingEarthDataset, collate, prepare_images,
     split_of_key, write_split_file,

@@ -1,4 +1,4 @@
-"""python -m model.demo --quick: a bundle that loads, a mapped scene with every product, instant reruns.
+"""python -m app.demo --quick: a bundle that loads, a mapped scene with every product, instant reruns.
 
 The quick demo is built once per test session into the session's base temp folder (about a minute
 on an idle 2-core machine); tests/test_app.py and tests/test_app_browser.py reuse it. Set
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from model.cli import run_cli
-from model.demo import QUICK, DemoError, build_demo, main, read_demo
+from model.core.cli import run_cli
+from app.demo import QUICK, DemoError, build_demo, main, read_demo
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def quick_demo(tmp_path_factory):
 
 def test_quick_demo_bundle_loads_with_its_heads_and_gallery(quick_demo):
     from model.bundle import load
-    from model.gallery import load_gallery
+    from model.bundle.gallery import load_gallery
 
     bundle = load(quick_demo.bundle)
     assert bundle.image_input.tile_size == QUICK.tile_px

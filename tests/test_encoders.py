@@ -1,4 +1,4 @@
-"""Tests for model/encoders.py: specs, torchvision-compatible weights, published checkpoints, audio."""
+"""Tests for model/nn/encoders.py: specs, torchvision-compatible weights, published checkpoints, audio."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from model.encoders import (
+from model.nn.encoders import (
     AudioEncoder,
     EncoderSpec,
     EncoderSpecError,

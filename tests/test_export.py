@@ -20,13 +20,13 @@ from export.onnx import default_opset, export_bundle, main
 from export.parity import ParityError, Tolerance
 from export.sessions import open_session
 from model.bundle import content_hash, encoder_tensors, load, make_meta, save
-from model.cli import run_cli
-from model.encoders import build_image_encoder
-from model.image_input import ImageInput
-from model.landcover import (LandcoverError, build_segmenter, landcover_meta, landcover_tensors,
+from model.core.cli import run_cli
+from model.nn.encoders import build_image_encoder
+from model.bundle.image_input import ImageInput
+from model.nn.landcover import (LandcoverError, build_segmenter, landcover_meta, landcover_tensors,
                              segmenter_from_bundle)
-from model.random_bundle import random_bundle
-from model.soundscape_head import SoundscapeHead, SoundscapeHeadError, scores_from_embeddings, soundscape_meta
+from model.synth.random_bundle import random_bundle
+from model.nn.soundscape_head import SoundscapeHead, SoundscapeHeadError, scores_from_embeddings, soundscape_meta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RGB = SHARED / "geotiff" / "RGB.byte.tif"

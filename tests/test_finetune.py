@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from model import bundle as bundle_mod
-from model.classify import SceneClassifier, accuracy_scores, confusion_matrix
-from model.cli import run_cli
+import model.bundle as bundle_mod
+from model.train.classify import SceneClassifier, accuracy_scores, confusion_matrix
+from model.core.cli import run_cli
 from model.finetune import main
-from model.folder_datasets import (
+from model.data.folder_datasets import (
     DEEPGLOBE_COLOURS, IGNORE_INDEX, decode_mask, scan_class_folders, scan_deepglobe, split_tiles, stratified_split,
 )
-from model.init import InitError, resolve_init
-from model.random_bundle import random_bundle
-from model.segment import segmentation_scores, sliding_window_logits, window_starts
+from model.nn.init import InitError, resolve_init
+from model.synth.random_bundle import random_bundle
+from model.train.segment import segmentation_scores, sliding_window_logits, window_starts
 
 KEEP = ["agriculture", "forest", "water"]
 FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
@@ -214,7 +214,7 @@ def test_classify_from_a_torchvision_state_dict_frozen(class_dir, tmp_path):
 
 
 def test_segment_single_layout_random_init_writes_metrics_and_bundle(deepglobe_dirs, tmp_path):
-    from model.landcover import segmenter_from_bundle
+    from model.nn.landcover import segmenter_from_bundle
 
     out = tmp_path / "seg"
     main(["segment", "--data", str(deepglobe_dirs["single"]), "--init", "random", "--epochs", "1", "--out", str(out),
@@ -251,7 +251,7 @@ def test_segment_split_layout_from_a_bundle_keeps_its_audio_encoder(deepglobe_di
 
 
 def test_segment_with_a_frozen_encoder_merges_back_into_its_init_bundle(deepglobe_dirs, tmp_path):
-    from model.merge import merge
+    from model.bundle.merge import merge
 
     init = make_bundle(tmp_path / "pre" / "bundle")
     out = tmp_path / "seg"

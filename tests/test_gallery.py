@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.bundle import load, save
-from model.cli import run_cli
-from model.embed import embed_folder
-from model.gallery import (
-    COLUMNS, GalleryError, build_gallery, gallery_path, load_gallery, main, nearest, nearest_rows,
-)
-from model.random_bundle import random_bundle
+from model.core.cli import run_cli
+from model.evaluation.embed import embed_folder
+from model.bundle.gallery import COLUMNS, GalleryError, gallery_path, load_gallery, nearest, nearest_rows
+from model.gallery import main
+from model.heads.gallery import build_gallery
+from model.synth.random_bundle import random_bundle
 from model.synth.pairs import write_pairs
 
 N_PAIRS = 12
@@ -73,8 +73,8 @@ def test_rerun_embeds_only_missing_keys(bundle, pairs, capsys):
 
 
 def test_new_audio_encoder_redoes_everything_new_head_does_not(bundle, pairs):
-    from model.soundscape import write_head
-    from model.sound_classes import SYNTHETIC_CLASSES
+    from model.heads.soundscape import write_head
+    from model.data.sound_classes import SYNTHETIC_CLASSES
 
     build_gallery(bundle, pairs, progress=False)
     _, before = load_gallery(bundle)

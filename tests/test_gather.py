@@ -1,4 +1,4 @@
-"""Tests for model/gather.py: two gloo processes with DDP reproduce single-process losses and gradients."""
+"""Tests for model/nn/gather.py: two gloo processes with DDP reproduce single-process losses and gradients."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model.gather import all_gather_with_grad
-from model.losses import BatchAllTripletLoss, ContrastiveLoss
+from model.nn.gather import all_gather_with_grad
+from model.nn.losses import BatchAllTripletLoss, ContrastiveLoss
 
 WORLD = 2
 BATCH = 8

@@ -1,8 +1,8 @@
 """Importing the published SoundingEarth checkpoints, built here from the published tensor layout.
 
-The reference network (model/reference_net.py) is written from
+The reference network (model/nn/reference_net.py) is written from
 ../shared/reference/soundingearth-checkpoints.md with torchvision's own blocks, independently of
-model/encoders.py, so that the converted bundle is checked against the network definition the
+model/nn/encoders.py, so that the converted bundle is checked against the network definition the
 document describes.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 import torch
 from torchvision.models.resnet import BasicBlock
 
-from model import bundle as bundle_mod
+import model.bundle as bundle_mod
 from model.import_soundingearth import CheckpointError, convert
-from model.reference_net import ReferenceImageEncoder, ReferenceModel
+from model.nn.reference_net import ReferenceImageEncoder, ReferenceModel
 
 from .conftest import ROOT, SHARED_DATA
 

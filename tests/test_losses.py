@@ -1,4 +1,4 @@
-"""Tests for model/losses.py against direct loop-based implementations of each formula."""
+"""Tests for model/nn/losses.py against direct loop-based implementations of each formula."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from model.losses import (
+from model.nn.losses import (
     LOSSES,
     BatchAllTripletLoss,
     ContrastiveLoss,

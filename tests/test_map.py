@@ -25,8 +25,8 @@ from geo.cog import is_cog
 from geo.errors import RasterError
 from geo.grid import Tile
 from geo.map import MapOptions, main, map_files
-from model.cli import run_cli
-from model.random_bundle import random_bundle
+from model.core.cli import run_cli
+from model.synth.random_bundle import random_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOTIFF = ROOT.parent / "shared" / "data" / "geotiff"
@@ -203,7 +203,7 @@ def test_tiles_gpkg_lists_the_nearest_gallery_recordings(bundles, tmp_path):
     import pandas as pd
 
     from model.bundle import load
-    from model.gallery import audio_encoder_hash, gallery_path, write_gallery
+    from model.bundle.gallery import audio_encoder_hash, gallery_path, write_gallery
 
     bundle = load(shutil.copytree(bundles["tiny3000"], tmp_path / "bundle"))
     gallery = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)

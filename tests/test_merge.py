@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from model.bundle import load, save
-from model.gallery import gallery_path, gallery_stamp, load_gallery, write_gallery
-from model.merge import MergeError, main, merge
-from model.sound_classes import SYNTHETIC_CLASSES
-from model.soundscape import write_head
+from model.bundle.gallery import gallery_path, gallery_stamp, load_gallery, write_gallery
+from model.bundle.merge import MergeError, main, merge
+from model.data.sound_classes import SYNTHETIC_CLASSES
+from model.heads.soundscape import write_head
 from tests.test_gallery import EMBED_DIM, tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

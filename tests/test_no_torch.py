@@ -25,7 +25,7 @@ from export.onnx import export_bundle
 from export.parity import per_sample_cosine
 from geo.map import MapOptions, map_files
 from model.bundle import load
-from model.encoder_spec import EncoderSpec, expected_shapes, infer_spec
+from model.bundle.encoder_spec import EncoderSpec, expected_shapes, infer_spec
 from tests.test_map import RGB, SOUNDS, make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def _write_gallery(bundle_dir: Path) -> np.ndarray:
     """A small gallery.parquet (random embeddings, keys 100..) so tiles.gpkg gets near_* columns."""
     import pandas as pd
 
-    from model.gallery import audio_encoder_hash, gallery_path, write_gallery
+    from model.bundle.gallery import audio_encoder_hash, gallery_path, write_gallery
 
     bundle = load(bundle_dir)
     gallery = np.random.default_rng(1).normal(size=(GALLERY_SIZE, DIM)).astype(np.float32)
@@ -194,7 +194,7 @@ def test_onnx_maps_match_the_torch_backend(edge_runs, torch_map):
 
 
 def test_tiles_gpkg_lists_the_nearest_gallery_recordings(edge_runs, bundle_dir):
-    from model.gallery import load_gallery
+    from model.bundle.gallery import load_gallery
 
     _, gallery = load_gallery(load(bundle_dir))
     tiles = gpd.read_file(edge_runs["onnx"] / "tiles.gpkg")
@@ -269,7 +269,7 @@ def test_unusable_without_torch_is_a_one_line_error(edge, bundle_dir, tmp_path, 
 def test_expected_shapes_are_the_torch_encoders_state_dict():
     import torch
 
-    from model.encoders import ResNetEncoder
+    from model.nn.encoders import ResNetEncoder
 
     specs = [EncoderSpec.from_arch("resnet18", 3, 16),
              EncoderSpec.from_arch("resnet50", 1, 8).replace(stem_width=8, widths=(8, 8, 16, 16)),

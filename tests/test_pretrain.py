@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from model import bundle as bundle_mod
-from model.pretrain import PretrainConfig, parse_args, run
+import model.bundle as bundle_mod
+from model.pretrain import parse_args
+from model.train.pretrain import PretrainConfig, run
 
 from .conftest import ROOT
 

@@ -1,12 +1,12 @@
-"""model.random_bundle: random-initialised bundles that load, carry the requested parts and are seeded."""
+"""model.synth.random_bundle: random-initialised bundles that load, carry the requested parts and are seeded."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from model.bundle import BundleError, load
-from model.cli import run_cli
-from model.random_bundle import class_entries, main, random_bundle
+from model.core.cli import run_cli
+from model.synth.random_bundle import class_entries, main, random_bundle
 
 NARROW = dict(layers=(1, 1, 1, 1), stem_width=8, widths=(8, 8, 16, 16))
 
@@ -22,7 +22,7 @@ def test_bundle_has_the_requested_heads_classes_and_input(tmp_path):
     assert b.tensors["soundscape.prototypes"].shape == (3, 8)
     assert [c["name"] for c in land["classes"]] == ["land0", "land1"]
     assert (land["tile_size"], land["gsd"], land["decoder"]) == (32, 2.5, {"decoder_channels": 16})
-    from model.landcover import segmenter_from_bundle
+    from model.nn.landcover import segmenter_from_bundle
 
     segmenter_from_bundle(b)  # the decoder fits the standard resnet18 image encoder
 

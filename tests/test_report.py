@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from model.cli import run_cli
-from model.report import ReportError, build_report, main, read_run_metrics, write_run_metrics
+from model.core.cli import run_cli
+from model.evaluation.report import ReportError, build_report, main, read_run_metrics, write_run_metrics
 
 
 def record(task, dataset, init, seed, **scores):

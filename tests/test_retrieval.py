@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.retrieval import (haversine_km, nearest_retrieved_km, pairwise_distance, ranks, recall_curve,
+from model.evaluation.retrieval import (haversine_km, nearest_retrieved_km, pairwise_distance, ranks, recall_curve,
                              retrieval_metrics)
 
 

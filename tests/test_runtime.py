@@ -15,7 +15,7 @@ from export.calibration import load_tiles
 from export.onnx import export_bundle
 from export.parity import per_sample_cosine
 from export.runtime import BackendError, available_backends, open_backend
-from model.audio import AudioConfig, load_logmel, to_chunks
+from model.bundle.audio import AudioConfig, load_logmel, to_chunks
 from tests.test_export import RGB, ROBIN, TILE, make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 
 from model.bundle import load
-from model.cli import run_cli
-from model.embed import embed_folder
-from model.sound_classes import (
+from model.core.cli import run_cli
+from model.evaluation.embed import embed_folder
+from model.data.sound_classes import (
     DEFAULT_CLASS_FILE, SYNTHETIC_CLASSES, SoundClassError, default_classes, load_classes,
 )
-from model.soundscape import class_prototypes, fit_soundscape, fit_temperature, main, mean_nll
-from model.soundscape_head import PROTOTYPES, scores_from_embeddings
+from model.heads.soundscape import class_prototypes, fit_soundscape, fit_temperature, mean_nll
+from model.soundscape import main
+from model.nn.soundscape_head import PROTOTYPES, scores_from_embeddings
 from tests.test_gallery import EMBED_DIM, small_pairs, tiny_bundle
 
 

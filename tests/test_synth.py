@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from model.audio import read_spectrogram_jpeg
+from model.bundle.audio import read_spectrogram_jpeg
 from model.synth import CLASS_COLOURS, CLASSES, DEEPGLOBE_COLOURS, SynthError
 from model.synth.__main__ import main
 from model.synth.downstream import write_advance, write_classify, write_deepglobe

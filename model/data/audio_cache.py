@@ -3,7 +3,7 @@
 Decoding an MP3 and computing its mel spectrogram costs far more than a training step's share, so
 the first read of a recording stores its ``(n_mels, T)`` spectrogram as float16 in
 ``CACHE/{key}.npy`` and every later read loads that file. The cache folder is specific to one
-:class:`~model.audio.AudioConfig`: its default name carries a hash of the config
+:class:`~model.bundle.audio.AudioConfig`: its default name carries a hash of the config
 (``ROOT/.cache/logmel-<12 hex digits>``) and ``config.json`` inside records the config itself.
 Float16 keeps about 3 significant digits, far finer than the 8-bit spectrogram JPEGs.
 Writes are atomic (temp file in the same folder, then ``os.replace``), so concurrent DataLoader
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio import AudioConfig, load_logmel
+from model.bundle.audio import AudioConfig, load_logmel
 from model.data.errors import DatasetError
 
 CONFIG_FILE = "config.json"

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from model.audio import AudioConfig, AudioError, convert_levels, read_spectrogram_jpeg, to_chunks
+from model.bundle.audio import AudioConfig, AudioError, convert_levels, read_spectrogram_jpeg, to_chunks
 from model.data.audio_cache import LogmelCache, default_logmel_cache_dir
 from model.data.collate import collate
 from model.data.errors import DatasetError

@@ -77,7 +77,7 @@ def fraction_fields(fractions: np.ndarray) -> dict[str, str]:
 
 def make_pair(job: PairJob) -> dict[str, str]:
     """Render, synthesise and write one pair; return its metadata row."""
-    from model.audio import AudioConfig, logmel_from_waveform, write_spectrogram_jpeg
+    from model.bundle.audio import AudioConfig, logmel_from_waveform, write_spectrogram_jpeg
 
     rng = sample_rng(job.seed, job.index)
     key = KEY_OFFSET + job.index

@@ -5,7 +5,7 @@ Accepted values:
 - ``random``: a freshly initialised ResNet of the task's ``--arch`` (nothing loaded);
 - a bundle folder (``bundle.json`` inside): its ``image_encoder`` (ours, or an imported
   SoundingEarth checkpoint whose widths may be non-standard);
-- a run folder holding ``bundle/`` (from ``model.pretrain``, ``model.baselines`` or
+- a run folder holding ``bundle/`` (from ``model.train.pretrain``, ``model.train.baselines`` or
   ``model.finetune segment``): that bundle;
 - a weights file in torchvision's ResNet names: a ``.pth``/``.pt`` state dict (read with
   ``torch.load(weights_only=True)``; a dict under ``"state_dict"`` or ``"model"`` and a
@@ -13,7 +13,7 @@ Accepted values:
   ``torchvision.models.resnet18(...).state_dict()``. Nothing is downloaded.
 
 The backbone is the encoder without its ``fc`` head; each task puts its own head on top. The
-encoder shape (:class:`~model.encoders.EncoderSpec`) is inferred from the weights, so any width
+encoder shape (:class:`~model.nn.encoders.EncoderSpec`) is inferred from the weights, so any width
 works for classification; segmentation checks for a standard resnet18/50 itself.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from model.encoders import EncoderSpec, EncoderSpecError, ResNetEncoder, infer_spec
-from model.image_input import ImageInput
+from model.nn.encoders import EncoderSpec, EncoderSpecError, ResNetEncoder, infer_spec
+from model.bundle.image_input import ImageInput
 
 RANDOM = "random"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -133,7 +133,7 @@ def backbone_spec(backbone: Mapping[str, Tensor], where: str) -> EncoderSpec:
 
 
 def _from_bundle(path: Path, label: str | None) -> Init:
-    from model import bundle as bundle_mod
+    import model.bundle as bundle_mod
 
     bundle = bundle_mod.load(path)
     if "image_encoder" not in bundle.meta:

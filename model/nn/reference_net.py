@@ -1,6 +1,6 @@
 """The published SoundingEarth network, written from ../shared/reference/soundingearth-checkpoints.md.
 
-Built from torchvision's own ResNet blocks, independently of model/encoders.py, so it serves as
+Built from torchvision's own ResNet blocks, independently of model/nn/encoders.py, so it serves as
 the baseline of benchmarks/train_throughput.py and as the ground truth that imported checkpoints
 are tested against:
 

@@ -1,9 +1,9 @@
 """Land-cover segmentation on the DeepGlobe Land Cover layout with a DeepLabV3+ head.
 
-Model: ``model.landcover.build_segmenter`` (segmentation_models_pytorch DeepLabV3+) whose encoder
+Model: ``model.nn.landcover.build_segmenter`` (segmentation_models_pytorch DeepLabV3+) whose encoder
 is the pretrained ResNet backbone (torchvision names, loaded without renaming); six output classes
 (urban, agriculture, rangeland, forest, water, barren). Pixels of DeepGlobe's "unknown" colour
-carry :data:`~model.folder_datasets.IGNORE_INDEX` and count neither in the loss nor in the scores.
+carry :data:`~model.data.folder_datasets.IGNORE_INDEX` and count neither in the loss nor in the scores.
 
 Training: random ``crop_size`` px crops of the tiles at native resolution, a random dihedral
 symmetry, pixel-wise cross-entropy, AdamW with cosine decay.
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from model.classify import confusion_matrix
+from model.train.classify import confusion_matrix
 from model.data.errors import DatasetError
 from model.data.transforms import TrainAugment, normalise, read_image
-from model.folder_datasets import DEEPGLOBE_CLASSES, DEEPGLOBE_COLOURS, IGNORE_INDEX, SegmentationTile, read_mask
+from model.data.folder_datasets import DEEPGLOBE_CLASSES, DEEPGLOBE_COLOURS, IGNORE_INDEX, SegmentationTile, read_mask
 
 
 def segmentation_scores(confusion: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -224,9 +224,9 @@ def segmentation_bundle(segmenter: nn.Module, init, *, encoder_name: str, tile_s
     the ``landcover`` head. A bundle init also passes on its audio encoder, audio front-end,
     distance and image input; its other heads are dropped, since they were fitted to the image
     encoder before fine-tuning."""
-    from model import bundle as bundle_mod
-    from model.image_input import ImageInput
-    from model.landcover import encoder_state_from_segmenter, landcover_meta, landcover_tensors
+    import model.bundle as bundle_mod
+    from model.bundle.image_input import ImageInput
+    from model.nn.landcover import encoder_state_from_segmenter, landcover_meta, landcover_tensors
 
     spec = init.spec
     backbone = encoder_state_from_segmenter(segmenter)

@@ -4,7 +4,7 @@ A batch holds N co-located pairs: images (N, 3, S, S) and audio chunks (M, 1, 12
 ``counts`` (chunks per recording). The image encoder gives z_img (N, D); the audio encoder gives
 one embedding per chunk, averaged per recording into z_audio (N, D). Under data parallel
 training both are all-gathered with gradients before the loss, so every device sees the
-negatives of every device (model/gather.py).
+negatives of every device (model/nn/gather.py).
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from model.encoders import AudioEncoder, EncoderSpec, build_encoder
-from model.gather import all_gather_with_grad
-from model.losses import build_loss
+from model.nn.encoders import AudioEncoder, EncoderSpec, build_encoder
+from model.nn.gather import all_gather_with_grad
+from model.nn.losses import build_loss
 
 
 class AudioVisualModel(L.LightningModule):

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from model.cli import run_cli
+from model.core.cli import run_cli
 
 IMAGE, AUDIO = "image_encoder", "audio_encoder"
 SHARED_FIELDS = ("embedding_dim", "distance", "image_encoder", "image_input")

@@ -1,16 +1,16 @@
-"""``python -m model.demo``: build the built-in demo (a small bundle and a mapped scene) once.
+"""``python -m app.demo``: build the built-in demo (a small bundle and a mapped scene) once.
 
 Everything comes from the synthetic world of one seed, so the same seed gives the same demo:
 
 1. ``pairs``      SoundingEarth-format image/audio pairs (``model.synth.pairs``);
 2. ``scene``      a georeferenced GeoTIFF of the same world (``model.synth.scene``, EPSG:32632);
-3. ``pretrain``   a short audiovisual pretraining of the image and audio encoders (``model.pretrain``);
+3. ``pretrain``   a short audiovisual pretraining of the image and audio encoders (``model.train.pretrain``);
 4. ``deepglobe``  a DeepGlobe-layout land-cover set of the same world (``model.synth.downstream``);
 5. ``landcover``  a DeepLabV3+ land-cover head fine-tuned from the pretrained encoder
                   (``model.finetune segment``; it carries the audio encoder along);
 6. ``bundle``     the demo bundle ``OUT/bundle`` (a copy of the land-cover bundle);
-7. ``soundscape`` the soundscape head fitted in that bundle's embedding space (``model.soundscape``);
-8. ``gallery``    every pair's recording embedded into ``OUT/bundle/gallery.parquet`` (``model.gallery``);
+7. ``soundscape`` the soundscape head fitted in that bundle's embedding space (``model.heads.soundscape``);
+8. ``gallery``    every pair's recording embedded into ``OUT/bundle/gallery.parquet`` (``model.heads.gallery``);
 9. ``onnx``       ONNX graphs (and INT8 image graphs, full demo only) in the bundle (``export.onnx``);
 10. ``map``       the scene mapped into ``OUT/maps/scene/`` (``geo.map``).
 
@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from model.cli import run_cli
+from model.core.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "demo"
@@ -243,7 +243,7 @@ def _has_landcover_step() -> bool:
     """Whether ``model.finetune segment`` is installed (land cover is optional in the demo)."""
     from importlib.util import find_spec
 
-    return find_spec("model.finetune") is not None and find_spec("model.segment") is not None
+    return find_spec("model.finetune") is not None and find_spec("model.train.segment") is not None
 
 
 def _bundle(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
@@ -263,14 +263,14 @@ def _bundle(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
 
 def _soundscape(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     from model.bundle import load
-    from model.soundscape import fit_soundscape
+    from model.heads.soundscape import fit_soundscape
 
     fit_soundscape(load(lay.bundle), lay.pairs, progress=not quiet)
 
 
 def _gallery(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     from model.bundle import load
-    from model.gallery import build_gallery
+    from model.heads.gallery import build_gallery
 
     build_gallery(load(lay.bundle), lay.pairs, progress=not quiet)
 
@@ -441,9 +441,9 @@ def _write_done(lay: _Layout, size: DemoSize, seed: int, landcover: bool, timing
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of ``python -m model.demo``."""
+    """The command-line interface of ``python -m app.demo``."""
     p = argparse.ArgumentParser(
-        prog="python -m model.demo",
+        prog="python -m app.demo",
         description="Build the built-in demo once: synthetic pairs and a GeoTIFF scene, a short pretraining, "
                     "land-cover and soundscape heads, an audio gallery, ONNX graphs and the mapped scene. "
                     "Steps already done are skipped (a killed build resumes); when OUT/DONE.json exists the "
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m model.demo``."""
+    """Entry point of ``python -m app.demo``."""
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     demo = build_demo(args.out, args.seed, args.quick, args.force, args.quiet)

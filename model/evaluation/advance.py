@@ -17,9 +17,9 @@ that random state (the solver's sample order, so the spread over seeds is small)
 ``--vary-split`` each seed also draws its own stratified split, and the spread measures the
 sensitivity to the split. Score: weighted F1 on the test part,
 ``F1_w = sum_k (n_k / n) F1_k``, mean and std over the seeds. A bundle without an audio encoder
-(e.g. a model.baselines run) is scored on images only.
+(e.g. a model.train.baselines run) is scored on images only.
 
-Writes ``RUN/metrics.json`` (see model/report.py).
+Writes ``RUN/metrics.json`` (see model/evaluation/report.py).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.cli import fail, run_cli
+from model.core.cli import fail, run_cli
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
@@ -58,7 +58,7 @@ def embed_images(bundle, paths: Sequence[Path], crop: float = 1.0, batch_size: i
 def embed_recordings(bundle, paths: Sequence[Path], recordings_per_pass: int = 16,
                      progress: bool = True) -> np.ndarray:
     """(N, D) audio embeddings: mean over each recording's whole log-mel chunks."""
-    from model.audio import load_logmel, to_chunks
+    from model.bundle.audio import load_logmel, to_chunks
 
     encoder = bundle.audio_encoder()
     config = bundle.audio_config
@@ -96,10 +96,10 @@ def probe_f1(features: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, te
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Embed the ADVANCE folder, probe each feature set, write ``--out``/metrics.json; return the record."""
-    from model import bundle as bundle_mod
-    from model.folder_datasets import scan_advance, stratified_split
-    from model.init import bundle_label, find_bundle
-    from model.report import write_run_metrics
+    import model.bundle as bundle_mod
+    from model.data.folder_datasets import scan_advance, stratified_split
+    from model.nn.init import bundle_label, find_bundle
+    from model.evaluation.report import write_run_metrics
 
     started = time.time()
     if not 0.0 < args.crop <= 1.0:
@@ -161,7 +161,7 @@ def add_parser(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.advance", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.evaluation.advance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _configure(p)
     args = p.parse_args(argv)

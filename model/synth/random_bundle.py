@@ -1,6 +1,6 @@
 """Random-initialised bundles: small, valid, reproducible models for tests, benchmarks and smoke tests.
 
-    python -m model.random_bundle --out runs/smoke/bundle [--dim 16] [--tile-size 64] [--gsd 0.5]
+    python -m model.synth.random_bundle --out runs/smoke/bundle [--dim 16] [--tile-size 64] [--gsd 0.5]
                                   [--soundscape-classes 4] [--landcover-classes 3] [--no-audio]
 
 A random bundle has the layout of a trained one (``docs/bundle.md``): an image encoder, optionally
@@ -12,7 +12,7 @@ Reproducibility: each part is drawn from its own stream seeded with ``seed`` (th
 ``audio_seed`` when given), so the image encoder depends only on ``seed`` and its shape, not on which
 other parts the bundle has. The caller's global torch random state is left as it was.
 
-- encoders: ``model.encoders`` ResNets with their default (Kaiming) initialisation;
+- encoders: ``model.nn.encoders`` ResNets with their default (Kaiming) initialisation;
 - soundscape prototypes: (K, dim) float32 drawn from N(0, 1), scored ``softmax_k(-d(z, p_k) / T)``;
 - land cover: a freshly initialised ``smp.DeepLabV3Plus`` decoder whose encoder is the image
   encoder (needs a standard-width ``resnet18`` / ``resnet50``; ``segmenter_from_bundle`` refuses
@@ -54,7 +54,7 @@ def _encoders(arch: str, dim: int, image_overrides: Mapping[str, Any], audio: bo
     """(image encoder, audio encoder or None), each built right after seeding torch's global RNG."""
     import torch
 
-    from model.encoders import build_audio_encoder, build_image_encoder
+    from model.nn.encoders import build_audio_encoder, build_image_encoder
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -69,7 +69,7 @@ def _landcover_decoder(arch: str, num_classes: int, decoder: Mapping[str, Any], 
     """Tensors ``landcover.*`` of a freshly initialised DeepLabV3+ (seeded; its encoder is not kept)."""
     import torch
 
-    from model.landcover import build_segmenter, landcover_tensors
+    from model.nn.landcover import build_segmenter, landcover_tensors
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -110,7 +110,7 @@ def random_bundle(
     Bad settings raise ``ValueError`` subclasses (EncoderSpecError, LandcoverError, BundleError ...).
     """
     from model.bundle import encoder_tensors, make_meta, save
-    from model.image_input import ImageInput
+    from model.bundle.image_input import ImageInput
 
     image, sound = _encoders(arch, dim, dict(image_overrides or {}), audio, dict(audio_overrides or {}),
                              seed, seed if audio_seed is None else audio_seed)
@@ -119,31 +119,31 @@ def random_bundle(
         tensors.update(encoder_tensors("audio_encoder", sound))
     heads: dict[str, Any] = {}
     if soundscape_classes is not None:
-        from model.soundscape_head import soundscape_meta, soundscape_tensors
+        from model.nn.soundscape_head import soundscape_meta, soundscape_tensors
 
         classes = class_entries(soundscape_classes, "sound")
         protos = np.random.default_rng(seed).standard_normal((len(classes), dim)).astype(np.float32)
         heads["soundscape"] = soundscape_meta(classes, temperature, {"prototypes": "random N(0, 1)"})
         tensors.update(soundscape_tensors(protos))
     if landcover_classes is not None:
-        from model.landcover import landcover_meta
+        from model.nn.landcover import landcover_meta
 
         classes = class_entries(landcover_classes, "land")
         heads["landcover"] = landcover_meta(classes, arch, tile_size, gsd, dict(decoder or {}))
         tensors.update(_landcover_decoder(arch, len(classes), dict(decoder or {}), seed))
     meta = make_meta(image_spec=image.spec, audio_spec=sound.spec if sound is not None else None,
                      distance=distance, image_input=ImageInput(tile_size=tile_size, gsd=gsd), heads=heads,
-                     provenance={"made_by": "model.random_bundle", "seed": seed, **(provenance or {})})
+                     provenance={"made_by": "model.synth.random_bundle", "seed": seed, **(provenance or {})})
     return save(path, meta, tensors, overwrite=overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.random_bundle",
+        prog="python -m model.synth.random_bundle",
         description="Write a bundle with random weights (image encoder, optional audio encoder, soundscape "
                     "and land-cover heads) for smoke tests of export, mapping and the app. Its outputs "
                     "mean nothing.",
-        epilog="example: python -m model.random_bundle --out runs/smoke/bundle --soundscape-classes 4 "
+        epilog="example: python -m model.synth.random_bundle --out runs/smoke/bundle --soundscape-classes 4 "
                "--landcover-classes 3")
     p.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     p.add_argument("--arch", choices=("resnet18", "resnet34", "resnet50"), default="resnet18",
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from model.cli import fail
+    from model.core.cli import fail
 
     args = build_parser().parse_args(argv)
     if args.dim < 1 or args.soundscape_classes < 0 or args.landcover_classes < 0:
@@ -181,6 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.cli import run_cli
+    from model.core.cli import run_cli
 
     sys.exit(run_cli(main))

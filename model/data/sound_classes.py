@@ -1,6 +1,6 @@
 """Sound classes: named, coloured groups of recordings, and the rules that put a recording in one.
 
-The soundscape head (:mod:`model.soundscape`) learns one prototype per sound class from audio
+The soundscape head (:mod:`model.heads.soundscape`) learns one prototype per sound class from audio
 metadata, never from image labels. A class list assigns each recording (a row of
 ``metadata.csv``) to at most one class by one of two rules:
 
@@ -14,7 +14,7 @@ metadata, never from image labels. A class list assigns each recording (a row of
 
 Recordings that match no class are left out (the caller counts them).
 
-Class files are YAML (the shipped default is ``model/sound_classes.yaml``)::
+Class files are YAML (the shipped default is ``model/data/sound_classes.yaml``)::
 
     rule: keywords                 # or: dominant
     classes:

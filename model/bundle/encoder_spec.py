@@ -1,11 +1,11 @@
 """The shape of a ResNet encoder, without PyTorch: its spec, its tensor shapes, and the spec of a state dict.
 
 An :class:`EncoderSpec` (block type, blocks per stage, stem width, stage widths, input channels,
-embedding size) fixes every tensor of ``model.encoders.ResNetEncoder(spec)``; :func:`expected_shapes`
+embedding size) fixes every tensor of ``model.nn.encoders.ResNetEncoder(spec)``; :func:`expected_shapes`
 lists them by torchvision name, and :func:`infer_spec` reads the spec back from a state dict's
 shapes. Only shapes are used (``.shape`` of NumPy arrays, torch tensors or placeholders), so
 bundles can be validated on a machine that has ONNX Runtime but not PyTorch
-(``model.bundle.load``); ``model.encoders`` re-exports these names next to the networks.
+(``model.bundle.load``); ``model.nn.encoders`` re-exports these names next to the networks.
 
 Tensor shapes of ``ResNetEncoder(spec)`` with e = expansion (1 basic, 4 bottleneck), p_k = widths[k],
 c_0 = stem_width, c_k = p_k * e:

@@ -1,4 +1,4 @@
-"""``python -m model.report RUNS... --out docs/results_downstream.md``: the paper-style comparison tables.
+"""``python -m model.evaluation.report RUNS... --out docs/results_downstream.md``: the paper-style comparison tables.
 
 Every downstream run (``model.finetune classify|segment``, ``model.evaluate advance``) writes a
 ``RUN/metrics.json`` record holding at least::
@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from model.cli import run_cli
+from model.core.cli import run_cli
 
 METRICS_FILE = "metrics.json"
 REQUIRED = ("task", "dataset", "init", "seed", "scores")
@@ -222,7 +222,7 @@ def build_report(runs: Iterable[str | os.PathLike], out: str | os.PathLike, titl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.evaluation.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="run folders, metrics.json files, or folders searched recursively for metrics.json")

@@ -28,9 +28,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from model.audio import AudioConfig
-from model.encoder_spec import EncoderSpec, EncoderSpecError, infer_spec
-from model.image_input import ImageInput
+from model.bundle.audio import AudioConfig
+from model.bundle.encoder_spec import EncoderSpec, EncoderSpecError, infer_spec
+from model.bundle.image_input import ImageInput
 
 FORMAT = "geoaudio-bundle"
 FORMAT_VERSION = 1
@@ -85,7 +85,7 @@ class Bundle:
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
     def encoder_spec(self, part: str) -> EncoderSpec:
-        """The :class:`~model.encoder_spec.EncoderSpec` of ``image_encoder`` or ``audio_encoder``."""
+        """The :class:`~model.bundle.encoder_spec.EncoderSpec` of ``image_encoder`` or ``audio_encoder``."""
         if part not in self.meta:
             raise BundleError(f"{self.path}: bundle has no {part}")
         return EncoderSpec.from_dict(self.meta[part])
@@ -93,7 +93,7 @@ class Bundle:
     def _encoder(self, part: str):
         import torch  # only here: loading, validating and ONNX inference need no torch
 
-        from model.encoders import AudioEncoder, ResNetEncoder
+        from model.nn.encoders import AudioEncoder, ResNetEncoder
 
         kind = AudioEncoder if part == "audio_encoder" else ResNetEncoder
         encoder = kind(self.encoder_spec(part))
@@ -102,7 +102,7 @@ class Bundle:
         return encoder.eval()
 
     def image_encoder(self):
-        """The image encoder (a ``model.encoders.ResNetEncoder`` in eval mode)."""
+        """The image encoder (a ``model.nn.encoders.ResNetEncoder`` in eval mode)."""
         return self._encoder("image_encoder")
 
     def audio_encoder(self):
@@ -223,7 +223,7 @@ def make_meta(
     provenance: dict[str, Any] | None = None,
     heads: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a bundle.json dictionary from its parts (specs are ``model.encoder_spec.EncoderSpec``)."""
+    """Assemble a bundle.json dictionary from its parts (specs are ``model.bundle.encoder_spec.EncoderSpec``)."""
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -297,10 +297,3 @@ def encoder_tensors(part: str, module) -> dict[str, Any]:
     """A module's state dict under a part prefix, e.g. ``image_encoder.conv1.weight``."""
     return {f"{part}.{k}": v for k, v in module.state_dict().items()}
 
-
-if __name__ == "__main__":
-    import sys
-
-    from model.merge import main
-
-    sys.exit(main())

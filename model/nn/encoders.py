@@ -10,7 +10,7 @@ An encoder maps an input of shape (N, C, H, W) to an embedding of shape (N, embe
 The whole network is described by an `EncoderSpec` (block type, blocks per stage, stem width, stage
 widths, input channels, embedding size), so that non-standard widths such as those of the published
 SoundingEarth checkpoints (stem 32, planes 64/182/256/512) are built exactly and can be inferred from
-a state dict with `infer_spec`. Both live in the torch-free `model.encoder_spec` (so bundles can be
+a state dict with `infer_spec`. Both live in the torch-free `model.bundle.encoder_spec` (so bundles can be
 checked where only ONNX Runtime is installed) and are re-exported here.
 
 State-dict keys are exactly torchvision's ResNet names (conv1, bn1, layerK.N.conv1/bn1/conv2/bn2
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from model.encoder_spec import (
+from model.bundle.encoder_spec import (
     BLOCK_EXPANSION,
     CUSTOM_ARCH,
     STANDARD_ARCHS,
@@ -45,7 +45,7 @@ from model.encoder_spec import (
     standard_name,
 )
 
-# The spec and its shape logic live in model.encoder_spec (no torch); they are re-exported here.
+# The spec and its shape logic live in model.bundle.encoder_spec (no torch); they are re-exported here.
 __all__ = [
     "BLOCK_EXPANSION", "CUSTOM_ARCH", "STANDARD_ARCHS", "STANDARD_STEM_WIDTH", "STANDARD_WIDTHS",
     "EncoderSpec", "EncoderSpecError", "expected_shapes", "infer_spec", "standard_name",

@@ -1,6 +1,6 @@
 """Scene classification on folder-per-class datasets (UC Merced, AID, NWPU-RESISC45).
 
-Model: the ResNet backbone with a linear head, i.e. a :class:`~model.encoders.ResNetEncoder` whose
+Model: the ResNet backbone with a linear head, i.e. a :class:`~model.nn.encoders.ResNetEncoder` whose
 ``fc`` maps the pooled features to K class logits: ``logits = W mean_hw(features(x)) + b``.
 Training minimises the cross-entropy with AdamW and a cosine learning-rate decay over the
 epochs; with ``freeze`` only the head learns (a linear probe; BatchNorm statistics stay fixed).
@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from model.data.transforms import EvalTransform, TrainAugment, centre_region, read_image
-from model.encoders import ResNetEncoder
-from model.folder_datasets import LabelledImages
+from model.nn.encoders import ResNetEncoder
+from model.data.folder_datasets import LabelledImages
 
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,

@@ -7,7 +7,7 @@ of a model trained with it are compared at retrieval time; the bundle records it
 Distances: D[i, j] = ||z_img_i - z_audio_j||_2, computed by `pairwise_euclidean` as
 sqrt(max(|a|^2 + |b|^2 - 2 a.b, eps)) so that gradients stay finite when two embeddings coincide.
 
-Distributed training gathers embeddings before calling a loss (see model/gather.py); the losses
+Distributed training gathers embeddings before calling a loss (see model/nn/gather.py); the losses
 themselves are local.
 """
 

@@ -1,0 +1,1 @@
+"""Evaluation: cross-modal retrieval metrics, the ADVANCE probe, embedding folders, run reports."""

@@ -1,0 +1,203 @@
+"""``python -m model.pretrain``: audiovisual pretraining on a SoundingEarth-format folder.
+
+Writes into ``--out RUN_DIR``: ``config.yaml`` (the full configuration), ``checkpoints/``
+(one per epoch, ``best.ckpt`` by validation loss, ``last.ckpt``), ``logs/`` (CSV and
+TensorBoard) and finally ``bundle/`` (bundle.json + weights.safetensors) from the best
+checkpoint. ``--resume`` continues from ``RUN_DIR/checkpoints/last.ckpt`` (or a given path).
+
+Every option can come from a YAML file (``--config``); command-line flags override it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.core.cli import fail
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run depends on (units: pixels, metres per pixel, seconds)."""
+
+    data: str = ""
+    out: str = "runs/pretrain"
+    image_arch: str = "resnet18"
+    audio_arch: str = "resnet18"
+    embed_dim: int = 128
+    loss: str = "batch_all_triplet"
+    margin: float = 1.0
+    tau: float = 0.2
+    batch_size: int = 32
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    image_size: int = 192
+    crop: float = 0.375
+    gsd: float = 0.0
+    audio_source: str = "spectrogram"
+    augment: bool = True
+    num_workers: int = 2
+    devices: int = 1
+    accelerator: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    seed: int = 0
+    max_minutes: float = 0.0
+    resume: str = ""
+    limit_train_batches: float = 1.0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "PretrainConfig":
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ValueError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        return cls(**data)
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        return {"tau": self.tau} if self.loss == "contrastive" else {"margin": self.margin}
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 autocast on GPUs that have it, fp16 on older GPUs, bf16 on CPUs with native
+    bf16, else fp32."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+
+
+def _datamodule(cfg: PretrainConfig):
+    from model.data.datamodule import SoundingEarthDataModule
+
+    return SoundingEarthDataModule(
+        root=cfg.data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        image_size=cfg.image_size, crop=cfg.crop, audio_source=cfg.audio_source,
+        augment=cfg.augment, seed=cfg.seed,
+    )
+
+
+def _trainer(cfg: PretrainConfig, out: Path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    every_epoch = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}",
+                                  auto_insert_metric_name=False, save_top_k=-1, save_last=True)
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss",
+                           mode="min", save_top_k=1)
+    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
+    strategy = "ddp" if cfg.devices > 1 else "auto"
+    max_time = {"minutes": cfg.max_minutes} if cfg.max_minutes > 0 else None
+    return L.Trainer(
+        default_root_dir=out, max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+        strategy=strategy, precision=resolve_precision(cfg.precision, cfg.accelerator),
+        callbacks=[every_epoch, best], logger=loggers, log_every_n_steps=5, max_time=max_time,
+        limit_train_batches=cfg.limit_train_batches, deterministic=False, enable_model_summary=False,
+    ), best
+
+
+def tile_gsd(cfg: PretrainConfig, data: Path) -> float:
+    """Metres per pixel of the tiles the encoder saw: source gsd x crop x image side / input size.
+
+    The source gsd comes from ``--gsd`` (taken as the encoder input's gsd directly) or from a
+    ``gsd`` column of metadata.csv (metres per pixel of the images, as model.synth writes it).
+    """
+    if cfg.gsd > 0:
+        return cfg.gsd
+    import pandas as pd
+    from PIL import Image
+
+    table = pd.read_csv(data / "metadata.csv", usecols=lambda c: c in ("key", "gsd"))
+    if "gsd" not in table.columns:
+        fail(f"{data}: metadata.csv has no gsd column; pass --gsd (metres per pixel of the encoder input)")
+    first = next(p for p in sorted((data / "images").iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    with Image.open(first) as im:
+        side = im.size[0]
+    return float(table["gsd"].median()) * cfg.crop * side / cfg.image_size
+
+
+def write_bundle(model, cfg: PretrainConfig, out: Path, provenance: dict[str, Any]):
+    """Write ``out`` as a bundle from a trained AudioVisualModel."""
+    import model.bundle as bundle_mod
+    from model.bundle.audio import AudioConfig
+    from model.bundle.image_input import ImageInput
+
+    image_input = ImageInput(tile_size=cfg.image_size, gsd=tile_gsd(cfg, Path(cfg.data)),
+                             note=f"centre crop {cfg.crop:g} of each image, resized to {cfg.image_size} px")
+    meta = bundle_mod.make_meta(
+        image_spec=model.image_encoder.spec, audio_spec=model.audio_encoder.spec, distance=model.distance,
+        image_input=image_input, audio_config=AudioConfig(), provenance=provenance,
+    )
+    tensors = {**bundle_mod.encoder_tensors("image_encoder", model.image_encoder),
+               **bundle_mod.encoder_tensors("audio_encoder", model.audio_encoder)}
+    return bundle_mod.save(out, meta, tensors, overwrite=True)
+
+
+def _best_state(model, best_path: str) -> None:
+    import torch
+
+    if best_path and Path(best_path).is_file():
+        state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+
+
+def run(cfg: PretrainConfig) -> Path:
+    """Train, then write ``<out>/bundle``; returns the bundle path."""
+    import lightning as L
+
+    from model.train.audiovisual import AudioVisualModel
+    from model.nn.encoders import EncoderSpec
+
+    data, out = Path(cfg.data), Path(cfg.out)
+    if not data.is_dir():
+        fail(f"{data}: no such data folder")
+    out.mkdir(parents=True, exist_ok=True)
+    tile_gsd(cfg, data)  # fails early when the ground sample distance is unknown
+    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = AudioVisualModel(
+        image_spec=EncoderSpec.from_arch(cfg.image_arch, in_channels=3, embed_dim=cfg.embed_dim).to_dict(),
+        audio_spec=EncoderSpec.from_arch(cfg.audio_arch, in_channels=1, embed_dim=cfg.embed_dim).to_dict(),
+        loss=cfg.loss, loss_kwargs=cfg.loss_kwargs(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+        epochs=cfg.epochs, channels_last=cfg.channels_last,
+    )
+    trainer, best = _trainer(cfg, out)
+    resume = cfg.resume
+    if resume in ("last", "true", "True"):
+        resume = str(out / "checkpoints" / "last.ckpt")
+    started = time.time()
+    trainer.fit(model, datamodule=_datamodule(cfg), ckpt_path=resume or None)
+    if trainer.global_rank != 0:
+        return out / "bundle"
+    _best_state(model, best.best_model_path)
+    provenance = {
+        "trained_by": "geoaudio model.train.pretrain", "data": str(data.resolve()), "loss": cfg.loss,
+        "epochs_run": int(trainer.current_epoch), "steps": int(trainer.global_step), "seed": cfg.seed,
+        "seconds": round(time.time() - started, 1), "precision": str(trainer.precision),
+        "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+    }
+    bundle = write_bundle(model.cpu(), cfg, out / "bundle", provenance)
+    print(f"bundle written to {bundle.path}")
+    return bundle.path
