@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,3 +18,13 @@ def _small_thread_budget():
 
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """The quick demo of seed 0, built once per session (shared with the app tests), or reused
+    from ``$GEOAUDIO_TEST_DEMO`` (a folder; built there when missing) across sessions."""
+    from app.demo import build_demo
+
+    root = os.environ.get("GEOAUDIO_TEST_DEMO") or tmp_path_factory.getbasetemp() / "quick-demo"
+    return build_demo(root, seed=0, quick=True, quiet=True)

@@ -26,9 +26,9 @@ from export.parity import per_sample_cosine
 from geo.map import MapOptions, map_files
 from model.bundle import load
 from model.bundle.encoder_spec import EncoderSpec, expected_shapes, infer_spec
-from tests.test_map import RGB, SOUNDS, make_bundle
+from tests.bundles import RGB, SOUNDS, map_bundle as make_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROBIN = ROOT.parent / "shared" / "data" / "audio" / "robin.ogg"
 TILE, GSD, DIM = 32, 3000.0, 16  # a 96 km cell: RGB.byte (791 x 718 px of 300 m) is 3 x 3 cells
 CELL_PX = round(TILE * GSD / 300.0)  # 320 input pixels per cell side (RGB.byte's pixels are ~300 m)
@@ -36,7 +36,7 @@ BLOCKED = ("torch", "torchvision", "torchaudio", "timm", "lightning", "pytorch_l
            "segmentation_models_pytorch")
 GALLERY_SIZE = 5
 
-SITECUSTOMIZE = f'''"""Test helper (tests/test_no_torch.py): PyTorch and friends cannot be imported in this process."""
+SITECUSTOMIZE = f'''"""Test helper (tests/geo/test_no_torch.py): PyTorch and friends cannot be imported in this process."""
 import atexit
 import json
 import os

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from export.runtime import BackendError, open_backend, trt_unavailable
-from tests.test_export import RGB, TILE, make_bundle
+from tests.bundles import RGB, TILE, full_bundle as make_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WHY_NOT = trt_unavailable()
 
 

@@ -22,9 +22,9 @@ import rasterio
 
 from geo.journal import JOURNAL
 from geo.map import MapOptions, map_files
-from tests.test_map import make_bundle
+from tests.bundles import map_bundle as make_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TILE, GSD, BATCH, SIZE = 64, 0.5, 4, 512  # 8 x 8 tiles, 16 x 16 with stride 32
 PRODUCTS = ("embeddings.tif", "soundscape.tif", "soundscape_scores.tif", "landcover.tif")
 

@@ -16,7 +16,7 @@ from model.data.sound_classes import (
 from model.heads.soundscape import class_prototypes, fit_soundscape, fit_temperature, mean_nll
 from model.soundscape import main
 from model.nn.soundscape_head import PROTOTYPES, scores_from_embeddings
-from tests.test_gallery import EMBED_DIM, small_pairs, tiny_bundle
+from tests.bundles import EMBED_DIM, small_pairs, tiny_bundle
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from model.core.cli import run_cli
 from model.data.folder_datasets import scan_advance, stratified_split
 from model.evaluation.report import read_run_metrics
 
-from .test_finetune import make_bundle
+from tests.bundles import init_bundle as make_bundle
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.test_demo import quick_demo  # noqa: F401 - the session's quick demo fixture
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROBIN = ROOT.parent / "shared" / "data" / "audio" / "robin.ogg"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

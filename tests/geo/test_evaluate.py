@@ -13,7 +13,7 @@ from rasterio.warp import reproject
 
 from geo.evaluate import NODATA, evaluate_map, landcover_scores
 
-from .conftest import ROOT
+from tests.bundles import ROOT
 
 
 @pytest.fixture(scope="module")

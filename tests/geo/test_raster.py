@@ -15,7 +15,7 @@ from geo.errors import RasterError
 from geo.raster import describe, gsd_metres, open_raster, read_tile, read_tiles
 from geo.scaling import Scaling, apply, estimate_scaling
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "geotiff"
 UTM = "EPSG:32618"
 
 

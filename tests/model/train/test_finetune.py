@@ -23,17 +23,11 @@ from model.data.folder_datasets import (
     DEEPGLOBE_COLOURS, IGNORE_INDEX, decode_mask, scan_class_folders, scan_deepglobe, split_tiles, stratified_split,
 )
 from model.nn.init import InitError, resolve_init
-from model.synth.random_bundle import random_bundle
 from model.train.segment import segmentation_scores, sliding_window_logits, window_starts
+from tests.bundles import init_bundle as make_bundle
 
 KEEP = ["agriculture", "forest", "water"]
 FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
-
-
-def make_bundle(path: Path, *, audio: bool = True, **image_overrides) -> Path:
-    """A bundle with randomly initialised resnet18 encoders (embedding 16, 64 px tiles at 0.5 m)."""
-    return random_bundle(path, dim=16, tile_size=64, gsd=0.5, image_overrides=image_overrides, audio=audio,
-                         distance="cosine", provenance={"test": True}).path
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import model.bundle as bundle_mod
 from model.import_soundingearth import CheckpointError, convert
 from model.nn.reference_net import ReferenceImageEncoder, ReferenceModel
 
-from .conftest import ROOT, SHARED_DATA
+from tests.bundles import ROOT, SHARED as SHARED_DATA
 
 LAYOUT = SHARED_DATA.parent / "reference" / "soundingearth-checkpoint-layout.json"
 VARIANTS = ["image_encoder_ResNet18_audio_encoder_ResNet18", "image_encoder_ResNet50_audio_encoder_ResNet18"]

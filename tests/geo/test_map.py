@@ -18,7 +18,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 
 from geo.blend import NODATA, OverlapBlender, TileMosaic, blend_window
 from geo.cog import is_cog
@@ -26,25 +25,11 @@ from geo.errors import RasterError
 from geo.grid import Tile
 from geo.map import MapOptions, main, map_files
 from model.core.cli import run_cli
-from model.synth.random_bundle import random_bundle
+from tests.bundles import GEOTIFF, LAND, RGB, RGBA, ROOT, SOUNDS, map_bundle as make_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
-GEOTIFF = ROOT.parent / "shared" / "data" / "geotiff"
-RGB, RGBA = GEOTIFF / "RGB.byte.tif", GEOTIFF / "RGBA.uint16.tif"
 CORRUPT, EMPTY = GEOTIFF / "corrupt.tif", GEOTIFF / "all-nodata.tif"
-SOUNDS = [("birds", [20, 160, 40]), ("traffic", [200, 30, 30]), ("water", [30, 60, 220]), ("wind", [180, 180, 180])]
-LAND = [("urban", [255, 0, 255]), ("forest", [0, 160, 0]), ("water", [0, 0, 255])]
-NARROW = dict(widths=(8, 16, 32, 64), stem_width=8)
 QUIET = MapOptions(progress=False)
 
-
-def make_bundle(path: Path, gsd: float, landcover: bool, tile_size: int = 64, dim: int = 16) -> Path:
-    """A random-initialised bundle: image + audio encoders, soundscape head, optional land cover
-    (a land-cover bundle keeps a standard-width image encoder, which DeepLabV3+ needs)."""
-    sounds, land = ([{"name": n, "color": c} for n, c in classes] for classes in (SOUNDS, LAND))
-    return random_bundle(path, dim=dim, tile_size=tile_size, gsd=gsd, image_overrides=None if landcover else NARROW,
-                         audio_overrides=NARROW, soundscape_classes=sounds, temperature=0.5,
-                         landcover_classes=land if landcover else None).path
 
 
 def regrid_bundle(src: Path, dst: Path, gsd: float) -> Path:

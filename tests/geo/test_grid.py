@@ -17,7 +17,7 @@ def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine
     return Affine(xsize, 0.0, west, 0.0, -ysize, north)
 
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "geotiff"
 ORIGIN = from_origin(500000.0, 4000000.0, 0.25, 0.25)  # 0.25 m pixels
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,23 +25,10 @@ from model.bundle.image_input import ImageInput
 from model.nn.landcover import (LandcoverError, build_segmenter, landcover_meta, landcover_tensors,
                              segmenter_from_bundle)
 from model.synth.random_bundle import random_bundle
+from tests.bundles import CLASSES, RGB, ROBIN, SHARED, TILE, full_bundle as make_bundle
 from model.nn.soundscape_head import SoundscapeHead, SoundscapeHeadError, scores_from_embeddings, soundscape_meta
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RGB = SHARED / "geotiff" / "RGB.byte.tif"
-ROBIN = SHARED / "audio" / "robin.ogg"
-TILE = 64
-COLOURS = [[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30], [30, 200, 200], [200, 30, 200]]
-CLASSES = [{"name": f"class{i}", "color": c} for i, c in enumerate(COLOURS)]
 
-
-def make_bundle(path: Path, tile: int = TILE, audio: bool = True, heads: bool = True,
-                distance: str = "euclidean", seed: int = 0):
-    """A resnet18 (128-d) bundle with random weights; heads: 6 soundscape prototypes and a
-    4-class DeepLabV3+ land-cover head sharing the image encoder."""
-    return random_bundle(path, dim=128, tile_size=tile, audio=audio, soundscape_classes=CLASSES if heads else None,
-                         temperature=2.0, landcover_classes=CLASSES[:4] if heads else None,
-                         decoder={"decoder_channels": 32}, distance=distance, seed=seed)
 
 
 @pytest.fixture(scope="module")

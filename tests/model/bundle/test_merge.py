@@ -14,9 +14,9 @@ from model.bundle.gallery import gallery_path, gallery_stamp, load_gallery, writ
 from model.bundle.merge import MergeError, main, merge
 from model.data.sound_classes import SYNTHETIC_CLASSES
 from model.heads.soundscape import write_head
-from tests.test_gallery import EMBED_DIM, tiny_bundle
+from tests.bundles import EMBED_DIM, tiny_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def with_soundscape(bundle, value: float):

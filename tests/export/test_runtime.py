@@ -16,9 +16,9 @@ from export.onnx import export_bundle
 from export.parity import per_sample_cosine
 from export.runtime import BackendError, available_backends, open_backend
 from model.bundle.audio import AudioConfig, load_logmel, to_chunks
-from tests.test_export import RGB, ROBIN, TILE, make_bundle
+from tests.bundles import RGB, ROBIN, TILE, full_bundle as make_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from model.bundle.audio import (SE_HIGH, SE_LOW, AudioConfig, AudioError, conver
                          load_logmel, logmel_from_waveform, read_spectrogram_jpeg, to_chunks,
                          write_spectrogram_jpeg)
 
-from .conftest import SHARED_DATA
+from tests.bundles import SHARED as SHARED_DATA
 
 AUDIO = SHARED_DATA / "audio"
 

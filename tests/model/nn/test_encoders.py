@@ -21,7 +21,7 @@ from model.nn.encoders import (
     infer_spec,
 )
 
-LAYOUT = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "soundingearth-checkpoint-layout.json"
+LAYOUT = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "soundingearth-checkpoint-layout.json"
 PUBLISHED_WIDTHS = (64, 182, 256, 512)
 
 

@@ -11,7 +11,7 @@ from geo.cog import is_cog
 from geo.map import MapOptions, map_files
 from geo.query import cell_distances, main, query_embeddings, rank_similarity
 from model.core.cli import run_cli
-from tests.test_map import RGB, ROOT, make_bundle
+from tests.bundles import RGB, ROOT, map_bundle as make_bundle
 
 ROBIN = ROOT.parent / "shared" / "data" / "audio" / "robin.ogg"
 

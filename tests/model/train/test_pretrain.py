@@ -12,7 +12,7 @@ import model.bundle as bundle_mod
 from model.pretrain import parse_args
 from model.train.pretrain import PretrainConfig, run
 
-from .conftest import ROOT
+from tests.bundles import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,7 @@ from model.evaluation.embed import embed_folder
 from model.bundle.gallery import COLUMNS, GalleryError, gallery_path, load_gallery, nearest, nearest_rows
 from model.gallery import main
 from model.heads.gallery import build_gallery
-from model.synth.random_bundle import random_bundle
-from model.synth.pairs import write_pairs
-
-N_PAIRS = 12
-PAIRS_SEED = 5  # with 12 pairs, all six dominant classes occur in the training split
-SMALL = dict(layers=(1, 1, 1, 1), stem_width=8, widths=(8, 8, 16, 16))
-EMBED_DIM = 8
-
-
-def tiny_bundle(path: Path, seed: int = 0, distance: str = "euclidean", audio: bool = True,
-                audio_seed: int | None = None):
-    """A random-initialised bundle with 8-dimensional embeddings and 64 px tiles (rewritten if it exists)."""
-    return random_bundle(path, dim=EMBED_DIM, tile_size=64, image_overrides=SMALL, audio=audio, audio_overrides=SMALL,
-                         distance=distance, seed=seed, audio_seed=audio_seed, overwrite=True)
-
-
-def small_pairs(path: Path) -> Path:
-    """12 small synthetic pairs (64 px, 3 s): one 128-frame audio chunk each."""
-    return write_pairs(path, N_PAIRS, size=64, seed=PAIRS_SEED, duration=(3.0, 3.0), workers=1, progress=False)
+from tests.bundles import EMBED_DIM, N_PAIRS, small_pairs, tiny_bundle
 
 
 @pytest.fixture(scope="module")

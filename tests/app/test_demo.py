@@ -1,13 +1,12 @@
 """python -m app.demo --quick: a bundle that loads, a mapped scene with every product, instant reruns.
 
 The quick demo is built once per test session into the session's base temp folder (about a minute
-on an idle 2-core machine); tests/test_app.py and tests/test_app_browser.py reuse it. Set
+on an idle 2-core machine); tests/app/test_app.py and tests/app/test_app_browser.py reuse it. Set
 GEOAUDIO_TEST_DEMO=/some/folder to keep it between sessions.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import geopandas as gpd
@@ -18,13 +17,6 @@ import rasterio
 from model.core.cli import run_cli
 from app.demo import QUICK, DemoError, build_demo, main, read_demo
 
-
-@pytest.fixture(scope="session")
-def quick_demo(tmp_path_factory):
-    """The quick demo of seed 0, built once per session (shared with the app tests), or reused
-    from ``$GEOAUDIO_TEST_DEMO`` (a folder; built there when missing) across sessions."""
-    root = os.environ.get("GEOAUDIO_TEST_DEMO") or tmp_path_factory.getbasetemp() / "quick-demo"
-    return build_demo(root, seed=0, quick=True, quiet=True)
 
 
 def test_quick_demo_bundle_loads_with_its_heads_and_gallery(quick_demo):

@@ -23,9 +23,8 @@ from streamlit.testing.v1 import AppTest
 from app import mapping
 from app.scenes import LANDSAT, SERVER, UPLOAD, UploadError, check_upload_name, sources
 from app.state import MAX_UPLOAD_MB, parse_options
-from tests.test_demo import quick_demo  # noqa: F401 - the session's quick demo fixture
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 ROBIN = SHARED / "audio" / "robin.ogg"
 CORRUPT = SHARED / "geotiff" / "corrupt.tif"
