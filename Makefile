@@ -1,4 +1,5 @@
-# geoaudio: `make app` (install, build the demo, start the app) and `make test` (install, run the suite).
+# geoaudio: `make app` (install, build the demo, start the app) and `make test` (install, check the
+# import layers with lint-imports, run the suite).
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 8501
@@ -28,6 +29,7 @@ browser:
 	fi
 
 test: install browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 demo: install

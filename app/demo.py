@@ -32,13 +32,15 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from model.bundle.files import GALLERY_FILE, META_FILE, ONNX_MANIFEST, REQUIRED_FILES
+from model.core.atomic import staging_dir, write_text_atomic
 from model.core.cli import run_cli
+from model.core.errors import GeoaudioError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "demo"
@@ -48,7 +50,7 @@ MAP_BACKEND = "auto"
 DEMO_ENTRIES = {"data", "runs", "bundle", "maps", DONE_FILE}  # what OUT may hold
 
 
-class DemoError(ValueError):
+class DemoError(GeoaudioError, ValueError):
     """A demo step that failed, or an OUT folder built differently; the message says which."""
 
 
@@ -169,7 +171,7 @@ def read_demo(out: str | os.PathLike = DEFAULT_OUT) -> Demo | None:
                     seed=int(info["seed"]), size=str(info["size"]["name"]), info=info)
     except (KeyError, TypeError, ValueError):
         return None
-    return demo if (demo.bundle / "bundle.json").is_file() and demo.scene.is_file() else None
+    return demo if (demo.bundle / META_FILE).is_file() and demo.scene.is_file() else None
 
 
 # ---- running one step --------------------------------------------------------------------------
@@ -223,10 +225,8 @@ def _pretrain(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
 def _deepglobe(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     from model.synth.downstream import write_deepglobe
 
-    staging = lay.deepglobe.with_name(f".{lay.deepglobe.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    write_deepglobe(staging, size.deepglobe, size.deepglobe_px, seed, progress=not quiet)
-    os.replace(staging, lay.deepglobe)
+    with staging_dir(lay.deepglobe) as folder:
+        write_deepglobe(folder, size.deepglobe, size.deepglobe_px, seed, progress=not quiet)
 
 
 def _landcover(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
@@ -248,17 +248,11 @@ def _has_landcover_step() -> bool:
 
 def _bundle(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     source = lay.landcover / "bundle"
-    if not (source / "bundle.json").is_file():
+    if not (source / META_FILE).is_file():
         source = lay.pretrain / "bundle"
-    staging = Path(tempfile.mkdtemp(prefix=".bundle.", dir=lay.root))
-    os.chmod(staging, 0o755)
-    try:
-        for name in ("bundle.json", "weights.safetensors"):
-            shutil.copy2(source / name, staging / name)
-        os.replace(staging, lay.bundle)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staging_dir(lay.bundle) as folder:
+        for name in REQUIRED_FILES:
+            shutil.copy2(source / name, folder / name)
 
 
 def _soundscape(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
@@ -294,7 +288,7 @@ def _onnx_current(lay: _Layout) -> bool:
     from model.bundle import content_hash
 
     try:
-        manifest = json.loads((lay.bundle / "onnx.json").read_text())
+        manifest = json.loads((lay.bundle / ONNX_MANIFEST).read_text())
     except (OSError, ValueError):
         return False
     return manifest.get("bundle_hash") == content_hash(lay.bundle)
@@ -302,7 +296,7 @@ def _onnx_current(lay: _Layout) -> bool:
 
 def _has_head(lay: _Layout, head: str) -> bool:
     try:
-        meta = json.loads((lay.bundle / "bundle.json").read_text())
+        meta = json.loads((lay.bundle / META_FILE).read_text())
     except (OSError, ValueError):
         return False
     return head in meta.get("heads", {})
@@ -326,19 +320,19 @@ def _steps(size: DemoSize, landcover: bool) -> list[_Step]:
               lambda lay: (lay.scene_dir / "soundscape_truth.csv").is_file() and lay.scene.is_file(), _scene),
         _Step("pretrain", f"audiovisual pretraining ({size.epochs} epochs, {size.tile_px} px tiles, "
                           f"at most {size.pretrain_minutes:g} min)",
-              lambda lay: (lay.pretrain / "bundle" / "bundle.json").is_file(), _pretrain),
+              lambda lay: (lay.pretrain / "bundle" / META_FILE).is_file(), _pretrain),
     ]
     if landcover:
         steps += [
             _Step("deepglobe", f"{size.deepglobe} DeepGlobe-layout land-cover tiles",
                   lambda lay: lay.deepglobe.is_dir(), _deepglobe),
             _Step("landcover", f"land-cover head ({size.seg_epochs} epochs, at most {size.seg_minutes:g} min)",
-                  lambda lay: (lay.landcover / "bundle" / "bundle.json").is_file(), _landcover),
+                  lambda lay: (lay.landcover / "bundle" / META_FILE).is_file(), _landcover),
         ]
     steps += [
-        _Step("bundle", "the demo bundle", lambda lay: (lay.bundle / "bundle.json").is_file(), _bundle),
+        _Step("bundle", "the demo bundle", lambda lay: (lay.bundle / META_FILE).is_file(), _bundle),
         _Step("soundscape", "soundscape head", lambda lay: _has_head(lay, "soundscape"), _soundscape),
-        _Step("gallery", "audio gallery", lambda lay: (lay.bundle / "gallery.parquet").is_file(), _gallery),
+        _Step("gallery", "audio gallery", lambda lay: (lay.bundle / GALLERY_FILE).is_file(), _gallery),
     ]
     if size.onnx:
         steps.append(_Step("onnx", "ONNX export" + (" with INT8 image graphs" if size.int8 else ""),
@@ -431,10 +425,7 @@ def _write_done(lay: _Layout, size: DemoSize, seed: int, landcover: bool, timing
         "timings": timings, "total_wall_s": round(total_s, 1), "cpu_count": os.cpu_count(),
         "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    target = lay.root / DONE_FILE
-    tmp = target.with_name(f".{DONE_FILE}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, target)
+    write_text_atomic(lay.root / DONE_FILE, json.dumps(info, indent=2) + "\n")
     demo = read_demo(lay.root)
     assert demo is not None
     return demo

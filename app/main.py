@@ -23,10 +23,11 @@ import streamlit as st  # noqa: E402
 from app import layers, mapping  # noqa: E402
 from app.downloads import download_buttons, product_files  # noqa: E402
 from app.panels import Query, heat_file, listen_panel, load_gallery, query_panel  # noqa: E402
-from app.pickers import (BundleChoice, LayerChoice, file_stamp, one_line, pick_backend, pick_bundle,  # noqa: E402
+from app.pickers import (BundleChoice, LayerChoice, file_stamp, pick_backend, pick_bundle,  # noqa: E402
                          pick_layers, pick_scene)
 from app.scenes import Scene  # noqa: E402
 from app.state import MAX_TILES, demo_dir, parse_options  # noqa: E402
+from model.core.errors import GeoaudioError, one_line  # noqa: E402
 
 HEAT_CAPTION = ("Similarity heatmap of {what}: 1 = the cells that sound most like it, 0 = the least alike "
                 "(a ranking within this map).")
@@ -60,7 +61,7 @@ def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path |
         return folder
     try:
         plan = mapping.plan(scene.path, choice.bundle)
-    except ValueError as e:
+    except (GeoaudioError, OSError) as e:
         st.error(f"cannot map {scene.label}: {one_line(e)}")
         return None
     refusal = mapping.too_many_tiles(scene.path, plan, choice.bundle.image_input.gsd)
@@ -164,7 +165,7 @@ def main() -> None:
     slot = st.container()
     try:
         gallery = load_gallery(str(choice.path), choice.hash, choice.bundle)
-    except ValueError as e:
+    except (GeoaudioError, OSError) as e:
         st.warning(f"gallery not usable: {one_line(e)}")
         gallery = None
     tiles_path = map_dir / "tiles.gpkg"

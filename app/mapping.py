@@ -20,11 +20,12 @@ from typing import Any, Callable
 
 from app.state import MAX_TILES, ROOT, map_root
 from geo.progress import parse_line
+from model.core.errors import GeoaudioError
 
 Progress = Callable[[int, int], None]
 
 
-class MapError(ValueError):
+class MapError(GeoaudioError, ValueError):
     """A scene that could not be mapped; the one-line message comes from geo.map or names the problem."""
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import streamlit as st
 
 from app import sound_query
-from app.pickers import BundleChoice, one_line, open_backend
+from app.pickers import BundleChoice, open_backend
 from app.sound_query import AUDIO_TYPES, Gallery
 from app.state import MAX_AUDIO_MB, cache_dir
+from model.core.errors import GeoaudioError, one_line
 
 UPLOAD, GALLERY, CLASS = "a recording you upload", "a gallery recording", "a sound class"
 AUDIO_MIME = {".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".flac": "audio/flac", ".wav": "audio/wav"}
@@ -32,8 +33,8 @@ class Query:
 
 
 @st.cache_data(max_entries=16, show_spinner="embedding the recording ...")
-def _embed_upload(path: str, bundle_hash: str, backend: str, name: str, data: bytes) -> np.ndarray:
-    return sound_query.embed_upload(open_backend(path, bundle_hash, backend), name, data)
+def _embed_upload(path: str, bundle_hash: str, backend: str, name: str, data: bytes, _bundle: Any) -> np.ndarray:
+    return sound_query.embed_upload(open_backend(path, bundle_hash, backend, _bundle), name, data)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -76,8 +77,8 @@ def _query_vector(choice: BundleChoice, backend: str, gallery: Gallery | None) -
         if up is None:
             return None
         try:
-            vector = _embed_upload(str(choice.path), choice.hash, backend, up.name, up.getvalue())
-        except ValueError as e:
+            vector = _embed_upload(str(choice.path), choice.hash, backend, up.name, up.getvalue(), choice.bundle)
+        except (GeoaudioError, OSError) as e:
             st.error(f"audio rejected: {one_line(e)}")
             return None
         st.audio(up.getvalue(), format=AUDIO_MIME.get(Path(up.name).suffix.lower(), "audio/wav"))
@@ -108,7 +109,7 @@ def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gall
     try:
         stamp = (map_dir / "embeddings.tif").stat().st_mtime_ns
         array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance)
-    except (ValueError, OSError) as e:
+    except (GeoaudioError, OSError) as e:
         st.error(f"query failed: {one_line(e)}")
         return None
     best = sound_query.best_cells(array[0])

@@ -13,17 +13,13 @@ from typing import Any
 import streamlit as st
 
 from app import scenes
-from app.scenes import Scene, UploadError
+from app.scenes import Scene
 from app.state import MAX_UPLOAD_MB, AppOptions, landsat_sample
+from model.core.errors import GeoaudioError, one_line
+from model.bundle.files import REQUIRED_FILES
 
 DEMO_BUNDLE = "Demo bundle"
 FOLDER_BUNDLE = "Bundle folder"
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type name when empty)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def file_stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
@@ -40,24 +36,28 @@ def file_stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
 
 @st.cache_resource(max_entries=3, show_spinner="loading the bundle ...")
 def _load_bundle(path: str, stamp: tuple) -> Any:
+    """The bundle at ``path``, loaded once per (path, files' size and mtime): the one load of a
+    chosen bundle; its content hash is computed once on the returned object."""
     from model.bundle import load
 
     return load(path)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _backends(path: str, bundle_hash: str) -> dict[str, str]:
+def _backends(path: str, bundle_hash: str, _bundle: Any) -> dict[str, str]:
+    """Backend name -> "ok" or why not, for the loaded ``_bundle`` (cached per path and hash;
+    the leading underscore keeps the Bundle itself out of Streamlit's cache key)."""
     from export.runtime import available_backends
 
-    return available_backends(path)
+    return available_backends(_bundle)
 
 
 @st.cache_resource(max_entries=4, show_spinner="opening the backend ...")
-def open_backend(path: str, bundle_hash: str, name: str) -> Any:
-    """The backend ``name`` for the bundle at ``path`` (cached per bundle hash)."""
+def open_backend(path: str, bundle_hash: str, name: str, _bundle: Any) -> Any:
+    """The backend ``name`` for the loaded ``_bundle`` of ``path`` (cached per path, hash and name)."""
     from export.runtime import open_backend as open_
 
-    return open_(path, name=name)
+    return open_(_bundle, name=name)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def pick_scene(options: AppOptions, demo: Any) -> Scene | None:
         return None
     try:
         return scenes.server_scene(text)
-    except ValueError as e:
+    except (GeoaudioError, OSError) as e:
         st.error(one_line(e))
         return None
 
@@ -101,7 +101,7 @@ def _uploaded_scene() -> Scene | None:
     if up.file_id not in done:
         try:
             done[up.file_id] = scenes.save_upload(up.name, up.getvalue())
-        except (UploadError, ValueError, OSError) as e:
+        except (GeoaudioError, OSError) as e:
             done[up.file_id] = f"upload rejected: {one_line(e)}"
     result = done[up.file_id]
     if isinstance(result, str):
@@ -127,8 +127,8 @@ def pick_bundle(demo: Any) -> BundleChoice | None:
             return None
         path = Path(text.strip()).expanduser()
     try:
-        bundle = _load_bundle(str(path), file_stamp(path / "bundle.json", path / "weights.safetensors"))
-    except ValueError as e:
+        bundle = _load_bundle(str(path), file_stamp(*(path / name for name in REQUIRED_FILES)))
+    except (GeoaudioError, OSError) as e:
         st.error(f"bundle rejected: {one_line(e)}")
         return None
     return BundleChoice(path, bundle, bundle.content_hash())
@@ -136,7 +136,7 @@ def pick_bundle(demo: Any) -> BundleChoice | None:
 
 def pick_backend(choice: BundleChoice) -> str:
     """Backend select box: auto and every backend that works for this bundle here."""
-    found = _backends(str(choice.path), choice.hash)
+    found = _backends(str(choice.path), choice.hash, choice.bundle)
     names = ["auto"] + [n for n, status in found.items() if status == "ok"]
     backend = st.sidebar.selectbox("Backend", names, key="backend",
                                    help="auto picks the fastest that works: TensorRT, ONNX INT8, ONNX, then PyTorch.")

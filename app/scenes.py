@@ -8,14 +8,14 @@ or ``RasterError`` line and leaves no file behind. Good uploads are stored once 
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.state import MAX_UPLOAD_MB, cache_dir, file_id, sha256_hex
+from model.core.atomic import atomic_path
+from model.core.errors import GeoaudioError
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 DEMO = "Demo scene (synthetic, 0.5 m)"
@@ -24,7 +24,7 @@ UPLOAD = "Upload a GeoTIFF"
 SERVER = "Path on the server"
 
 
-class UploadError(ValueError):
+class UploadError(GeoaudioError, ValueError):
     """An upload or path the app will not map; the message names the file and the problem."""
 
 
@@ -83,17 +83,14 @@ def save_upload(name: str, data: bytes, folder: Path | None = None, limit_mb: fl
     target = target_dir / safe_name(name)
     if not target.is_file():
         target_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".upload.", suffix=target.suffix, dir=target_dir)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            try:
-                check_raster(Path(tmp))
-            except ValueError as e:  # RasterError names the temporary file: name the upload instead
-                raise UploadError(_name_for_error(Path(tmp), e, name)) from None
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:  # installed only once it reads as a raster
+                tmp.write_bytes(data)
+                try:
+                    check_raster(tmp)
+                except GeoaudioError as e:  # RasterError names the temporary file: name the upload instead
+                    raise UploadError(_name_for_error(tmp, e, name)) from None
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
             _remove_empty(target_dir)
             raise
     return Scene(f"upload {name}", target, f"sha256:{digest}")

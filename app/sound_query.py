@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from app.state import MAX_AUDIO_MB, cache_dir
+from model.core.errors import GeoaudioError, one_line
 
 AUDIO_TYPES = ("wav", "mp3", "ogg", "flac")
 
 
-class AudioUploadError(ValueError):
+class AudioUploadError(GeoaudioError, ValueError):
     """An audio upload the app cannot use; the message names the file and the problem."""
 
 
@@ -97,8 +98,8 @@ def embed_upload(backend: Any, name: str, data: bytes) -> np.ndarray:
             f.write(data)
         try:
             return np.asarray(backend.embed_audio_file(tmp), np.float32)
-        except ValueError as e:  # AudioError and friends name the temporary file: name the upload
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except GeoaudioError as e:  # AudioError and friends name the temporary file: name the upload
+            message = one_line(e)
             raise AudioUploadError(message.replace(tmp, name).replace(Path(tmp).name, name)) from None
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from export.calibration import load_tiles  # noqa: E402
+from export.manifest import onnx_name  # noqa: E402
 from export.parity import SHARED_DATA, class_agreement, per_sample_cosine  # noqa: E402
+from model.core.distance import EUCLIDEAN, pairwise_distance  # noqa: E402
 
 CLASSES = ["urban", "agriculture", "rangeland", "forest", "water", "barren"]
 COLOURS = [[0, 255, 255], [255, 255, 0], [255, 0, 255], [0, 255, 0], [0, 0, 255], [255, 255, 255]]
@@ -70,7 +72,7 @@ def kmeans_prototypes(z: np.ndarray, k: int = 6, seed: int = 0) -> tuple[np.ndar
     from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(z)
-    d = np.linalg.norm(z[:, None] - km.cluster_centers_[None], axis=2).min(axis=1)
+    d = pairwise_distance(z, km.cluster_centers_, EUCLIDEAN).min(axis=1)
     return km.cluster_centers_.astype(np.float32), float(max(np.median(d), 1e-3))
 
 
@@ -78,6 +80,7 @@ def make_bundle(folder: Path, tile: int, tiles: np.ndarray, given: Path | None) 
     """The benchmark bundle in ``folder`` (see the module doc)."""
     from model.bundle import load, save
     from model.bundle.image_input import ImageInput
+    from model.nn.encoders import image_encoder_from_bundle
     from model.nn.landcover import build_segmenter, landcover_meta, landcover_tensors
     from model.synth.random_bundle import random_bundle
     from model.nn.soundscape_head import soundscape_meta, soundscape_tensors
@@ -88,7 +91,7 @@ def make_bundle(folder: Path, tile: int, tiles: np.ndarray, given: Path | None) 
                               provenance={"note": "random weights (benchmarks/inference.py)"}).path
     src = load(given)
     meta, tensors = json.loads(json.dumps(src.meta)), dict(src.tensors)
-    image = src.image_encoder()
+    image = image_encoder_from_bundle(src)
     if "soundscape" not in meta["heads"]:
         x = ImageInput.from_dict(meta["image_input"]).normalise(tiles)
         protos, temperature = kmeans_prototypes(embed_torch(image, x))
@@ -129,15 +132,15 @@ def accuracy(bundle_dir: Path, x: np.ndarray) -> dict[str, float]:
     from export.sessions import open_session, run_batched
 
     out: dict[str, float] = {}
-    ref = run_batched(open_session(bundle_dir / "image_soundscape.onnx"), x, 32)
-    got = run_batched(open_session(bundle_dir / "image_soundscape.int8.onnx"), x, 32)
+    ref = run_batched(open_session(bundle_dir / onnx_name("image_soundscape")), x, 32)
+    got = run_batched(open_session(bundle_dir / onnx_name("image_soundscape", "int8")), x, 32)
     cos = per_sample_cosine(ref[0], got[0])
     out["embedding cosine mean"], out["embedding cosine min"] = float(cos.mean()), float(cos.min())
     out["soundscape class agreement"] = class_agreement(ref[1], got[1])
     out["soundscape classes used (fp32)"] = float(len(np.unique(ref[1].argmax(axis=1))))
-    if (bundle_dir / "landcover.int8.onnx").is_file():
-        ref_lc = run_batched(open_session(bundle_dir / "landcover.onnx"), x, 8)[0]
-        got_lc = run_batched(open_session(bundle_dir / "landcover.int8.onnx"), x, 8)[0]
+    if (bundle_dir / onnx_name("landcover", "int8")).is_file():
+        ref_lc = run_batched(open_session(bundle_dir / onnx_name("landcover")), x, 8)[0]
+        got_lc = run_batched(open_session(bundle_dir / onnx_name("landcover", "int8")), x, 8)[0]
         out["land-cover pixel agreement"] = class_agreement(ref_lc, got_lc)
     return out
 
@@ -162,6 +165,7 @@ def main() -> int:
     from export.onnx import export_bundle
     from export.sessions import open_session
     from model.bundle import load
+    from model.nn.encoders import image_encoder_from_bundle
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -183,9 +187,9 @@ def main() -> int:
         bundle = load(bundle_dir)
         x_all = bundle.image_input.normalise(held)
         x = x_all[np.arange(args.batch) % len(x_all)]
-        encoder = bundle.image_encoder()
+        encoder = image_encoder_from_bundle(bundle)
         sessions = {k: open_session(bundle_dir / f, "cpu", args.threads)
-                    for k, f in (("ort fp32", "image_encoder.onnx"), ("ort int8", "image_encoder.int8.onnx"))}
+                    for k, f in (("ort fp32", onnx_name("image_encoder")), ("ort int8", onnx_name("image_encoder", "int8")))}
 
         def torch_eager(b: np.ndarray) -> None:
             with torch.inference_mode():

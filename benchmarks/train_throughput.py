@@ -26,7 +26,7 @@ import torch
 
 from model.nn.encoders import AudioEncoder, EncoderSpec, ResNetEncoder
 from model.nn.losses import BatchAllTripletLoss, PublishedBatchAllTripletLoss
-from model.train.pretrain import cpu_supports_bf16
+from model.train.trainer import cpu_supports_bf16
 from model.nn.reference_net import ReferenceModel
 
 

@@ -20,13 +20,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from model.core.errors import GeoaudioError, one_line
+
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 STRETCH_PERCENTILES = (2.0, 98.0)
 STATS_MAX_SIDE = 512  # pixels of the decimated read used to estimate the stretch
 
 
-class CalibrationError(ValueError):
+class CalibrationError(GeoaudioError, ValueError):
     """A calibration or parity source that gives no usable tiles; the message names it."""
 
 
@@ -112,7 +114,7 @@ def raster_tiles(path: str | os.PathLike, tile_size: int, limit: int | None = No
                     continue
                 tiles.append(_to_uint8(ds.read(bands, window=window), stretch))
     except RasterioError as e:
-        raise CalibrationError(f"{path}: cannot read raster ({str(e).strip().splitlines()[0]})") from None
+        raise CalibrationError(f"{path}: cannot read raster ({one_line(e)})") from None
     if not tiles:
         raise CalibrationError(f"{path}: no {tile_size} px tile has {min_valid:.0%} valid pixels")
     return np.stack(_spread(tiles, limit))
@@ -127,7 +129,7 @@ def image_tile(path: str | os.PathLike, tile_size: int) -> np.ndarray:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
-        raise CalibrationError(f"{path}: cannot read image ({str(e).strip().splitlines()[0]})") from None
+        raise CalibrationError(f"{path}: cannot read image ({one_line(e)})") from None
     side = min(rgb.size)
     left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
     square = rgb.crop((left, top, left + side, top + side))

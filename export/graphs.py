@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 from model.nn.landcover import class_probabilities, segmenter_from_bundle
 from model.nn.soundscape_head import SoundscapeHead
 
@@ -102,13 +103,13 @@ def graph_spec(bundle, name: str) -> GraphSpec:
 def build_graph(bundle, name: str, half: bool = False) -> nn.Module:
     """The eval-mode torch module of graph ``name`` (float16 inside, float32 outside when ``half``)."""
     if name == "image_encoder":
-        module: nn.Module = bundle.image_encoder()
+        module: nn.Module = image_encoder_from_bundle(bundle)
     elif name == "image_soundscape":
-        module = ImageSoundscape(bundle.image_encoder(), SoundscapeHead.from_bundle(bundle))
+        module = ImageSoundscape(image_encoder_from_bundle(bundle), SoundscapeHead.from_bundle(bundle))
     elif name == "landcover":
         module = LandcoverProbabilities(segmenter_from_bundle(bundle))
     elif name == "audio_encoder":
-        module = bundle.audio_encoder()
+        module = audio_encoder_from_bundle(bundle)
     else:
         raise ValueError(f"unknown graph {name!r} (known: {', '.join(GRAPHS)})")
     module = HalfPrecision(module) if half else module

@@ -19,20 +19,21 @@ they are to the float32 graph on held-out tiles: mean embedding cosine, and clas
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from export.manifest import stamp_model, write_atomic
+from export.manifest import stamp_model
 from export.parity import class_agreement, per_sample_cosine
+from model.core.atomic import temp_beside, write_atomic
+from model.core.errors import GeoaudioError, one_line
 
 CALIBRATION_BATCH = 8
 FLOAT_OUTPUTS = ("scores", "probabilities")  # outputs computed in float32 after the encoder
 
 
-class QuantisationError(ValueError):
+class QuantisationError(GeoaudioError, ValueError):
     """A graph that ONNX Runtime could not quantise; the message names it."""
 
 
@@ -67,12 +68,6 @@ def float_nodes(model) -> list[str]:
     return keep
 
 
-def _temp_beside(target: Path, tag: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.{tag}.", suffix=".onnx", dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _pre_process(src: str | os.PathLike, dst: Path) -> None:
     """quant_pre_process (graph optimisation, batch norm folded into convolutions, ONNX shape
     inference). onnxruntime's symbolic shape inference is skipped: convolutional graphs need only
@@ -91,7 +86,7 @@ def quantize_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ca
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     out_path = Path(out_path)
-    pre, quant = _temp_beside(out_path, "pre"), _temp_beside(out_path, "qdq")
+    pre, quant = temp_beside(out_path), temp_beside(out_path)  # scratch graphs, deleted below
     try:
         _pre_process(fp32_path, pre)
         quantize_static(str(pre), str(quant), _reader(calibration, input_name, CALIBRATION_BATCH),
@@ -102,11 +97,11 @@ def quantize_graph(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ca
         model = onnx.load(str(quant))
         stamp_model(model, bundle_hash, graph, "int8")
         onnx.checker.check_model(model)
-        write_atomic(out_path, lambda tmp: onnx.save(model, tmp))
-    except (ValueError, OSError):
+        write_atomic(out_path, lambda tmp: onnx.save(model, str(tmp)))
+    except (GeoaudioError, OSError):
         raise
     except Exception as e:  # noqa: BLE001 - ORT/onnx raise many types; report one line
-        raise QuantisationError(f"{fp32_path}: INT8 quantisation failed ({str(e).strip().splitlines()[0]})") from None
+        raise QuantisationError(f"{fp32_path}: INT8 quantisation failed ({one_line(e)})") from None
     finally:
         pre.unlink(missing_ok=True)
         quant.unlink(missing_ok=True)

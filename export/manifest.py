@@ -6,10 +6,12 @@ File names: ``{graph}.onnx`` (float32), ``{graph}.fp16.onnx``, ``{graph}.int8.on
 Every ONNX file carries ``metadata_props`` ``geoaudio.bundle_hash`` (the bundle's content hash,
 ``model.bundle.content_hash``), ``geoaudio.graph`` and ``geoaudio.precision``; a file whose hash is
 not the bundle's current hash is *stale* (the weights changed after export) and is not used.
-``onnx.json`` and ``trt.json`` list the files of each kind with their hashes and checks.
+``onnx.json`` and ``trt.json`` list the files of each kind with their hashes and checks (these
+names and the suffixes are constants of :mod:`model.bundle.files`).
 
 Files are installed atomically: written under a hidden temporary name beside the target, then
-renamed (:func:`write_atomic` for one file, :func:`staging` for a set that is installed together).
+renamed (:mod:`model.core.atomic` for one file; :func:`staging` here, a thin layer over it, for a
+set that is installed together).
 
 This module needs neither torch nor onnxruntime (the ONNX backend reads stamps through it).
 """
@@ -17,29 +19,34 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
+
+from model.bundle.files import ONNX_SUFFIX, TRT_SUFFIX
+from model.core.atomic import publish, temp_beside, write_text_atomic
+from model.core.errors import GeoaudioError, one_line
 
 HASH_KEY = "geoaudio.bundle_hash"
 GRAPH_KEY = "geoaudio.graph"
 PRECISION_KEY = "geoaudio.precision"
-ONNX_MANIFEST = "onnx.json"
-TRT_MANIFEST = "trt.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ExportFileError(GeoaudioError, ValueError):
+    """An exported file (an ONNX model) that cannot be read; the message names it."""
 
 
 def onnx_name(graph: str, precision: str = "fp32") -> str:
     """``image_encoder.onnx``, ``image_encoder.fp16.onnx``, ``image_encoder.int8.onnx`` ..."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+    return f"{graph}{ONNX_SUFFIX}" if precision == "fp32" else f"{graph}.{precision}{ONNX_SUFFIX}"
 
 
 def trt_name(graph: str) -> str:
     """``image_encoder.trt.ep``: a torch-tensorrt compiled ExportedProgram."""
-    return f"{graph}.trt.ep"
+    return f"{graph}{TRT_SUFFIX}"
 
 
 def onnx_stamp(path: str | os.PathLike) -> dict[str, str]:
@@ -49,7 +56,7 @@ def onnx_stamp(path: str | os.PathLike) -> dict[str, str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises several types for a broken file
-        raise ValueError(f"{path}: not a readable ONNX file ({str(e).strip().splitlines()[0] if str(e) else e})") from None
+        raise ExportFileError(f"{path}: not a readable ONNX file ({one_line(e)})") from None
     return {p.key: p.value for p in model.metadata_props}
 
 
@@ -63,24 +70,6 @@ def stamp_model(model, bundle_hash: str, graph: str, precision: str) -> None:
         entry.key, entry.value = key, value
 
 
-def publish(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Rename a finished temporary file into place, readable like any new file (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
-    return Path(target)
-
-
-def temp_beside(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
-    """A new empty file ``.{name}.XXXXXXXX{suffix}`` in ``target``'s folder (the same file system, so
-    renaming it to ``target`` is atomic; the leading dot hides it from listings)."""
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 class Staging:
     """Temporary files waiting to be renamed to their final names together (see :func:`staging`)."""
 
@@ -92,9 +81,10 @@ class Staging:
         self.pairs.append((Path(tmp), Path(final)))
         return Path(tmp)
 
-    def temp(self, final: str | os.PathLike, suffix: str = ".tmp") -> Path:
-        """A new empty temporary file beside ``final`` (:func:`temp_beside`), staged to become it."""
-        return self.add(temp_beside(final, suffix), final)
+    def temp(self, final: str | os.PathLike) -> Path:
+        """A new empty temporary file beside ``final``, ending in its suffix
+        (:func:`model.core.atomic.temp_beside`), staged to become it."""
+        return self.add(temp_beside(final), final)
 
 
 @contextmanager
@@ -106,9 +96,10 @@ def staging() -> Iterator[Staging]:
             write(tmp); check(tmp)
 
     When the block ends normally, every staged file is renamed to its final name with
-    :func:`publish`, in staging order. When it raises (any exception, KeyboardInterrupt included),
-    every staged temporary file is deleted, nothing is renamed and the exception propagates. If a
-    rename itself fails (an OSError), the files not yet renamed are deleted and the error propagates.
+    :func:`model.core.atomic.publish`, in staging order. When it raises (any exception,
+    KeyboardInterrupt included), every staged temporary file is deleted, nothing is renamed and the
+    exception propagates. If a rename itself fails (an OSError), the files not yet renamed are
+    deleted and the error propagates.
     """
     stage = Staging()
     try:
@@ -119,13 +110,6 @@ def staging() -> Iterator[Staging]:
         for tmp, _ in stage.pairs:
             tmp.unlink(missing_ok=True)  # already published ones are gone from here: a no-op
         raise
-
-
-def write_atomic(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it into place."""
-    with staging() as stage:
-        write(str(stage.temp(target)))
-    return Path(target)
 
 
 def read_manifest(folder: str | os.PathLike, name: str) -> dict[str, Any] | None:
@@ -140,8 +124,7 @@ def read_manifest(folder: str | os.PathLike, name: str) -> dict[str, Any] | None
 
 def write_manifest(folder: str | os.PathLike, name: str, manifest: dict[str, Any]) -> Path:
     """Write a manifest atomically."""
-    text = json.dumps(manifest, indent=2) + "\n"
-    return write_atomic(Path(folder) / name, lambda tmp: Path(tmp).write_text(text))
+    return write_text_atomic(Path(folder) / name, json.dumps(manifest, indent=2) + "\n")
 
 
 def merge_entries(old: dict[str, Any] | None, new_entries: list[dict[str, Any]], bundle_hash: str,

@@ -40,11 +40,13 @@ import numpy as np
 from export.calibration import load_tiles, split_holdout
 from export.graphs import GRAPHS, IMAGE_GRAPHS, available_graphs, build_graph, example_input, graph_spec
 from export.int8 import accuracy_line, int8_accuracy, quantize_graph
-from export.manifest import (ONNX_MANIFEST, Staging, merge_entries, onnx_name, read_manifest, stamp_model, staging,
+from export.manifest import (Staging, merge_entries, onnx_name, read_manifest, stamp_model, staging,
                              write_manifest)
 from export.parity import (DEFAULT_AUDIO_SOURCES, DEFAULT_TILE_SOURCES, FP16, FP32, ParityInputs, ParityStats,
                            Tolerance, check, compare_outputs, existing, run_torch)
 from export.sessions import open_session, run_batched
+from model.bundle.files import ONNX_MANIFEST
+from model.core.errors import GeoaudioError, one_line
 
 EXPORTERS = ("dynamo", "torchscript")
 CALIBRATION_TILES = 64
@@ -52,7 +54,7 @@ HOLDOUT = 0.25
 BATCH = 16
 
 
-class ExportError(ValueError):
+class ExportError(GeoaudioError, ValueError):
     """A graph that could not be exported; the message names it and the reason."""
 
 
@@ -63,11 +65,6 @@ def default_opset() -> int:
     except ImportError:
         return 18
     return int(ONNX_DEFAULT_OPSET)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def to_onnx(module, example, input_name: str, output_names: Sequence[str], opset: int,
@@ -102,12 +99,12 @@ def _trace(bundle, graph: str, precision: str, opset: int, exporter: str, bundle
     module = build_graph(bundle, graph, half=precision == "fp16")
     try:
         model = to_onnx(module, example_input(bundle, graph), spec.input_name, spec.output_names, opset, exporter)
-    except (ValueError, OSError):
+    except (GeoaudioError, OSError):
         raise
     except Exception as e:  # noqa: BLE001 - exporters raise many types; report one line
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise ExportError(f"{graph} ({precision}): ONNX export with the {exporter} exporter failed "
-                          f"({_first_line(e)}); try --exporter {other}") from None
+                          f"({one_line(e)}); try --exporter {other}") from None
     stamp_model(model, bundle_hash, graph, precision)
     onnx.checker.check_model(model)
     return model

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from model.core.errors import GeoaudioError
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_TILE_SOURCES = (SHARED_DATA / "geotiff" / "RGB.byte.tif",)
 DEFAULT_AUDIO_SOURCES = (SHARED_DATA / "audio" / "robin.ogg", SHARED_DATA / "audio" / "humpback.ogg")
@@ -27,7 +29,7 @@ PARITY_AUDIO_CHUNKS = 16
 COS_EPS = 1e-12
 
 
-class ParityError(ValueError):
+class ParityError(GeoaudioError, ValueError):
     """An exported graph whose outputs differ from PyTorch's beyond the tolerance."""
 
 

@@ -25,48 +25,41 @@ to export it; ``torch`` asked for by name is a one-line BackendError too.
 
 Inputs and outputs are NumPy: uint8 tiles (N, T, T, 3) at the bundle's tile size T (land cover:
 the head's tile size), float32 log-mel chunks (M, 1, n_mels, chunk_frames). Work runs in batches
-of ``batch_size``. Nothing here imports Lightning; the ONNX backends, bundle loading and the
-audio front-end do not import torch, so they run where torch is not installed.
+of ``batch_size``. This module imports no torch (nor Lightning): the ONNX backends, bundle
+loading and the audio front-end run where torch is not installed. The ``torch`` and ``trt``
+backends live in ``export.torch_backend``, imported only when one of them is asked for (``auto``
+asks for ``trt`` first, and falls back to ``torch``).
+
+``open_backend`` and ``available_backends`` take a bundle folder or a loaded
+``model.bundle.Bundle``; pass the Bundle when you have one, so that it is not loaded and hashed
+again (its content hash is computed once per Bundle object).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from export.manifest import (HASH_KEY, TRT_MANIFEST, onnx_name, onnx_stamp, read_manifest,
-                             trt_name)
+from export.manifest import HASH_KEY, onnx_name, onnx_stamp
+from model.bundle.files import ONNX_SUFFIX
+from model.core.errors import GeoaudioError
+
+if TYPE_CHECKING:
+    from model.bundle import Bundle
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "onnx-fp16", "trt")
 IMAGE_GRAPHS = ("image_encoder", "image_soundscape", "landcover")
 DEFAULT_BATCH = 64
 
 
-class BackendError(ValueError):
-    """A backend that cannot be used (missing or stale files, no CUDA ...), or a missing head."""
+class BackendError(GeoaudioError, ValueError):
+    """A backend that cannot be used (missing or stale files, no CUDA ...), a missing head, or inputs of
+    the wrong shape for the bundle."""
 
 
-def torch_missing() -> str | None:
-    """Why PyTorch cannot be imported here (one line), or None when it can.
-
-    Tries the import itself: ``importlib.util.find_spec`` says nothing of a broken install, and
-    every torch backend needs the import anyway.
-    """
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        return f"PyTorch is not importable ({_first_line(e)})"
-    return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _graphs_of(bundle) -> list[str]:
+def graphs_of(bundle) -> list[str]:
     """The graphs a bundle has (the same rule as ``export.graphs.available_graphs``, without torch)."""
     out = []
     if bundle.has("image_encoder"):
@@ -165,7 +158,7 @@ class Backend:
         chunks = np.asarray(chunks)
         want = (1, cfg.n_mels, cfg.chunk_frames)
         if chunks.ndim != 4 or tuple(chunks.shape[1:]) != want:
-            raise ValueError(f"audio chunks must be (M, {', '.join(map(str, want))}), got {chunks.shape}")
+            raise BackendError(f"audio chunks must be (M, {', '.join(map(str, want))}), got {chunks.shape}")
         return self._batched("audio_encoder", np.ascontiguousarray(chunks, dtype=np.float32), 1)[0]
 
     def embed_audio_file(self, path: str | os.PathLike) -> np.ndarray:
@@ -191,7 +184,7 @@ class Backend:
         tiles = np.asarray(tiles)
         bands = len(self.bundle.image_input.bands)
         if tiles.dtype != np.uint8 or tiles.ndim != 4 or tuple(tiles.shape[1:]) != (size, size, bands):
-            raise ValueError(f"tiles must be uint8 (N, {size}, {size}, {bands}), got {tiles.dtype} {tiles.shape}")
+            raise BackendError(f"tiles must be uint8 (N, {size}, {size}, {bands}), got {tiles.dtype} {tiles.shape}")
         return self.bundle.image_input.normalise(tiles)
 
     def _batched(self, graph: str, x: np.ndarray, n_out: int) -> list[np.ndarray]:
@@ -206,57 +199,6 @@ class Backend:
         raise NotImplementedError
 
 
-class TorchBackend(Backend):
-    """PyTorch eager: modules from ``export.graphs``, channels-last, optional autocast precision."""
-
-    name = "torch"
-    PRECISIONS = (None, "fp32", "bf16", "fp16")
-
-    def __init__(self, bundle, device: str | None = None, precision: str | None = None, reason: str = "") -> None:
-        why = torch_missing()
-        if why:
-            raise BackendError(f"torch backend: {why}; install torch, or use --backend onnx / onnx-int8 "
-                               f"after python -m export.onnx --bundle {bundle.path} on a machine with PyTorch")
-        import torch
-
-        super().__init__(bundle, reason)
-        if precision not in self.PRECISIONS:
-            raise BackendError(f"torch precision must be one of {self.PRECISIONS[1:]}, got {precision!r}")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device != "cpu" and not device.startswith("cuda"):
-            raise BackendError(f"torch backend: device must be 'cpu' or 'cuda[:N]', got {device!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError("device 'cuda' asked for, but torch sees no CUDA GPU")
-        self.device = torch.device(device)
-        self.precision = None if precision == "fp32" else precision
-        self._modules: dict[str, Any] = {}
-
-    def _detail(self) -> str:
-        return f"{self.device}, {self.precision or 'fp32'}, channels-last"
-
-    def _module(self, graph: str):
-        import torch
-
-        from export.graphs import build_graph
-
-        if graph not in self._modules:
-            module = build_graph(self.bundle, graph).to(self.device)
-            self._modules[graph] = module.to(memory_format=torch.channels_last)
-        return self._modules[graph]
-
-    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
-        import torch
-
-        module = self._module(graph)
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).contiguous(memory_format=torch.channels_last)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision or "")
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = module(t)
-        outs = out if isinstance(out, tuple) else (out,)
-        return [o.float().cpu().numpy() for o in outs]
-
-
 def _onnx_file(bundle, graph: str, precision: str) -> Path:
     """The file used for ``graph`` at ``precision``: INT8 only exists for image graphs (the audio
     encoder then runs in float32); a missing INT8 head graph also falls back to float32."""
@@ -266,11 +208,11 @@ def _onnx_file(bundle, graph: str, precision: str) -> Path:
     return own
 
 
-def onnx_files(bundle, precision: str, current: str | None = None) -> dict[str, Path]:
+def onnx_files(bundle, precision: str) -> dict[str, Path]:
     """graph -> ONNX file for every graph of the bundle; BackendError when one is missing or stale
-    (``current``: the bundle's content hash, computed when not given)."""
-    files = {g: _onnx_file(bundle, g, precision) for g in _graphs_of(bundle)}
-    current = current or bundle.content_hash()
+    (stamped with another content hash than the bundle's)."""
+    files = {g: _onnx_file(bundle, g, precision) for g in graphs_of(bundle)}
+    current = bundle.content_hash()
     for graph, path in files.items():
         if not path.is_file():
             raise BackendError(f"{path}: missing; run python -m export.onnx --bundle {bundle.path}"
@@ -287,13 +229,13 @@ class OnnxBackend(Backend):
     """ONNX Runtime over the exported graphs of one precision ("fp32", "int8" or "fp16")."""
 
     def __init__(self, bundle, precision: str = "fp32", device: str | None = None, reason: str = "",
-                 threads: int | None = None, current: str | None = None) -> None:
+                 threads: int | None = None) -> None:
         from export.sessions import providers_for
 
         super().__init__(bundle, reason)
         self.name = {"fp32": "onnx", "int8": "onnx-int8", "fp16": "onnx-fp16"}[precision]
         self.precision = precision
-        self.files = onnx_files(bundle, precision, current)
+        self.files = onnx_files(bundle, precision)
         self.device, self.threads = device, threads
         self.providers = providers_for(device)
         self._sessions: dict[str, Any] = {}
@@ -311,81 +253,10 @@ class OnnxBackend(Backend):
         return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
 
 
-def trt_unavailable() -> str | None:
-    """Why TensorRT engines cannot be built or run here (one line), or None when CUDA and
-    torch_tensorrt both work."""
-    from importlib.util import find_spec
-
-    missing = []
-    has_trt = find_spec("torch_tensorrt") is not None
-    if not has_trt:
-        missing.append("torch_tensorrt is not installed")
-    if torch_missing():
-        missing.append("torch is not installed")
-    else:
-        import torch
-
-        if not torch.cuda.is_available():
-            missing.append("no CUDA GPU is visible to torch")
-    if not missing and has_trt:
-        try:
-            import torch_tensorrt  # noqa: F401
-        except Exception as e:  # noqa: BLE001 - a broken install raises anything
-            missing.append(f"torch_tensorrt does not import ({str(e).strip().splitlines()[0] if str(e) else type(e).__name__})")
-    if not missing:
-        return None
-    return f"TensorRT needs a CUDA GPU and torch_tensorrt: {' and '.join(missing)}; on a CUDA machine run pip install 'geoaudio[trt]'"
-
-
-def trt_files(bundle, current: str | None = None) -> dict[str, Path]:
-    """graph -> engine file from ``trt.json``; BackendError when missing or stale."""
-    manifest = read_manifest(bundle.path, TRT_MANIFEST)
-    hint = f"run python -m export.trt --bundle {bundle.path} on a CUDA machine"
-    if manifest is None:
-        raise BackendError(f"{bundle.path / TRT_MANIFEST}: missing; {hint}")
-    current = current or bundle.content_hash()
-    if manifest.get("bundle_hash") != current:
-        raise BackendError(f"{bundle.path / TRT_MANIFEST}: stale engines (made from bundle "
-                           f"{manifest.get('bundle_hash')}, bundle is now {current}); {hint}")
-    files = {g: bundle.path / trt_name(g) for g in _graphs_of(bundle)}
-    missing = [p.name for p in files.values() if not p.is_file()]
-    if missing:
-        raise BackendError(f"{bundle.path}: TensorRT engines missing: {', '.join(missing)}; {hint}")
-    return files
-
-
-class TrtBackend(Backend):
-    """torch-tensorrt engines saved by ``export.trt`` (CUDA only)."""
-
-    name = "trt"
-
-    def __init__(self, bundle, reason: str = "", current: str | None = None) -> None:
-        super().__init__(bundle, reason)
-        self.files = trt_files(bundle, current)
-        why = trt_unavailable()
-        if why:
-            raise BackendError(f"trt backend: {why}")
-        self._modules: dict[str, Any] = {}
-
-    def _detail(self) -> str:
-        return f"cuda, files {', '.join(p.name for p in self.files.values())}"
-
-    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
-        import torch
-        import torch_tensorrt
-
-        if graph not in self._modules:
-            self._modules[graph] = torch_tensorrt.load(str(self.files[graph])).module()
-        with torch.inference_mode():
-            out = self._modules[graph](torch.from_numpy(np.ascontiguousarray(x)).cuda())
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.float().cpu().numpy() for o in outs]
-
-
 def _no_onnx_message(bundle, skipped: list[str]) -> str:
     """auto without torch and without a usable ONNX export: one line naming the bundle."""
     hint = "run python -m export.onnx on a machine with PyTorch, or install torch"
-    if not any(bundle.path.glob("*.onnx")):
+    if not any(bundle.path.glob(f"*{ONNX_SUFFIX}")):
         return f"{bundle.path}: PyTorch is not installed and the bundle has no ONNX export; {hint}"
     why = "; ".join(s for s in skipped if s.startswith("not onnx"))
     return f"{bundle.path}: PyTorch is not installed and the bundle's ONNX export is not usable ({why}); {hint}"
@@ -393,61 +264,73 @@ def _no_onnx_message(bundle, skipped: list[str]) -> str:
 
 def _auto(bundle, device: str | None) -> Backend:
     """The fastest usable backend, with the reasons for skipping the faster ones."""
+    from export import torch_backend  # loads no torch by itself (see its module doc)
+
     skipped: list[str] = []
-    current = bundle.content_hash()
     if device in (None, "cuda"):
         try:
-            return TrtBackend(bundle, reason="auto: TensorRT engines current and CUDA available", current=current)
+            return torch_backend.TrtBackend(bundle, reason="auto: TensorRT engines current and CUDA available")
         except BackendError as e:
             skipped.append(f"not trt ({e})")
     for precision in ("int8", "fp32"):
         try:
-            backend = OnnxBackend(bundle, precision, device=device, current=current)
-        except (BackendError, ValueError) as e:
+            backend = OnnxBackend(bundle, precision, device=device)
+        except GeoaudioError as e:  # missing, stale or unreadable files
             skipped.append(f"not onnx{'-int8' if precision == 'int8' else ''} ({e})")
             continue
         backend.reason = "auto: " + "; ".join(skipped + [f"{backend.name} files current"])
         return backend
-    if torch_missing():
+    if torch_backend.torch_missing():
         raise BackendError(_no_onnx_message(bundle, skipped))
-    backend = TorchBackend(bundle, device=None if device in (None, "tensorrt") else device)
+    backend = torch_backend.TorchBackend(bundle, device=None if device in (None, "tensorrt") else device)
     backend.reason = "auto: " + "; ".join(skipped + ["torch always works"])
     return backend
 
 
-def open_backend(bundle_dir: str | os.PathLike, name: str = "auto", device: str | None = None,
+def as_bundle(bundle: str | os.PathLike | Bundle) -> Bundle:
+    """``bundle`` itself when it is a loaded Bundle, else the folder loaded (and validated) once."""
+    from model.bundle import Bundle as Loaded, load
+
+    return bundle if isinstance(bundle, Loaded) else load(bundle)
+
+
+def open_backend(bundle: str | os.PathLike | Bundle, name: str = "auto", device: str | None = None,
                  precision: str | None = None) -> Backend:
-    """Open a bundle with backend ``name`` (``auto`` or one of :data:`BACKENDS`).
+    """Open a bundle (a folder, or a Bundle already loaded: not loaded again) with backend ``name``
+    (``auto`` or one of :data:`BACKENDS`).
 
     device: None (best available), "cpu", "cuda" (and "tensorrt" for the ONNX backends: ONNX
     Runtime's TensorRT execution provider). precision: the torch backend's autocast ("bf16",
     "fp16"); ignored by the others. Raises BackendError (one line) for a backend that cannot be used.
+    The torch and trt backends live in ``export.torch_backend``, imported only when asked for.
     """
-    from model.bundle import load
-
-    bundle = load(bundle_dir)
+    bundle = as_bundle(bundle)
     if name == "auto":
         return _auto(bundle, device)
-    if name == "torch":
-        return TorchBackend(bundle, device=device, precision=precision, reason="asked for by name")
     if name in ("onnx", "onnx-int8", "onnx-fp16"):
         precision_of = {"onnx": "fp32", "onnx-int8": "int8", "onnx-fp16": "fp16"}[name]
         return OnnxBackend(bundle, precision_of, device=device, reason="asked for by name")
-    if name == "trt":
-        return TrtBackend(bundle, reason="asked for by name")
-    raise BackendError(f"unknown backend {name!r} (known: auto, {', '.join(BACKENDS)})")
+    if name not in ("torch", "trt"):
+        raise BackendError(f"unknown backend {name!r} (known: auto, {', '.join(BACKENDS)})")
+    from export import torch_backend
+
+    if name == "torch":
+        return torch_backend.TorchBackend(bundle, device=device, precision=precision, reason="asked for by name")
+    return torch_backend.TrtBackend(bundle, reason="asked for by name")
 
 
-def available_backends(bundle_dir: str | os.PathLike) -> dict[str, str]:
-    """Every backend name -> "ok" or the one-line reason it cannot be used for this bundle."""
+def available_backends(bundle: str | os.PathLike | Bundle) -> dict[str, str]:
+    """Every backend name -> "ok" or the one-line reason it cannot be used for this bundle (a
+    folder, loaded once here, or a loaded Bundle)."""
+    bundle = as_bundle(bundle)
     out = {}
     for name in BACKENDS:
         try:
-            open_backend(bundle_dir, name, device="cpu" if name.startswith("onnx") else None)
+            open_backend(bundle, name, device="cpu" if name.startswith("onnx") else None)
             out[name] = "ok"
-        except (BackendError, ValueError) as e:
+        except GeoaudioError as e:
             out[name] = str(e)
     return out
 
 
-__all__ = ["Backend", "BackendError", "BACKENDS", "open_backend", "available_backends", "torch_missing"]
+__all__ = ["Backend", "BackendError", "BACKENDS", "as_bundle", "open_backend", "available_backends"]

@@ -13,13 +13,15 @@ from typing import Sequence
 
 import numpy as np
 
+from model.core.errors import GeoaudioError, one_line
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 DEVICES = (None, "cpu", "cuda", "tensorrt")
 
 
-class SessionError(ValueError):
+class SessionError(GeoaudioError, ValueError):
     """An ONNX file or device that ONNX Runtime cannot use; the message names it."""
 
 
@@ -66,7 +68,7 @@ def open_session(path: str | os.PathLike, device: str | None = "cpu", threads: i
     except SessionError:
         raise
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-        raise SessionError(f"{path}: ONNX Runtime cannot load it ({str(e).strip().splitlines()[0]})") from None
+        raise SessionError(f"{path}: ONNX Runtime cannot load it ({one_line(e)})") from None
 
 
 def run_batched(session, x: np.ndarray, batch_size: int = 64,

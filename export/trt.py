@@ -31,22 +31,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from export.calibration import load_tiles
-from export.manifest import TRT_MANIFEST, staging, trt_name, write_manifest
+from export.manifest import staging, trt_name, write_manifest
 from export.parity import (DEFAULT_AUDIO_SOURCES, DEFAULT_TILE_SOURCES, FP16, FP32, ParityInputs, check,
                            compare_outputs, existing, run_torch)
+from model.bundle.files import META_FILE, TRT_MANIFEST
+from model.core.errors import GeoaudioError, one_line
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 64
 CALIBRATION_TILES = 64
 
 
-class TrtExportError(ValueError):
+class TrtExportError(GeoaudioError, ValueError):
     """A graph torch-tensorrt could not compile or save; the message names it."""
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _quantise_int8(module, calibration: np.ndarray, batch: int = 16):
@@ -134,13 +131,13 @@ def export_engines(bundle_dir: str | os.PathLike, *, precision: str = "fp16", ma
             example = example_input(bundle, graph, batch=2).cuda()
             try:
                 compiled, dims = compile_graph(module, example, max_batch, precision)
-                tmp = str(stage.temp(bundle.path / trt_name(graph), suffix=".tmp.ep"))
+                tmp = str(stage.temp(bundle.path / trt_name(graph)))
                 torch_tensorrt.save(compiled, tmp, output_format="exported_program", arg_inputs=[example],
                                     dynamic_shapes=(dims,), retrace=True)
-            except (ValueError, OSError):
+            except (GeoaudioError, OSError):
                 raise
             except Exception as e:  # noqa: BLE001 - TensorRT raises many types; report one line
-                raise TrtExportError(f"{graph}: TensorRT compilation failed ({_first_line(e)})") from None
+                raise TrtExportError(f"{graph}: TensorRT compilation failed ({one_line(e)})") from None
             x = inputs.for_graph(graph)
             reference = run_torch(build_graph(bundle, graph), x)
             candidate = _run_compiled(torch_tensorrt.load(tmp).module(), x, min(max_batch, 16))
@@ -183,7 +180,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from export.runtime import trt_unavailable
+    from export.torch_backend import trt_unavailable
     from model.core.cli import fail
 
     args = parse_args(argv)
@@ -191,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.precision == "int8" and args.calibration is None:
         fail("--precision int8 needs --calibration SRC (a GeoTIFF, an image or a folder of images)")
-    if not (args.bundle / "bundle.json").is_file():
-        fail(f"{args.bundle}: not a bundle folder (bundle.json missing)")
+    if not (args.bundle / META_FILE).is_file():
+        fail(f"{args.bundle}: not a bundle folder ({META_FILE} missing)")
     why = trt_unavailable()
     if why:
         fail(why)

@@ -8,8 +8,9 @@ GDAL's COG driver can only copy a finished raster, so every product is written i
    Uncompressed blocks are rewritten in place, so windows need not be block aligned; blocks never
    written read back as nodata.
 2. :meth:`StagedRaster.to_cog` copies it with the COG driver (DEFLATE, internal overviews built
-   with ``nearest`` for class rasters and ``average`` for scores) into ``<stem>.tmp.tif`` and renames
-   that to ``<name>`` with :func:`os.replace`: a reader sees either no file or a whole one.
+   with ``nearest`` for class rasters and ``average`` for scores) into a hidden temporary file
+   beside ``<name>`` and renames it into place (:func:`model.core.atomic.atomic_path`): a reader
+   sees either no file or a whole one.
 
 Colour tables, band descriptions, nodata and dataset tags set on the staging file are carried
 over by the copy.
@@ -17,9 +18,8 @@ over by the copy.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import rasterio
@@ -29,25 +29,13 @@ from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
+from geo.errors import RasterError
+from model.core.atomic import atomic_path
+
 MAX_BLOCK = 256  # pixels per side of a block (staging file and COG) ...
 MIN_BLOCK = 32  # ... halved down to this while one block holds more than BLOCK_BYTES
 BLOCK_BYTES = 4 << 20  # bytes of one uncompressed block (all bands, pixel interleaved)
 COLOR_ALPHA = 255  # colour-table entries are opaque
-
-
-@contextmanager
-def atomic_target(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield ``<stem>.tmp<suffix>`` beside ``target`` to write (the suffix kept so drivers that go by
-    extension still work); on success rename it to ``target``, on any error delete it."""
-    target = Path(target)
-    tmp = target.with_name(f"{target.stem}.tmp{target.suffix}")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class StagedRaster:
@@ -57,7 +45,7 @@ class StagedRaster:
     rasters, NaN for floats); ``descriptions`` one name per band; ``colors`` a colour table
     ``{value: (r, g, b)}`` for single-band class rasters; ``tags`` dataset metadata strings.
     ``resume=True`` reopens the staging file that an interrupted run left (after :meth:`flush`)
-    instead of creating it; ValueError when it is missing or differs in size, bands or dtype.
+    instead of creating it; RasterError when it is missing or differs in size, bands or dtype.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, count: int, dtype: str,
@@ -90,10 +78,10 @@ class StagedRaster:
         try:
             dataset = rasterio.open(self.staging, "r+")
         except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
-            raise ValueError(f"{self.staging}: cannot reopen the staging file ({e})") from None
+            raise RasterError(f"{self.staging}: cannot reopen the staging file ({e})") from None
         if dataset.shape != shape or dataset.count != self.count or np.dtype(dataset.dtypes[0]) != self.dtype:
             dataset.close()
-            raise ValueError(f"{self.staging}: staging file does not match the product")
+            raise RasterError(f"{self.staging}: staging file does not match the product")
         return dataset
 
     def flush(self) -> None:
@@ -118,7 +106,7 @@ class StagedRaster:
     def to_cog(self, resampling: str = "nearest") -> Path:
         """Close the staging file, copy it to the COG ``path`` atomically, delete the staging file."""
         self.dataset.close()
-        with atomic_target(self.path) as tmp:
+        with atomic_path(self.path) as tmp:
             rasterio.shutil.copy(self.staging, tmp, driver="COG", COMPRESS="DEFLATE",
                                  PREDICTOR="YES" if self.dtype.kind == "f" else "NO",
                                  BLOCKSIZE=self.block, RESAMPLING=resampling.upper(),

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 from affine import Affine
 from rasterio.windows import Window
 
+from geo.errors import RasterError
+
 if TYPE_CHECKING:  # pragma: no cover
     from geo.raster import RasterSource
 
@@ -60,9 +62,9 @@ class TileGrid:
         _check_positive(width=width, height=height, tile_size=tile_size, stride=stride,
                         gsd=gsd, source_gsd_x=source_gsd[0], source_gsd_y=source_gsd[1])
         if int(tile_size) != tile_size or int(stride) != stride:
-            raise ValueError(f"tile_size and stride must be whole pixels, got {tile_size} and {stride}")
+            raise RasterError(f"tile_size and stride must be whole pixels, got {tile_size} and {stride}")
         if stride > tile_size:
-            raise ValueError(f"stride ({stride}) larger than tile_size ({tile_size}) would leave gaps")
+            raise RasterError(f"stride ({stride}) larger than tile_size ({tile_size}) would leave gaps")
         self.width, self.height = int(width), int(height)
         self.transform = transform
         self.source_gsd = (float(source_gsd[0]), float(source_gsd[1]))
@@ -185,7 +187,7 @@ def resolution_warning(grid: TileGrid, threshold: float = WARN_FACTOR) -> str | 
 
 
 def _check_positive(**values: float) -> None:
-    """ValueError naming the first value that is not a finite positive number."""
+    """RasterError naming the first value that is not a finite positive number."""
     for name, value in values.items():
         if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+            raise RasterError(f"{name} must be a positive number, got {value!r}")

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geo.cog import atomic_target
 from geo.runinfo import jsonable
+from model.core.atomic import atomic_path
 
 JOURNAL = "journal.json"
 VERSION = 1
@@ -52,7 +52,7 @@ def write_checkpoint(folder: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Replace ``folder/journal.json`` atomically with ``checkpoint``."""
     target = Path(folder) / JOURNAL
     body = {"version": VERSION, **asdict(checkpoint), "key": normalise_key(checkpoint.key)}
-    with atomic_target(target) as tmp:
+    with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(body, indent=1) + "\n")
     return target
 

@@ -23,11 +23,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB; GDAL's block cache counts towards peak memory
 
-from rasterio.errors import RasterioError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from geo.errors import RasterError  # noqa: E402
@@ -38,12 +37,17 @@ from geo.products import (CHECKPOINT_S, NEAREST_K, GalleryLookup, ProductSet, la
 from geo.progress import OnProgress, TileProgress, json_lines  # noqa: E402
 from geo.raster import RASTER_READ_ERRORS, describe, open_raster  # noqa: E402
 from geo.runinfo import RUN_FILE, input_fingerprint, is_complete, versions, write_run_info  # noqa: E402
+from model.bundle.files import GALLERY_FILE  # noqa: E402
+from model.core.errors import GeoaudioError, one_line  # noqa: E402
+
+if TYPE_CHECKING:
+    from model.bundle import Bundle
 
 PARTIAL = ".partial"
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # what a folder given as input contributes
 MIN_AREA_PIXELS = 16  # default --min-area: this many land-cover pixels
 KNOWN_PRODUCTS = product_names(True, True)
-FILE_ERRORS = (ValueError, OSError, RasterioError) + RASTER_READ_ERRORS
+FILE_ERRORS = (GeoaudioError, OSError) + RASTER_READ_ERRORS  # bad input: that file fails alone; others are bugs
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,12 @@ class _Model:
     gallery: Any
 
 
-def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike, out_dir: str | os.PathLike,
+def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike | Bundle, out_dir: str | os.PathLike,
               backend: str = "auto", options: MapOptions = MapOptions()) -> list[FileResult]:
     """Map each input into ``out_dir/<stem>/``; one result per input, in order (see module doc).
     A folder among ``paths`` stands for the rasters directly inside it (:func:`expand_inputs`).
+    ``bundle_dir``: a bundle folder or a loaded ``model.bundle.Bundle``; either way the bundle is
+    loaded (at most) and hashed once for the whole batch.
 
     Bundle and backend problems raise (they concern every file); per-file problems become
     "failed" results.
@@ -107,7 +113,7 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike,
     model = _load_model(bundle_dir, backend)
     tile_size = model.bundle.image_input.tile_size
     if options.stride is not None and not 1 <= options.stride <= tile_size:
-        raise ValueError(f"--stride {options.stride} must be between 1 and the bundle's tile size ({tile_size} px)")
+        raise RasterError(f"--stride {options.stride} must be between 1 and the bundle's tile size ({tile_size} px)")
     out_root = Path(out_dir)
     results: list[FileResult] = []
     seen: dict[str, Path] = {}
@@ -128,17 +134,21 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike,
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """``paths`` with each folder replaced by the rasters directly inside it (suffixes in
-    ``RASTER_SUFFIXES``, case-insensitive, sorted by name); a folder without any stays as it is
+    ``RASTER_SUFFIXES``, case-insensitive, sorted by name; hidden files, such as the temporary files of
+    an interrupted atomic write, are passed over); a folder without any stays as it is
     and fails with its own one-line error."""
     out: list[Path] = []
     for path in map(Path, paths):
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES) \
+        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in RASTER_SUFFIXES) \
             if path.is_dir() else []
         out += found or [path]
     return out
 
 
-def _load_model(bundle_dir: str | os.PathLike, backend: str) -> _Model:
+def _load_model(bundle_dir: str | os.PathLike | Bundle, backend: str) -> _Model:
+    """The bundle (loaded once, by ``open_backend``), its content hash (computed once and kept on
+    the Bundle), the backend and the gallery lookup, shared by every file of the batch."""
     from export.runtime import open_backend
 
     engine = open_backend(bundle_dir, name=backend)
@@ -150,7 +160,7 @@ def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
     """A lookup for tiles.gpkg's ``near_*`` columns (``model.bundle.gallery.nearest_in``), or None when
     the bundle has no usable gallery (missing file, gallery made with another audio encoder) or
     ``model.heads.gallery`` is not installed."""
-    if not (Path(bundle.path) / "gallery.parquet").is_file():
+    if not (Path(bundle.path) / GALLERY_FILE).is_file():
         return None
     try:
         from model.bundle import gallery
@@ -158,8 +168,8 @@ def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
         return None
     try:
         rows, vectors = gallery.load_gallery(bundle)  # checked against the audio encoder once, here
-    except ValueError as e:
-        tqdm.write(f"warning: gallery not used: {' '.join(str(e).split())}", file=sys.stderr)
+    except (GeoaudioError, OSError) as e:
+        tqdm.write(f"warning: gallery not used: {one_line(e)}", file=sys.stderr)
         return None
 
     def lookup(embeddings):
@@ -203,12 +213,13 @@ def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, o
         shutil.rmtree(partial, ignore_errors=True)
         if not existed:
             shutil.rmtree(out, ignore_errors=True)
-        return FileResult(path, "failed", out, _one_line(path, e), warnings)
+        return FileResult(path, "failed", out, _failure(path, e), warnings)
     return FileResult(path, "mapped", out, "", warnings, timings.to_dict())
 
 
-def _one_line(path: Path, error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+def _failure(path: Path, error: BaseException) -> str:
+    """The one-line reason a file failed, starting with the file unless the message names it."""
+    text = one_line(error)
     return text if str(path) in text else f"{path}: {text}"
 
 
@@ -236,7 +247,7 @@ def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -
     with open_raster(path, **open_kwargs) as src:
         try:
             grid = TileGrid.from_source(src, image_input.tile_size, image_input.gsd, options.stride)
-        except ValueError as e:
+        except RasterError as e:
             raise RasterError(f"{path}: {e}") from None
         scaling, source, crs = src.scaling, describe(src), src.crs
     warning = resolution_warning(grid)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from geo.errors import RasterError
 from geo.grid import Tile, TileGrid
 from geo.raster import RasterSource, read_tiles
 from geo.scaling import Scaling
@@ -185,7 +186,7 @@ def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scalin
     first error of any thread is raised here after all threads have stopped.
     """
     if batch_size < 1 or workers < 1:
-        raise ValueError(f"batch size and workers must be >= 1, got {batch_size} and {workers}")
+        raise RasterError(f"batch size and workers must be >= 1, got {batch_size} and {workers}")
     began = time.perf_counter()
     shared, timings = _Shared(), Timings()
     chunks = enumerate(grid.chunks(batch_size, start))

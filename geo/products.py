@@ -35,11 +35,13 @@ import pandas as pd
 from affine import Affine
 
 from geo.blend import NODATA, finished_rows, make_mosaic, replay_start, trim_strips
-from geo.cog import StagedRaster, atomic_target
+from geo.cog import StagedRaster
+from geo.errors import RasterError
 from geo.grid import TileGrid
 from geo.journal import Checkpoint, read_checkpoint, write_checkpoint
 from geo.pipeline import Batch
 from geo.vectors import landcover_polygons, tiles_frame, write_gpkg
+from model.core.atomic import atomic_path
 
 CHECKPOINT_S = 30.0  # seconds between checkpoints of a run (geo.journal)
 TOP_K = 3  # sound classes per tile in tiles.gpkg
@@ -104,7 +106,7 @@ class ProductSet:
             try:
                 self._open(found)
                 return
-            except ValueError:  # staging files that cannot be reused: start over
+            except RasterError:  # staging files that cannot be reused: start over
                 pass
         if key is not None:
             self._clear_folder()
@@ -203,7 +205,7 @@ class ProductSet:
         parts = list(self.checkpoint.parts)
         if done.any():
             name = f"tiles_{len(parts):05d}.parquet"
-            with atomic_target(self.folder / name) as tmp:
+            with atomic_path(self.folder / name) as tmp:
                 table[done].to_parquet(tmp, index=False)
             parts.append(name)
         self.checkpoint = Checkpoint(self.key or {}, rows_done, parts,

@@ -30,26 +30,23 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from geo.cog import StagedRaster
+from model.core.distance import DISTANCES, pairwise_distance
+from model.core.errors import GeoaudioError, one_line
 
 BANDS = ("similarity", "distance")
-NORM_EPS = 1e-12  # guards the cosine normalisation of an all-zero vector
-DISTANCES = ("euclidean", "cosine")
 
 
-class QueryError(ValueError):
+class QueryError(GeoaudioError, ValueError):
     """A query that cannot be answered; the one-line message names the file or the problem."""
 
 
 def cell_distances(embeddings: np.ndarray, vector: np.ndarray, distance: str) -> np.ndarray:
-    """Distances (N,) between embeddings (N, D) and one vector (D,) (formulas in the module doc)."""
+    """float32 distances (N,) between embeddings (N, D) and one vector (D,) (formulas in the module
+    doc; computed by :func:`model.core.distance.pairwise_distance`)."""
     if distance not in DISTANCES:
         raise QueryError(f"distance must be one of {DISTANCES}, got {distance!r}")
-    z = np.asarray(embeddings, np.float64)
-    v = np.asarray(vector, np.float64).reshape(-1)
-    if distance == "cosine":
-        zn = np.linalg.norm(z, axis=1)
-        return (1.0 - (z @ v) / np.maximum(zn * np.linalg.norm(v), NORM_EPS)).astype(np.float32)
-    return np.sqrt(np.maximum((z * z).sum(axis=1) - 2.0 * (z @ v) + v @ v, 0.0)).astype(np.float32)
+    v = np.asarray(vector, np.float64).reshape(1, -1)
+    return pairwise_distance(embeddings, v, distance)[:, 0].astype(np.float32)
 
 
 def rank_similarity(d: np.ndarray) -> np.ndarray:
@@ -76,7 +73,7 @@ def _open(path: Path) -> Any:
     try:
         return rasterio.open(path)
     except RasterioError as e:
-        raise QueryError(f"{path}: not a readable embeddings raster ({' '.join(str(e).split())})") from None
+        raise QueryError(f"{path}: not a readable embeddings raster ({one_line(e)})") from None
 
 
 def _read_tags(path: Path) -> dict[str, str]:
@@ -90,7 +87,7 @@ def _read_embeddings(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         try:
             return ds.read(out_dtype="float32"), dict(ds.profile)
         except RasterioError as e:
-            raise QueryError(f"{path}: cannot read the embeddings ({' '.join(str(e).split())})") from None
+            raise QueryError(f"{path}: cannot read the embeddings ({one_line(e)})") from None
 
 
 def query_embeddings(embeddings_path: str | os.PathLike, vector: np.ndarray,
@@ -183,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from export.runtime import open_backend
 
-        vector, what = open_backend(args.bundle, name=args.backend).embed_audio_file(args.audio), f"audio {args.audio}"
+        vector, what = open_backend(bundle, name=args.backend).embed_audio_file(args.audio), f"audio {args.audio}"
     array, profile = query_embeddings(args.embeddings, vector, bundle.distance)
     out = write_heatmap(array, profile, args.out, {"geoaudio_query": what, "geoaudio_distance": bundle.distance,
                                                     "geoaudio_bundle_hash": bundle_hash})

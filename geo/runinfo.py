@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from geo.cog import atomic_target
+from model.core.atomic import atomic_path
 
 RUN_FILE = "run.json"
 VERSION_PACKAGES = ("geoaudio", "torch", "onnxruntime", "rasterio", "numpy")
@@ -51,7 +51,7 @@ def write_run_info(folder: str | os.PathLike, info: dict[str, Any]) -> Path:
     """Write ``folder/run.json`` atomically (adds ``created``)."""
     target = Path(folder) / RUN_FILE
     info = {**info, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    with atomic_target(target) as tmp:
+    with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(info, indent=2, default=jsonable) + "\n")
     return target
 

@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from geo.blend import NODATA
-from geo.cog import atomic_target
+from model.core.atomic import atomic_path
 
 VECTOR_WINDOW = 2048  # model pixels per side of a vectorisation window
 SEAM_EPS = 1e-9  # fraction of a pixel: bounds this close to a window edge touch it
@@ -50,7 +50,7 @@ def cell_polygons(rows: np.ndarray, cols: np.ndarray, cell_transform: Affine) ->
 def write_gpkg(frame: gpd.GeoDataFrame, path: str | os.PathLike, layer: str, geometry_type: str) -> Path:
     """Write a GeoDataFrame as a one-layer GeoPackage atomically (temp file, then rename); a frame
     without CRS (an ungeoreferenced input) is written without one, silently."""
-    with atomic_target(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*crs.* was not provided", category=UserWarning)
         frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio", geometry_type=geometry_type)
     return Path(path)

@@ -27,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> BaselineConfig:
     p.add_argument("--train-crop", type=float, default=TRAIN_CROP,
                    help="centred fraction of each image the views are drawn from (default 0.5)")
     p.add_argument("--gsd", type=float, default=0.0, help="metres per pixel of the encoder input (default: from the data)")
+    p.add_argument("--image-mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-band mean of the encoder input on the 0-1 scale (default ImageNet's)")
+    p.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-band standard deviation on the 0-1 scale (default ImageNet's)")
     p.add_argument("--temperature", type=float, default=0.0, help="NT-Xent temperature (default 0.5 simclr, 0.2 moco)")
     p.add_argument("--proj-dim", type=int, default=128, help="projection size (default 128)")
     p.add_argument("--memory-bank", type=int, default=4096, help="moco: keys in the memory bank (default 4096)")

@@ -8,6 +8,10 @@ bundle's distance. Writes FILE.json, FILE.csv and a recall-curve FILE.png beside
 ``advance --data DIR --bundle B --out RUN``: the ADVANCE audiovisual scene classification linear
 probe (model/evaluation/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
 weighted F1 over 5 seeds on a fixed stratified 80/20 split.
+
+``report RUNS... --out FILE.md [--title T]``: the paper-style comparison tables of downstream runs
+(model/evaluation/report.py): each run's ``metrics.json`` grouped by initialisation (rows) and by
+task, dataset and score (columns), ``mean ± std`` in percent over seeds; writes FILE.md and FILE.csv.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ DIRECTIONS = ("image_to_audio", "audio_to_image")
 
 def retrieval_report(image, audio, locations, distance: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics by direction, recall curves by direction) for paired embeddings."""
-    from model.evaluation.retrieval import pairwise_distance, recall_curve, retrieval_metrics
+    from model.core.distance import pairwise_distance
+    from model.evaluation.retrieval import recall_curve, retrieval_metrics
 
     d = pairwise_distance(image, audio, distance)
     mats = {"image_to_audio": d, "audio_to_image": d.T}
@@ -103,7 +108,26 @@ def _add_advance(sub) -> None:
     add_parser(sub)
 
 
-TASKS: list[Callable] = [_add_retrieval, _add_advance]
+def report(args: argparse.Namespace) -> int:
+    """Write the comparison tables of the runs (``.md`` and ``.csv``), print the Markdown."""
+    from model.evaluation.report import build_report
+
+    md, csv_path = build_report(args.runs, args.out, args.title)
+    print(md.read_text(), end="")
+    print(f"wrote {md} and {csv_path}")
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="comparison tables (mean ± std over seeds) of downstream runs")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders, metrics.json files, or folders searched recursively for metrics.json")
+    p.add_argument("--out", required=True, help="output Markdown path; the CSV gets the same stem")
+    p.add_argument("--title", default="Downstream results", help="heading of the Markdown table")
+    p.set_defaults(func=report)
+
+
+TASKS: list[Callable] = [_add_retrieval, _add_advance, _add_report]
 
 
 def main(argv: list[str] | None = None) -> int:

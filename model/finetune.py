@@ -16,13 +16,14 @@ encoder with the ``landcover`` head; an init bundle's audio encoder comes along)
 ``--init`` is ``random``, a bundle folder, a run folder holding ``bundle/`` (model.train.pretrain,
 model.train.baselines), or a torchvision-format ``.pth``/``.safetensors`` weights file (see model/nn/init.py).
 ``metrics.json`` records task, dataset (``--name``, default the data folder's name), init label
-(``--label``) and seed, for ``python -m model.evaluation.report``.
+(``--label``) and seed, for ``python -m model.evaluate report``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +32,15 @@ from model.core.cli import fail, run_cli
 DEFAULT_SEGMENT_GSD = 0.5  # metres per pixel of DeepGlobe Land Cover tiles
 
 
-def build_trainer(out: Path, epochs: int, accelerator: str = "auto", precision: str = "auto",
-                  max_minutes: float = 0.0, limit_train_batches: float = 1.0):
-    """A one-device Lightning Trainer without validation or checkpoints, logging to ``out/logs``
-    (CSV and TensorBoard)."""
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    from model.train.pretrain import resolve_precision
-
-    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
-    return L.Trainer(
-        default_root_dir=out, max_epochs=epochs, accelerator=accelerator, devices=1,
-        precision=resolve_precision(precision, accelerator), logger=loggers, enable_checkpointing=False,
-        limit_val_batches=0, num_sanity_val_steps=0, log_every_n_steps=5, enable_model_summary=False,
-        max_time={"minutes": max_minutes} if max_minutes > 0 else None, limit_train_batches=limit_train_batches,
-    )
-
-
 GENERIC_FOLDER_NAMES = {"images", "image", "data", "train", "dataset"}
+
+
+def _trainer(args: argparse.Namespace, out: Path):
+    """One device, no validation and no checkpoints; logs in ``out/logs``."""
+    from model.train.trainer import build_trainer
+
+    return build_trainer(out, epochs=args.epochs, accelerator=args.accelerator, precision=args.precision,
+                         validate=False, max_minutes=args.max_minutes)
 
 
 def _dataset_name(args: argparse.Namespace) -> str:
@@ -86,9 +77,11 @@ def classify(args: argparse.Namespace) -> int:
     L.seed_everything(args.seed, workers=True, verbose=False)
     model = SceneClassifier(init.encoder(embed_dim=len(data.classes)), lr=args.lr, weight_decay=args.weight_decay,
                             epochs=args.epochs, freeze=args.freeze)
-    dm = SceneDataModule(data, train_idx, test_idx, image_size=args.image_size, batch_size=args.batch_size,
+    # the init's normalisation (ImageNet's unless a bundle records another) at --image-size px
+    image_input = replace(init.image_input, tile_size=args.image_size)
+    dm = SceneDataModule(data, train_idx, test_idx, image_input=image_input, batch_size=args.batch_size,
                          num_workers=args.num_workers, seed=args.seed)
-    trainer = build_trainer(out, args.epochs, args.accelerator, args.precision, args.max_minutes)
+    trainer = _trainer(args, out)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     accuracy, per_class = accuracy_scores(model.confusion)
@@ -149,8 +142,8 @@ def segment(args: argparse.Namespace) -> int:
                                freeze_encoder=args.freeze_encoder)
     dm = DeepGlobeDataModule(tiles["train"], tiles["test"], crop_size=args.crop_size,
                              crops_per_tile=args.crops_per_tile, batch_size=args.batch_size,
-                             num_workers=args.num_workers, seed=args.seed)
-    trainer = build_trainer(out, args.epochs, args.accelerator, args.precision, args.max_minutes)
+                             num_workers=args.num_workers, seed=args.seed, image_input=init.image_input)
+    trainer = _trainer(args, out)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     scores = segmentation_scores(model.confusion, DEEPGLOBE_CLASSES)

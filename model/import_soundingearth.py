@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from model.core.cli import fail, run_cli
+from model.core.distance import DISTANCES, EUCLIDEAN
+from model.core.errors import GeoaudioError, one_line
 
 IMAGE_PREFIX = "img_encoder.module_list.0."
 AUDIO_PREFIX = "snd_encoder.module_list.0."
@@ -39,7 +41,7 @@ CROP_PX = 384
 INPUT_PX = 192
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GeoaudioError, ValueError):
     """A file that is not a SoundingEarth checkpoint; the message names it and says why."""
 
 
@@ -53,10 +55,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: not a plain tensor checkpoint (loading it would need to run code: {first})") from None
+        raise CheckpointError(f"{path}: not a plain tensor checkpoint (loading it would need to run code: "
+                              f"{one_line(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).strip().splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({one_line(e)})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--source-gsd", type=float, default=0.6,
                    help="metres per pixel of the 1024 px source tiles the weights were trained on (default 0.6, an assumption)")
-    p.add_argument("--distance", choices=["euclidean", "cosine"], default="euclidean",
+    p.add_argument("--distance", choices=DISTANCES, default=EUCLIDEAN,
                    help="euclidean for triplet-loss models (the published ones), cosine for contrastive")
     p.add_argument("--sample-rate", type=int, help="audio sample rate in Hz to record (default 22050)")
     p.add_argument("--n-fft", type=int, help="FFT size in samples (default 2048)")

@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--image-size", type=int, help="encoder input in pixels (default 192)")
     p.add_argument("--crop", type=float, help="centre crop as a fraction of the image side (default 0.375 = 384/1024)")
     p.add_argument("--gsd", type=float, help="metres per pixel of the encoder input (default: from the data)")
+    p.add_argument("--image-mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-band mean of the encoder input on the 0-1 scale (default ImageNet's)")
+    p.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="per-band standard deviation on the 0-1 scale (default ImageNet's)")
     p.add_argument("--audio-source", choices=["spectrogram", "audio"], help="spectrogram JPEGs or raw audio")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False)
     p.add_argument("--num-workers", type=int, help="data loader processes (default 2)")

@@ -28,3 +28,28 @@ def quick_demo(tmp_path_factory):
 
     root = os.environ.get("GEOAUDIO_TEST_DEMO") or tmp_path_factory.getbasetemp() / "quick-demo"
     return build_demo(root, seed=0, quick=True, quiet=True)
+
+
+@pytest.fixture
+def bundle_reads(monkeypatch):
+    """Counts of real bundle loads and content hashes during a test: ``{"load": n, "hash": n}``.
+
+    Spies, not mocks: ``model.bundle.load`` and ``content_hash`` (module and package names) are
+    wrapped so that each call is counted and then runs the real function.
+    """
+    import model.bundle
+    import model.bundle.format as fmt
+
+    counts = {"load": 0, "hash": 0}
+
+    def spy(key, real):
+        def counted(*args, **kwargs):
+            counts[key] += 1
+            return real(*args, **kwargs)
+        return counted
+
+    for key, name in (("load", "load"), ("hash", "content_hash")):
+        wrapped = spy(key, getattr(fmt, name))
+        monkeypatch.setattr(fmt, name, wrapped)
+        monkeypatch.setattr(model.bundle, name, wrapped)
+    return counts

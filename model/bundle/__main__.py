@@ -2,5 +2,6 @@
 import sys
 
 from model.bundle.merge import main
+from model.core.cli import run_cli
 
-sys.exit(main())
+sys.exit(run_cli(main))

@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from model.core.atomic import atomic_path
+from model.core.errors import GeoaudioError, one_line
+
 SE_LOW = math.exp(-1.5)
 SE_HIGH = math.exp(0.5)
 LEVEL_ENCODINGS = ("soundingearth", "db")
@@ -34,7 +37,7 @@ DB_RANGE = 80.0  # dB kept below the top of the window by the "db" encoding
 SILENCE_PEAK = 1e-5  # a waveform whose absolute peak is below this (full scale = 1) is silent
 
 
-class AudioError(ValueError):
+class AudioError(GeoaudioError, ValueError):
     """A recording that cannot be used; the message names the file and the problem."""
 
 
@@ -60,11 +63,11 @@ class AudioConfig:
 
     def __post_init__(self) -> None:
         if self.level_encoding not in LEVEL_ENCODINGS:
-            raise ValueError(f"level_encoding must be one of {LEVEL_ENCODINGS}, got {self.level_encoding!r}")
+            raise AudioError(f"level_encoding must be one of {LEVEL_ENCODINGS}, got {self.level_encoding!r}")
         if self.fmax > self.sample_rate / 2 + 1e-6:
-            raise ValueError(f"fmax {self.fmax} Hz is above the Nyquist frequency of {self.sample_rate} Hz")
+            raise AudioError(f"fmax {self.fmax} Hz is above the Nyquist frequency of {self.sample_rate} Hz")
         if not (self.db_ref == "max" or isinstance(self.db_ref, (int, float))):
-            raise ValueError(f"db_ref must be 'max' or a number, got {self.db_ref!r}")
+            raise AudioError(f"db_ref must be 'max' or a number, got {self.db_ref!r}")
 
     @property
     def chunk_seconds(self) -> float:
@@ -84,7 +87,7 @@ class AudioConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown audio config fields: {sorted(unknown)}")
+            raise AudioError(f"unknown audio config fields: {sorted(unknown)}")
         return cls(**d)
 
 
@@ -104,12 +107,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
                 y, sr = librosa.load(str(path), sr=None, mono=True)
             return y.astype(np.float32), int(sr)
         except Exception:  # noqa: BLE001
-            raise AudioError(f"{path}: cannot decode audio ({_first_line(sf_error)})") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+            raise AudioError(f"{path}: cannot decode audio ({one_line(sf_error)})") from None
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 22050) -> np.ndarray:
@@ -212,11 +210,9 @@ def write_spectrogram_jpeg(logmel: np.ndarray, path: str | os.PathLike, quality:
     """Write a ``"soundingearth"``-encoded (n_mels, T) spectrogram as an 8-bit JPEG, atomically."""
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(soundingearth_to_pixels(logmel), mode="L").save(tmp, format="JPEG", quality=quality)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(soundingearth_to_pixels(logmel), mode="L").save(tmp, format="JPEG", quality=quality)
+    return Path(path)
 
 
 def read_spectrogram_jpeg(path: str | os.PathLike, n_mels: int = 128) -> np.ndarray:
@@ -230,7 +226,7 @@ def read_spectrogram_jpeg(path: str | os.PathLike, n_mels: int = 128) -> np.ndar
         with Image.open(path) as im:
             pixels = np.asarray(im.convert("L"))
     except (UnidentifiedImageError, OSError) as e:
-        raise AudioError(f"{path}: cannot read spectrogram image ({_first_line(e)})") from None
+        raise AudioError(f"{path}: cannot read spectrogram image ({one_line(e)})") from None
     if pixels.shape[0] != n_mels:
         raise AudioError(f"{path}: spectrogram has {pixels.shape[0]} rows, expected {n_mels} mel bands")
     return pixels_to_soundingearth(pixels)

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from model.core.errors import GeoaudioError
+
 BLOCK_EXPANSION = {"basic": 1, "bottleneck": 4}
 STANDARD_ARCHS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -36,7 +38,7 @@ STANDARD_WIDTHS = (64, 128, 256, 512)
 CUSTOM_ARCH = "custom"
 
 
-class EncoderSpecError(ValueError):
+class EncoderSpecError(GeoaudioError, ValueError):
     """An encoder specification or a state dict that does not describe a valid encoder."""
 
 

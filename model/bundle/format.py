@@ -5,23 +5,22 @@ Layout (see docs/bundle.md):
   audio front-end, heads (class names and colours ...), provenance;
 - ``weights.safetensors``: every tensor, named by part (``image_encoder.``, ``audio_encoder.``,
   ``soundscape.``, ``landcover.``);
-- optional files beside them (``gallery.parquet``, ``*.onnx`` ...).
+- optional files beside them (``gallery.parquet``, ``*.onnx`` ...); every name is a constant
+  of :mod:`model.bundle.files`.
 
 Every consumer loads a bundle with :func:`load`, which validates it and raises
 :class:`BundleError` with one line naming the folder and the problem. Nothing needs pickle, and
-loading and validation need no PyTorch (only the encoders as torch modules do), so an edge machine
-with ONNX Runtime alone can use a bundle exported to ONNX.
+loading and validation need no PyTorch, so an edge machine with ONNX Runtime alone can use a
+bundle exported to ONNX. The encoders as torch modules are built in ``model.nn.encoders``.
 Python API::
 
-    b = load("runs/demo/bundle"); enc = b.image_encoder(); z = enc(x)
+    b = load("runs/demo/bundle"); enc = image_encoder_from_bundle(b); z = enc(x)  # model.nn.encoders
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,19 +29,20 @@ import numpy as np
 
 from model.bundle.audio import AudioConfig
 from model.bundle.encoder_spec import EncoderSpec, EncoderSpecError, infer_spec
+from model.bundle.files import META_FILE, REQUIRED_FILES, WEIGHTS_FILE
 from model.bundle.image_input import ImageInput
+from model.core.atomic import staging_dir, write_atomic, write_text_atomic
+from model.core.distance import DISTANCES
+from model.core.errors import GeoaudioError
 
 FORMAT = "geoaudio-bundle"
 FORMAT_VERSION = 1
-META_FILE = "bundle.json"
-WEIGHTS_FILE = "weights.safetensors"
-DISTANCES = ("euclidean", "cosine")
 ENCODER_PARTS = ("image_encoder", "audio_encoder")
 REQUIRED_KEYS = ("format", "format_version", "embedding_dim", "distance", "image_encoder",
                  "image_input", "heads", "provenance")
 
 
-class BundleError(ValueError):
+class BundleError(GeoaudioError, ValueError):
     """A folder that is not a usable bundle; the message names it and says what is wrong."""
 
 
@@ -53,6 +53,7 @@ class Bundle:
     path: Path
     meta: dict[str, Any]
     tensors: dict[str, np.ndarray] = field(repr=False)
+    _content_hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def embedding_dim(self) -> int:
@@ -90,34 +91,23 @@ class Bundle:
             raise BundleError(f"{self.path}: bundle has no {part}")
         return EncoderSpec.from_dict(self.meta[part])
 
-    def _encoder(self, part: str):
-        import torch  # only here: loading, validating and ONNX inference need no torch
-
-        from model.nn.encoders import AudioEncoder, ResNetEncoder
-
-        kind = AudioEncoder if part == "audio_encoder" else ResNetEncoder
-        encoder = kind(self.encoder_spec(part))
-        state = {k: torch.from_numpy(np.array(v)) for k, v in self.part_tensors(part).items()}
-        encoder.load_state_dict(state, strict=True)
-        return encoder.eval()
-
-    def image_encoder(self):
-        """The image encoder (a ``model.nn.encoders.ResNetEncoder`` in eval mode)."""
-        return self._encoder("image_encoder")
-
-    def audio_encoder(self):
-        """The audio encoder (1-channel log-mel chunks in, embeddings out), eval mode."""
-        return self._encoder("audio_encoder")
-
     def content_hash(self) -> str:
-        """sha256 (hex, first 16 digits) of bundle.json and weights.safetensors as stored."""
-        return content_hash(self.path)
+        """sha256 (hex, first 16 digits) of bundle.json and weights.safetensors as stored.
+
+        Computed on the first call and kept on this object: a loaded bundle's files are taken to be
+        immutable (exports, runs and the app stamp their outputs with this hash). Code that
+        rewrites them (:func:`save` with ``overwrite``) gets a freshly loaded Bundle back; an
+        older Bundle object of the same folder is stale and must not be used again.
+        """
+        if self._content_hash is None:
+            self._content_hash = content_hash(self.path)
+        return self._content_hash
 
 
 def content_hash(path: str | os.PathLike) -> str:
     """sha256 (hex, first 16 digits) of a bundle's bundle.json and weights.safetensors."""
     h = hashlib.sha256()
-    for name in (META_FILE, WEIGHTS_FILE):
+    for name in REQUIRED_FILES:
         with open(Path(path) / name, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
@@ -250,17 +240,6 @@ def _as_numpy(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _write_atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(path: str | os.PathLike, meta: dict[str, Any], tensors: Mapping[str, Any],
          overwrite: bool = False) -> Bundle:
     """Write (or update) a bundle folder atomically and return it loaded.
@@ -278,18 +257,13 @@ def save(path: str | os.PathLike, meta: dict[str, Any], tensors: Mapping[str, An
     if path.exists() and not overwrite:
         raise BundleError(f"{path}: already exists (pass overwrite=True to replace it)")
     if path.exists():
-        _write_atomic(path / WEIGHTS_FILE, lambda tmp: save_file(arrays, tmp))
-        _write_atomic(path / META_FILE, lambda tmp: Path(tmp).write_text(text))
+        write_atomic(path / WEIGHTS_FILE, lambda tmp: save_file(arrays, str(tmp)))
+        write_text_atomic(path / META_FILE, text)
         return load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        save_file(arrays, str(staging / WEIGHTS_FILE))
-        (staging / META_FILE).write_text(text)
-        os.rename(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staging_dir(path) as folder:
+        save_file(arrays, str(folder / WEIGHTS_FILE))
+        (folder / META_FILE).write_text(text)
     return load(path)
 
 

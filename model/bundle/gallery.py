@@ -3,7 +3,7 @@ finding the nearest recordings. Torch-free; building a gallery is :mod:`model.he
 
 ``python -m model.gallery --bundle B --data DIR`` embeds each recording with the bundle's audio
 encoder (all of its whole chunks, averaged: ``AudioEncoder.embed_recordings``) and writes
-``B/gallery.parquet`` (atomically: temp file in the bundle folder, then ``os.replace``):
+``B/gallery.parquet`` (atomically, :mod:`model.core.atomic`):
 
 =================  ==========================================================================
 column             meaning
@@ -28,22 +28,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from model.bundle.files import GALLERY_FILE
+from model.core.atomic import write_atomic
+from model.core.distance import pairwise_distance
+from model.core.errors import GeoaudioError, one_line
 
-GALLERY_FILE = "gallery.parquet"
 META_PREFIX = "geoaudio."
 TEXT_COLUMNS = ("title", "description")
 COLUMNS = ("key", "longitude", "latitude", "title", "description", "dominant", "audio_path")
 MAX_BLOCK_ELEMENTS = 1 << 24  # distances computed at once by `nearest` (16 M float64 = 128 MiB)
 
 
-class GalleryError(ValueError):
+class GalleryError(GeoaudioError, ValueError):
     """A gallery that cannot be built or used; the message names the file or folder."""
 
 
@@ -83,7 +85,7 @@ def _read(path: str, mtime_ns: int, size: int) -> tuple[pd.DataFrame, np.ndarray
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as e:
-        raise GalleryError(f"{path}: unreadable gallery ({str(e).strip().splitlines()[0]})") from None
+        raise GalleryError(f"{path}: unreadable gallery ({one_line(e)})") from None
     meta = _schema_meta(table)
     if "embedding" not in table.column_names or "key" not in table.column_names or "embedding_dim" not in meta:
         raise GalleryError(f"{path}: not a geoaudio gallery (no key/embedding columns or metadata)")
@@ -139,8 +141,6 @@ def nearest(bundle, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
 
 def nearest_in(gallery: np.ndarray, queries: np.ndarray, k: int, distance: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`nearest` against an explicit (M, D) gallery matrix."""
-    from model.evaluation.retrieval import pairwise_distance
-
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != gallery.shape[1]:
         raise GalleryError(f"gallery: query embeddings must be (N, {gallery.shape[1]}), got {queries.shape}")
@@ -200,7 +200,7 @@ def gallery_stamp(bundle, root: Path, audio_source: str) -> dict[str, str]:
 
 
 def write_gallery(path: Path, rows: pd.DataFrame, embeddings: np.ndarray, stamp: dict[str, str]) -> None:
-    """Write rows + embeddings with ``geoaudio.*`` schema metadata atomically (temp file, os.replace)."""
+    """Write rows + embeddings with ``geoaudio.*`` schema metadata atomically (:mod:`model.core.atomic`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -210,11 +210,4 @@ def write_gallery(path: Path, rows: pd.DataFrame, embeddings: np.ndarray, stamp:
     column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()), dim)
     table = table.append_column("embedding", column)
     table = table.replace_schema_metadata({f"{META_PREFIX}{k}".encode(): v.encode() for k, v in stamp.items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: pq.write_table(table, str(tmp)))

@@ -3,6 +3,10 @@
 A tile of ``tile_size`` x ``tile_size`` pixels at ``gsd`` metres per pixel covers
 ``tile_size * gsd`` metres on the ground. Pixels are 8-bit RGB; the encoder sees
 ``x = (p / 255 - mean) / std`` per band.
+
+This is the one place the normalisation statistics are defined (ImageNet's by default): inference
+uses :meth:`ImageInput.normalise`, training builds its transforms from an ``ImageInput``
+(:mod:`model.data.transforms`) and writes the one it trained with into the bundle.
 """
 from __future__ import annotations
 
@@ -11,8 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from model.core.errors import GeoaudioError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageInputError(GeoaudioError, ValueError):
+    """An image input description, or tiles, that do not fit together; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -32,9 +42,9 @@ class ImageInput:
 
     def __post_init__(self) -> None:
         if self.tile_size <= 0 or self.gsd <= 0:
-            raise ValueError(f"tile_size and gsd must be positive, got {self.tile_size} px, {self.gsd} m")
+            raise ImageInputError(f"tile_size and gsd must be positive, got {self.tile_size} px, {self.gsd} m")
         if not (len(self.bands) == len(self.mean) == len(self.std)):
-            raise ValueError("bands, mean and std must have the same length")
+            raise ImageInputError("bands, mean and std must have the same length")
 
     @property
     def footprint_m(self) -> float:
@@ -52,7 +62,7 @@ class ImageInput:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown image input fields: {sorted(unknown)}")
+            raise ImageInputError(f"unknown image input fields: {sorted(unknown)}")
         d = dict(d)
         for k in ("bands", "mean", "std"):
             if k in d:
@@ -62,7 +72,7 @@ class ImageInput:
     def normalise(self, tiles: np.ndarray) -> np.ndarray:
         """uint8 tiles (N, H, W, C) -> float32 (N, C, H, W): (p / 255 - mean) / std."""
         if tiles.ndim != 4 or tiles.shape[-1] != len(self.bands):
-            raise ValueError(f"expected tiles of shape (N, H, W, {len(self.bands)}), got {tiles.shape}")
+            raise ImageInputError(f"expected tiles of shape (N, H, W, {len(self.bands)}), got {tiles.shape}")
         mean = np.asarray(self.mean, dtype=np.float32)[:, None, None] * 255.0
         scale = 1.0 / (np.asarray(self.std, dtype=np.float32)[:, None, None] * 255.0)
         # transpose the uint8 tiles (4x fewer bytes to move), then convert and scale in place:

@@ -25,20 +25,21 @@ import copy
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model.bundle.files import GALLERY_FILE
+from model.core.atomic import staging_dir
 from model.core.cli import run_cli
+from model.core.errors import GeoaudioError
 
 IMAGE, AUDIO = "image_encoder", "audio_encoder"
 SHARED_FIELDS = ("embedding_dim", "distance", "image_encoder", "image_input")
-GALLERY_FILE = "gallery.parquet"
 
 
-class MergeError(ValueError):
+class MergeError(GeoaudioError, ValueError):
     """Two bundles that cannot be merged; the message says why."""
 
 
@@ -130,23 +131,11 @@ def merge(a_path: str | os.PathLike, b_path: str | os.PathLike, out: str | os.Pa
         raise MergeError(f"{out}: the output must be a new folder, not one of the inputs")
     meta, tensors, gallery = merged_parts(a, b, prefer)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge.", dir=out.parent))
-    try:
-        save(staging / "bundle", meta, tensors)
+    with staging_dir(out) as folder:  # replaces an existing ``out`` only once C is whole
+        save(folder, meta, tensors, overwrite=True)  # the staging folder exists (empty): fill it, check it loads
         if gallery is not None:
-            shutil.copy2(Path(gallery.path) / GALLERY_FILE, staging / "bundle" / GALLERY_FILE)
-        _put_in_place(staging / "bundle", out, staging)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            shutil.copy2(Path(gallery.path) / GALLERY_FILE, folder / GALLERY_FILE)
     return load(out)
-
-
-def _put_in_place(built: Path, out: Path, staging: Path) -> None:
-    """Rename ``built`` to ``out``; an existing ``out`` is moved into ``staging`` first (and deleted
-    with it)."""
-    if out.exists():
-        os.rename(out, staging / "replaced")
-    os.rename(built, out)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,16 +158,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m model.bundle`` (subcommand ``merge``)."""
     args = parse_args(argv)
-
-    def run() -> int:
-        merged = merge(args.a, args.b, args.out, args.prefer, args.overwrite)
-        heads = ", ".join(sorted(merged.heads)) or "none"
-        gallery = " and a gallery" if _has_gallery(merged) else ""
-        print(f"wrote {merged.path}: heads {heads}{gallery} (content hash {merged.content_hash()})")
-        return 0
-
-    return run_cli(run)
+    merged = merge(args.a, args.b, args.out, args.prefer, args.overwrite)
+    heads = ", ".join(sorted(merged.heads)) or "none"
+    gallery = " and a gallery" if _has_gallery(merged) else ""
+    print(f"wrote {merged.path}: heads {heads}{gallery} (content hash {merged.content_hash()})")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

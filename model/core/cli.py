@@ -1,9 +1,11 @@
 """Shared command-line behaviour: bad input ends in one line on stderr and a non-zero exit.
 
 Every ``python -m ...`` entry point calls ``sys.exit(run_cli(main))``. Errors that describe bad
-input (``ValueError`` and its subclasses such as AudioError, BundleError, RasterError, and
-``OSError`` for missing or unreadable files) are printed as ``error: <message>`` and exit with
-status 2; set ``GEOAUDIO_DEBUG=1`` to see the traceback instead.
+input (:class:`~model.core.errors.GeoaudioError` and its subclasses such as AudioError,
+BundleError, RasterError, and ``OSError`` for missing or unreadable files) are printed as
+``error: <first line>`` and exit with status 2; set ``GEOAUDIO_DEBUG=1`` to see the traceback
+instead. Anything else (``TypeError``, a plain ``ValueError`` from a library ...) is a bug and
+propagates with its traceback.
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import os
 import sys
 from typing import Callable, NoReturn
 
+from model.core.errors import GeoaudioError, one_line
+
 EXIT_BAD_INPUT = 2
 
 
-class CLIError(ValueError):
+class CLIError(GeoaudioError, ValueError):
     """Raised by :func:`fail`: a one-line message for the user."""
 
 
@@ -23,19 +27,18 @@ def fail(message: str) -> NoReturn:
     raise CLIError(message)
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def run_cli(main: Callable[[], int | None]) -> int:
-    """Run ``main`` and turn bad-input exceptions into ``error: ...`` and exit status 2."""
+    """Run ``main``; bad input (``GeoaudioError``, ``OSError``) becomes ``error: ...`` and exit status 2.
+
+    Returns ``main``'s exit status (0 for None), 2 for bad input, 130 on Ctrl-C. Every other
+    exception is a bug and propagates unchanged.
+    """
     try:
         return int(main() or 0)
-    except (ValueError, OSError) as e:
+    except (GeoaudioError, OSError) as e:
         if os.environ.get("GEOAUDIO_DEBUG"):
             raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,12 +5,12 @@ from model.data.errors import DatasetError
 from model.data.image_cache import default_image_cache_dir
 from model.data.soundingearth import SoundingEarthDataset
 from model.data.splits import read_split_file, reference_split, split_of_key, write_split_file
-from model.data.transforms import EVAL_CROP, IMAGENET_MEAN, IMAGENET_STD, TRAIN_CROP, EvalTransform, TrainAugment
+from model.data.transforms import EVAL_CROP, TRAIN_CROP, EvalTransform, TrainAugment, image_transform
 
 __all__ = [
-    "DatasetError", "EVAL_CROP", "EvalTransform", "IMAGENET_MEAN", "IMAGENET_STD", "LogmelCache",
-    "SoundingEarthDataset", "TRAIN_CROP", "TrainAugment", "collate", "default_image_cache_dir",
-    "default_logmel_cache_dir", "prepare_images", "read_split_file", "reference_split",
+    "DatasetError", "EVAL_CROP", "EvalTransform", "LogmelCache", "SoundingEarthDataset", "TRAIN_CROP",
+    "TrainAugment", "collate", "default_image_cache_dir", "default_logmel_cache_dir", "image_transform",
+    "prepare_images", "read_split_file", "reference_split",
     "split_of_key", "write_split_file",
 ]
 

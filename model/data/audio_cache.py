@@ -6,8 +6,8 @@ the first read of a recording stores its ``(n_mels, T)`` spectrogram as float16 
 :class:`~model.bundle.audio.AudioConfig`: its default name carries a hash of the config
 (``ROOT/.cache/logmel-<12 hex digits>``) and ``config.json`` inside records the config itself.
 Float16 keeps about 3 significant digits, far finer than the 8-bit spectrogram JPEGs.
-Writes are atomic (temp file in the same folder, then ``os.replace``), so concurrent DataLoader
-workers and killed runs never leave a half-written file.
+Writes are atomic (:mod:`model.core.atomic`: unique temporary names, then ``os.replace``), so
+concurrent DataLoader workers and killed runs never leave a half-written file.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle.audio import AudioConfig, load_logmel
+from model.core.atomic import write_atomic, write_text_atomic
 from model.data.errors import DatasetError
 
 CONFIG_FILE = "config.json"
@@ -88,10 +89,5 @@ class LogmelCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         record = self.folder / CONFIG_FILE
         if not record.is_file():
-            tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, record)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, logmel)
-        os.replace(tmp, path)
+            write_text_atomic(record, json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_atomic(path, lambda tmp: np.save(tmp, logmel))  # the temporary name ends in .npy too

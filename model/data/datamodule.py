@@ -6,22 +6,24 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from model.data import SoundingEarthDataset, collate
+from model.bundle.image_input import ImageInput
+from model.data import EVAL_CROP, SoundingEarthDataset, collate
 
 
 class SoundingEarthDataModule(L.LightningDataModule):
     """Training batches: augmented images and one random audio chunk per recording.
     Validation batches: evaluation transform and one random (seeded) chunk, so that validation
-    loss is comparable between epochs and with the training loss."""
+    loss is comparable between epochs and with the training loss. Images are made for the encoder
+    input ``image_input`` (size, mean and std; default ``ImageInput()``)."""
 
-    def __init__(self, root: str | Path, batch_size: int = 32, num_workers: int = 2, image_size: int = 192,
-                 crop: float = 0.375, audio_source: str = "spectrogram", augment: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(self, root: str | Path, batch_size: int = 32, num_workers: int = 2,
+                 image_input: ImageInput | None = None, crop: float = EVAL_CROP,
+                 audio_source: str = "spectrogram", augment: bool = True, seed: int = 0) -> None:
         super().__init__()
         self.root = Path(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.common = dict(image_size=image_size, crop=crop, audio_source=audio_source, seed=seed)
+        self.common = dict(image_input=image_input or ImageInput(), crop=crop, audio_source=audio_source, seed=seed)
         self.augment = augment
 
     def setup(self, stage: str | None = None) -> None:

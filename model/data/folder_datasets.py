@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.core.errors import one_line
 from model.data.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -198,8 +199,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such mask file") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetError(f"{path}: corrupt mask ({reason})") from None
+        raise DatasetError(f"{path}: corrupt mask ({one_line(e)})") from None
     return decode_mask(rgb)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.core.atomic import write_atomic, write_text_atomic
 from model.data.errors import DatasetError
 
 MANIFEST = "prepared.json"
@@ -74,11 +75,7 @@ def read_manifest(folder: str | os.PathLike) -> ImageCacheSpec:
 
 def write_manifest(folder: str | os.PathLike, spec: ImageCacheSpec) -> Path:
     """Write ``folder/prepared.json`` atomically."""
-    path = Path(folder) / MANIFEST
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(spec), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(folder) / MANIFEST, json.dumps(asdict(spec), indent=2) + "\n")
 
 
 def find_image_cache(root: str | os.PathLike, region: float, density: float) -> Path | None:
@@ -126,12 +123,8 @@ def cache_file(folder: str | os.PathLike, key: int) -> Path:
 
 def save_cached_image(folder: str | os.PathLike, key: int, image: torch.Tensor) -> Path:
     """Store a uint8 (3, S, S) tensor as ``{key}.npy`` (S, S, 3), atomically."""
-    path = cache_file(folder, key)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
-    os.replace(tmp, path)
-    return path
+    array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    return write_atomic(cache_file(folder, key), lambda tmp: np.save(tmp, array))  # temp name ends in .npy
 
 
 def load_cached_image(folder: str | os.PathLike, key: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.core.errors import one_line
 from model.data.errors import DatasetError
 
 METADATA_FILE = "metadata.csv"
@@ -45,8 +46,7 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetError(f"{path}: cannot parse CSV ({reason})") from None
+        raise DatasetError(f"{path}: cannot parse CSV ({one_line(e)})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DatasetError(f"{path}: no {', '.join(repr(c) for c in missing)} column "

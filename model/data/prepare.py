@@ -116,15 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m model.data.prepare``; bad input raises DatasetError (exit 2 through run_cli)."""
     args = build_parser().parse_args(argv)
-    try:
-        out = prepare_images(args.root, args.size, args.crop, args.out, args.workers)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(out)
+    print(prepare_images(args.root, args.size, args.crop, args.out, args.workers))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from model.core.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -38,13 +38,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from model.core.errors import GeoaudioError, one_line
+
 RULES = ("dominant", "keywords")
 TEXT_COLUMNS = ("title", "description")
 DOMINANT_COLUMN = "dominant"
 DEFAULT_CLASS_FILE = Path(__file__).with_name("sound_classes.yaml")
 
 
-class SoundClassError(ValueError):
+class SoundClassError(GeoaudioError, ValueError):
     """A class list that cannot be used; the message names the file (or source) and the problem."""
 
 
@@ -123,8 +125,7 @@ def load_classes(path: str | os.PathLike) -> SoundClasses:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SoundClassError(f"{path}: not valid YAML ({first})") from None
+        raise SoundClassError(f"{path}: not valid YAML ({one_line(e)})") from None
     return classes_from_dict(doc, str(path))
 
 

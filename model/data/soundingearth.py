@@ -4,7 +4,8 @@ A sample is one key of ``metadata.csv`` that has an image and a recording of the
 source; keys missing either are dropped (counted in ``dataset.dropped`` and logged). Each sample
 is a dict:
 
-- ``image``: float32 (3, S, S), ImageNet-normalised (see :mod:`model.data.transforms`);
+- ``image``: float32 (3, S, S), normalised with the dataset's ``image_input`` mean and std (see
+  :mod:`model.data.transforms`);
 - ``audio``: float32 (n, 1, n_mels, chunk_frames) log-mel chunks of the recording: one chunk at a
   random start frame when ``random_audio_chunk`` (the training default), else every whole chunk;
 - ``key``: int; ``location``: float64 (2,) tensor (longitude, latitude) in degrees;
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from model.bundle.audio import AudioConfig, AudioError, convert_levels, read_spectrogram_jpeg, to_chunks
+from model.bundle.image_input import ImageInput
 from model.data.audio_cache import LogmelCache, default_logmel_cache_dir
 from model.data.collate import collate
 from model.data.errors import DatasetError
@@ -40,9 +43,7 @@ from model.data.metadata import (
     files_by_key, read_metadata,
 )
 from model.data.splits import normalise_split, select_split
-from model.data.transforms import (
-    EVAL_CROP, TRAIN_CROP, EvalTransform, TrainAugment, centre_region, read_image,
-)
+from model.data.transforms import EVAL_CROP, TRAIN_CROP, centre_region, image_transform, read_image
 
 log = logging.getLogger(__name__)
 AUDIO_SOURCES = ("spectrogram", "audio")
@@ -54,7 +55,9 @@ class SoundingEarthDataset(Dataset):
 
     root: the folder holding ``metadata.csv``; split: "train", "val", "test" or "all" (key mod 10
     scheme, or the ``key`` column of ``split_files[split]`` when given); audio_source:
-    "spectrogram" or "audio"; image_size: output side S in px; crop: evaluation region as a
+    "spectrogram" or "audio"; image_input: the encoder input the images are made for (its mean
+    and std normalise them; default ``ImageInput()``); image_size: output side S in px (default
+    ``image_input.tile_size``); crop: evaluation region as a
     fraction of the tile side (384 / 1024); train_crop: region training crops are drawn from
     (512 / 1024); augment: random image augmentation (:class:`TrainAugment`); cache_dir: log-mel
     cache for raw audio (default ``ROOT/.cache/logmel-<config hash>``); image_cache: a prepared
@@ -72,7 +75,7 @@ class SoundingEarthDataset(Dataset):
         root: str | os.PathLike,
         split: str = "train",
         audio_source: str = "spectrogram",
-        image_size: int = 192,
+        image_size: int | None = None,
         crop: float = EVAL_CROP,
         augment: bool = False,
         audio_config: AudioConfig | None = None,
@@ -82,8 +85,11 @@ class SoundingEarthDataset(Dataset):
         random_audio_chunk: bool | None = None,
         seed: int = 0,
         train_crop: float = TRAIN_CROP,
+        image_input: ImageInput | None = None,
     ) -> None:
         super().__init__()
+        image_input = image_input or ImageInput()
+        image_size = image_input.tile_size if image_size is None else image_size
         check_options(audio_source, image_size, crop, train_crop)
         table = read_metadata(root)
         self.root = Path(root)
@@ -94,7 +100,8 @@ class SoundingEarthDataset(Dataset):
         self.augment = bool(augment)
         self.random_audio_chunk = self.split == "train" if random_audio_chunk is None else bool(random_audio_chunk)
         self.seed = int(seed)
-        self.transform = TrainAugment(self.image_size) if augment else EvalTransform(self.image_size)
+        self.image_input = replace(image_input, tile_size=self.image_size)
+        self.transform = image_transform(self.image_input, self.augment)
         self._draws = 0
 
         self._images = files_by_key(self.root / IMAGE_DIR, IMAGE_SUFFIXES)

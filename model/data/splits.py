@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.core.atomic import write_atomic
+from model.core.errors import one_line
 from model.data.errors import DatasetError
 from model.data.metadata import integer_keys
 
@@ -57,8 +59,7 @@ def read_split_file(path: str | os.PathLike) -> list[int]:
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetError(f"{path}: cannot parse split CSV ({reason})") from None
+        raise DatasetError(f"{path}: cannot parse split CSV ({one_line(e)})") from None
     if "key" not in table.columns:
         raise DatasetError(f"{path}: split file has no 'key' column")
     return [int(k) for k in integer_keys(table["key"], path)]
@@ -82,8 +83,5 @@ def select_split(
 
 def write_split_file(keys: Iterable[int], path: str | os.PathLike) -> Path:
     """Write keys as a one-column ``key`` CSV, atomically (temp file in the same folder, then replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame({"key": np.asarray(list(keys), dtype=np.int64)}).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    frame = pd.DataFrame({"key": np.asarray(list(keys), dtype=np.int64)})
+    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))

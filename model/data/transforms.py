@@ -1,12 +1,15 @@
 """Image preprocessing and augmentation, as the reference fed the published SoundingEarth models.
 
-All transforms take a uint8 ``(3, L, L)`` tensor holding a centred square *region* of the tile
-(see :func:`centre_region`) and return a float32 ``(3, S, S)`` tensor normalised with the
-ImageNet statistics: ``x = (p / 255 - mean) / std`` per channel.
+Transforms are built from the encoder's :class:`~model.bundle.image_input.ImageInput` (the way
+timm builds them from a model's data config): its ``tile_size`` is the output side ``S`` and its
+``mean`` / ``std`` the normalisation (ImageNet's unless a run or an init bundle says otherwise), so
+a trained bundle records exactly the input its encoder saw. All transforms take a uint8
+``(3, L, L)`` tensor holding a centred square *region* of the tile (see :func:`centre_region`) and
+return a float32 ``(3, S, S)`` tensor ``x = (p / 255 - mean) / std`` per channel.
 
 - Evaluation (:class:`EvalTransform`): the region is the centre ``crop`` fraction of the tile side
   (384 / 1024 = 0.375 for the published models), resized to ``S`` (192) px with antialiased bilinear
-  interpolation.
+  interpolation; on a region already ``S`` px it equals ``ImageInput.normalise``, what inference does.
 - Training (:class:`TrainAugment`): the region is the centre ``train_crop`` fraction (512 / 1024);
   a random resized crop covering 50-100 % of its area (aspect ratio 3/4-4/3) is resized to ``S``,
   then a random dihedral transform (90-degree rotation and flip), a small random rotation with
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +31,10 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from model.bundle.image_input import ImageInput
+from model.core.errors import one_line
 from model.data.errors import DatasetError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_CROP = 384 / 1024  # fraction of the tile side fed to the published models at evaluation
 TRAIN_CROP = 512 / 1024  # fraction of the tile side the reference drew training crops from
 
@@ -45,15 +49,14 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DatasetError(f"{path}: corrupt image ({reason})") from None
+        raise DatasetError(f"{path}: corrupt image ({one_line(e)})") from None
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def centre_region(image: torch.Tensor, fraction: float) -> torch.Tensor:
     """The centred square covering ``fraction`` of the shorter side: side = round(fraction * min(H, W)) px."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
+        raise DatasetError(f"crop fraction must be in (0, 1], got {fraction}")
     h, w = image.shape[-2:]
     side = max(1, round(fraction * min(h, w)))
     top, left = (h - side) // 2, (w - side) // 2
@@ -67,32 +70,52 @@ def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+@lru_cache(maxsize=16)
+def _statistics(mean: tuple[float, ...], std: tuple[float, ...], unit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unit * mean, 1 / (unit * std)) as float32 (C, 1, 1) tensors."""
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) * unit
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1) * unit
+    return m, 1.0 / s
 
 
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels p (or [0, 1] floats x = p / 255) -> float32 ``(x - mean) / std``, ImageNet statistics.
+def normalise(image: torch.Tensor, image_input: ImageInput) -> torch.Tensor:
+    """uint8 pixels p (or [0, 1] floats x = p / 255), channels first -> float32 ``(x - mean) / std``
+    with ``image_input``'s per-band mean and std.
 
-    Computed as ``p * (1 / (255 std)) - mean / std``: one conversion and two in-place operations.
+    Computed as ``(p - 255 mean) * (1 / (255 std))`` in float32: one conversion and two in-place
+    operations, the same as :meth:`ImageInput.normalise`, so uint8 input gives its values exactly.
     """
     unit = 255.0 if image.dtype == torch.uint8 else 1.0
-    return image.to(torch.float32, copy=True).mul_(1.0 / (unit * _STD)).sub_(_MEAN / _STD)
+    mean, scale = _statistics(tuple(image_input.mean), tuple(image_input.std), unit)
+    return image.to(torch.float32, copy=True).sub_(mean).mul_(scale)
+
+
+def image_transform(image_input: ImageInput, augment: bool) -> "EvalTransform | TrainAugment":
+    """The transform of a dataset feeding an encoder with input ``image_input``: the training
+    augmentation when ``augment``, else the evaluation preprocessing."""
+    return TrainAugment(image_input) if augment else EvalTransform(image_input)
 
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Deterministic evaluation preprocessing: resize the region to ``size`` px, normalise."""
+    """Deterministic evaluation preprocessing: resize the region to ``image_input.tile_size`` px,
+    normalise with ``image_input``'s mean and std."""
 
-    size: int = 192
+    image_input: ImageInput = ImageInput()
+
+    @property
+    def size(self) -> int:
+        """Output side in px."""
+        return self.image_input.tile_size
 
     def __call__(self, region: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
-        return normalise(resize_square(region, self.size))
+        return normalise(resize_square(region, self.size), self.image_input)
 
 
 @dataclass(frozen=True)
 class TrainAugment:
-    """Training augmentation of a region; parameters drawn from ``rng``.
+    """Training augmentation of a region into an input of ``image_input`` (its tile size, mean and
+    std); parameters drawn from ``rng``.
 
     scale: range of the crop's area as a fraction of the region's; ratio: range of its aspect
     ratio (width / height); max_rotation: degrees of extra rotation either way, zoomed by
@@ -101,7 +124,7 @@ class TrainAugment:
     fraction of the hue circle.
     """
 
-    size: int = 192
+    image_input: ImageInput = ImageInput()
     scale: tuple[float, float] = (0.5, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     max_rotation: float = 15.0
@@ -110,12 +133,17 @@ class TrainAugment:
     saturation: float = 0.1
     hue: float = 0.02
 
+    @property
+    def size(self) -> int:
+        """Output side in px."""
+        return self.image_input.tile_size
+
     def __call__(self, region: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
         rng = rng if rng is not None else np.random.default_rng()
         image = self.random_resized_crop(region, rng)
         image = self.random_dihedral(image, rng)
         image = self.random_rotation(image, rng)
-        return normalise(self.colour_jitter(image.float() / 255.0, rng))
+        return normalise(self.colour_jitter(image.float() / 255.0, rng), self.image_input)
 
     def random_resized_crop(self, region: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """Crop a random box of area fraction U(scale) and log-uniform aspect ratio, resize to ``size``."""

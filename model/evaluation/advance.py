@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from model.core.cli import fail, run_cli
+from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
@@ -45,8 +46,8 @@ def embed_images(bundle, paths: Sequence[Path], crop: float = 1.0, batch_size: i
     """(N, D) image embeddings: centre ``crop`` of each image, resized to the bundle's tile size."""
     from model.data.transforms import EvalTransform, centre_region, read_image
 
-    encoder = bundle.image_encoder()
-    transform = EvalTransform(size=bundle.image_input.tile_size)
+    encoder = image_encoder_from_bundle(bundle)
+    transform = EvalTransform(bundle.image_input)
     out = []
     for i in tqdm(range(0, len(paths), batch_size), desc="embedding images", unit="batch", disable=not progress):
         batch = torch.stack([transform(centre_region(read_image(p), crop)) for p in paths[i:i + batch_size]])
@@ -60,7 +61,7 @@ def embed_recordings(bundle, paths: Sequence[Path], recordings_per_pass: int = 1
     """(N, D) audio embeddings: mean over each recording's whole log-mel chunks."""
     from model.bundle.audio import load_logmel, to_chunks
 
-    encoder = bundle.audio_encoder()
+    encoder = audio_encoder_from_bundle(bundle)
     config = bundle.audio_config
     out = []
     bar = tqdm(total=len(paths), desc="embedding audio", unit="rec", disable=not progress)

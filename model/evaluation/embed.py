@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
+
 
 @dataclass
 class Embedded:
@@ -34,12 +36,12 @@ def embed_folder(bundle, root: str | Path, split: str = "test", audio_source: st
     from model.data import SoundingEarthDataset, collate
 
     dataset = SoundingEarthDataset(root, split=split, audio_source=audio_source,
-                                   image_size=bundle.image_input.tile_size, crop=crop, augment=False,
+                                   image_input=bundle.image_input, crop=crop, augment=False,
                                    audio_config=bundle.audio_config, random_audio_chunk=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate)
-    image_encoder = bundle.image_encoder() if images else None
-    audio_encoder = bundle.audio_encoder()
+    image_encoder = image_encoder_from_bundle(bundle) if images else None
+    audio_encoder = audio_encoder_from_bundle(bundle)
     zi, za, keys, locs, dominant = [], [], [], [], []
     for batch in tqdm(loader, desc=f"embedding {split}", disable=not progress, unit="batch"):
         if image_encoder is not None:

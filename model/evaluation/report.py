@@ -1,4 +1,4 @@
-"""``python -m model.evaluation.report RUNS... --out docs/results_downstream.md``: the paper-style comparison tables.
+"""The paper-style comparison tables (``python -m model.evaluate report RUNS... --out FILE.md``).
 
 Every downstream run (``model.finetune classify|segment``, ``model.evaluate advance``) writes a
 ``RUN/metrics.json`` record holding at least::
@@ -17,18 +17,16 @@ number of seeds), each written atomically.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from model.core.cli import run_cli
+from model.core.atomic import write_text_atomic
+from model.core.errors import GeoaudioError
 
 METRICS_FILE = "metrics.json"
 REQUIRED = ("task", "dataset", "init", "seed", "scores")
@@ -39,30 +37,16 @@ SCORE_NAMES = {
 }
 
 
-class ReportError(ValueError):
+class ReportError(GeoaudioError, ValueError):
     """A metrics record that cannot be reported; the message names the file."""
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_run_metrics(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Validate a record (:data:`REQUIRED` keys) and write it as ``run_dir/metrics.json``."""
     path = Path(run_dir) / METRICS_FILE
     check_record(record, path)
-    return write_atomic(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -216,24 +200,7 @@ def build_report(runs: Iterable[str | os.PathLike], out: str | os.PathLike, titl
         raise ReportError("no metrics.json files given")
     rows = summarise(collect((f, read_run_metrics(f)) for f in files))
     out = Path(out)
-    md = write_atomic(out.with_suffix(".md"), to_markdown(rows, title))
-    csv_path = write_atomic(out.with_suffix(".csv"), to_csv(rows))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md = write_text_atomic(out.with_suffix(".md"), to_markdown(rows, title))
+    csv_path = write_text_atomic(out.with_suffix(".csv"), to_csv(rows))
     return md, csv_path
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.evaluation.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folders, metrics.json files, or folders searched recursively for metrics.json")
-    p.add_argument("--out", required=True, help="output Markdown path; the CSV gets the same stem")
-    p.add_argument("--title", default="Downstream results", help="heading of the Markdown table")
-    args = p.parse_args(argv)
-    md, csv_path = build_report(args.runs, args.out, args.title)
-    print(md.read_text(), end="")
-    print(f"wrote {md} and {csv_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -5,30 +5,14 @@ in rows), the rank of query i is ``1 + #{j : D[i, j] < D[i, i]}`` (ties count in
 favour). Recall@k is the share of queries with rank <= k; the median rank is the median over
 queries. ``km@k`` follows the SoundingEarth paper: for each query, the great-circle distance in
 kilometres from the query's location to the nearest of the locations of its top-k retrieved
-items; we report the median over queries.
+items; we report the median over queries. The distance matrix itself is
+:func:`model.core.distance.pairwise_distance`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 EARTH_RADIUS_KM = 6371.0088
-
-
-def pairwise_distance(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
-    """Distances between rows of ``a`` (N x D) and ``b`` (M x D).
-
-    euclidean: ``||a_i - b_j||_2``; cosine: ``1 - <a_i, b_j> / (||a_i|| ||b_j||)``.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if distance == "cosine":
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return 1.0 - a @ b.T
-    if distance == "euclidean":
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-        return np.sqrt(np.maximum(sq, 0.0))
-    raise ValueError(f"unknown distance {distance!r} (euclidean or cosine)")
 
 
 def ranks(dist: np.ndarray) -> np.ndarray:

@@ -2,25 +2,8 @@
 
 ``python -m model.gallery --bundle B --data DIR`` embeds each recording with the bundle's audio
 encoder (all of its whole chunks, averaged: ``AudioEncoder.embed_recordings``) and writes
-``B/gallery.parquet`` (atomically: temp file in the bundle folder, then ``os.replace``):
-
-=================  ==========================================================================
-column             meaning
-=================  ==========================================================================
-key                int64, the recording's key in ``metadata.csv``
-longitude          float64, degrees (WGS84)
-latitude           float64, degrees (WGS84)
-title              str ("" when the metadata has none)
-description        str ("" when the metadata has none)
-dominant           str, the metadata's ``dominant`` class (only when the metadata has that column)
-audio_path         str, the playable recording relative to DIR (``audio/{key}.mp3``), "" if none
-embedding          fixed-size list of D float32, in the bundle's embedding space
-=================  ==========================================================================
-
-The parquet schema metadata records ``geoaudio.bundle_hash`` (the bundle's content hash when the
-file was written), ``geoaudio.audio_encoder_hash`` (:func:`audio_encoder_hash`: the audio
-encoder's tensors and audio front-end, the only things embeddings depend on), the audio source,
-the data folder, the embedding size and the distance.
+``B/gallery.parquet`` atomically; its columns and schema metadata are described in
+:mod:`model.bundle.gallery`, which reads it.
 
 Reruns embed only keys the gallery lacks. Everything is redone when the audio encoder, the audio
 front-end, the audio source or the data folder changed; a bundle whose content hash changed for
@@ -84,7 +67,7 @@ def _open_folder(bundle, root: Path, split: str, audio_source: str):
     from model.data import SoundingEarthDataset
 
     return SoundingEarthDataset(root, split=split, audio_source=audio_source,
-                                image_size=bundle.image_input.tile_size, audio_config=bundle.audio_config,
+                                image_input=bundle.image_input, audio_config=bundle.audio_config,
                                 image_cache=False, random_audio_chunk=False)
 
 
@@ -133,7 +116,9 @@ def _embed(bundle, dataset, keys: Sequence[int], batch_size: int, workers: int, 
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    encoder = bundle.audio_encoder().to(device)
+    from model.nn.encoders import audio_encoder_from_bundle
+
+    encoder = audio_encoder_from_bundle(bundle).to(device)
     loader = DataLoader(_Recordings(dataset, keys), batch_size=batch_size, num_workers=workers,
                         collate_fn=_collate_recordings)
     with torch.no_grad(), tqdm(total=len(keys), desc="gallery", unit="rec", disable=not progress) as bar:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from model.core.distance import COSINE, pairwise_distance, unit_rows
+from model.core.errors import GeoaudioError
 from model.data.sound_classes import SoundClasses, class_ids, default_classes
 
 SPLITS = ("train", "val", "test")
@@ -38,7 +40,7 @@ BETA_RANGE = (1e-3, 1e3)  # search range of 1 / T, in units of 1 / std(distances
 SEARCH_STEPS = 80
 
 
-class SoundscapeFitError(ValueError):
+class SoundscapeFitError(GeoaudioError, ValueError):
     """Data that cannot give a soundscape head; the message names the folder and the problem."""
 
 
@@ -62,7 +64,7 @@ def label_pairs(bundle, root: str | Path, classes: SoundClasses | None, audio_so
     from model.data.splits import split_of_key
 
     dataset = SoundingEarthDataset(root, split="all", audio_source=audio_source,
-                                   image_size=bundle.image_input.tile_size, audio_config=bundle.audio_config,
+                                   image_input=bundle.image_input, audio_config=bundle.audio_config,
                                    random_audio_chunk=False)
     classes = classes or default_classes(dataset.metadata)
     labels = class_ids(classes.assign(dataset.metadata), classes)
@@ -103,9 +105,10 @@ def embed_pairs(bundle, pairs: LabelledPairs, batch_size: int = 16, workers: int
     from tqdm import tqdm
 
     from model.data import collate
+    from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 
-    image_encoder = bundle.image_encoder().to(device)
-    audio_encoder = bundle.audio_encoder().to(device)
+    image_encoder = image_encoder_from_bundle(bundle).to(device)
+    audio_encoder = audio_encoder_from_bundle(bundle).to(device)
     loader = DataLoader(Subset(pairs.dataset, pairs.indices.tolist()), batch_size=batch_size,
                         num_workers=workers, collate_fn=collate)
     zi, za = [], []
@@ -122,12 +125,10 @@ def embed_pairs(bundle, pairs: LabelledPairs, batch_size: int = 16, workers: int
 def class_prototypes(audio: np.ndarray, labels: np.ndarray, num_classes: int, distance: str) -> np.ndarray:
     """(K, D) float32 prototypes: class means (euclidean) or normalised means of normalised
     embeddings (cosine). Every class must have at least one row."""
-    z = np.asarray(audio, dtype=np.float64)
-    if distance == "cosine":
-        z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    z = unit_rows(audio) if distance == COSINE else np.asarray(audio, dtype=np.float64)
     protos = np.stack([z[labels == k].mean(axis=0) for k in range(num_classes)])
-    if distance == "cosine":
-        protos /= np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
+    if distance == COSINE:
+        protos = unit_rows(protos)
     return protos.astype(np.float32)
 
 
@@ -169,8 +170,6 @@ def _accuracy(d: np.ndarray, labels: np.ndarray) -> float | None:
 def fit_head(image: np.ndarray, audio: np.ndarray, pairs: LabelledPairs, classes: SoundClasses,
              distance: str) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Prototypes (K, D), temperature T and the fit report (module doc) from embedded pairs."""
-    from model.evaluation.retrieval import pairwise_distance
-
     k = len(classes.classes)
     train = pairs.splits == "train"
     protos = class_prototypes(audio[train], pairs.labels[train], k, distance)

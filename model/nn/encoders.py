@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +52,7 @@ __all__ = [
     "EncoderSpec", "EncoderSpecError", "expected_shapes", "infer_spec", "standard_name",
     "BasicBlock", "Bottleneck", "ResNetEncoder", "AudioEncoder", "segment_mean",
     "build_encoder", "build_image_encoder", "build_audio_encoder",
+    "encoder_from_bundle", "image_encoder_from_bundle", "audio_encoder_from_bundle",
 ]
 
 
@@ -235,3 +237,26 @@ def build_audio_encoder(arch: str = "resnet18", embed_dim: int = 128, **override
     """A 1-channel log-mel encoder; overrides are EncoderSpec fields, e.g. stem_width=32."""
     spec = EncoderSpec.from_arch(arch, in_channels=1, embed_dim=embed_dim)
     return AudioEncoder(spec.replace(**overrides) if overrides else spec)
+
+
+def encoder_from_bundle(bundle: Any, part: str) -> ResNetEncoder:
+    """The bundle's ``part`` ("image_encoder" or "audio_encoder") as a torch module in eval mode.
+
+    The network comes from the part's spec in bundle.json, the weights from its ``part.`` tensors,
+    loaded strictly; ``bundle`` is a loaded ``model.bundle.Bundle``.
+    """
+    kind = AudioEncoder if part == "audio_encoder" else ResNetEncoder
+    encoder = kind(bundle.encoder_spec(part))
+    state = {k: torch.from_numpy(np.array(v)) for k, v in bundle.part_tensors(part).items()}
+    encoder.load_state_dict(state, strict=True)
+    return encoder.eval()
+
+
+def image_encoder_from_bundle(bundle: Any) -> ResNetEncoder:
+    """The bundle's image encoder (normalised pixels (N, 3, T, T) -> (N, D)), eval mode."""
+    return encoder_from_bundle(bundle, "image_encoder")
+
+
+def audio_encoder_from_bundle(bundle: Any) -> AudioEncoder:
+    """The bundle's audio encoder (log-mel chunks (N, 1, n_mels, frames) -> (N, D)), eval mode."""
+    return encoder_from_bundle(bundle, "audio_encoder")  # type: ignore[return-value]

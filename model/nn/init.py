@@ -27,6 +27,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from model.bundle.files import META_FILE
+from model.core.errors import GeoaudioError, one_line
 from model.nn.encoders import EncoderSpec, EncoderSpecError, ResNetEncoder, infer_spec
 from model.bundle.image_input import ImageInput
 
@@ -36,7 +38,7 @@ DEFAULT_EMBED_DIM = 128
 _BACKBONE_KEY = re.compile(r"^(conv1|bn1|layer[1-4])\.")
 
 
-class InitError(ValueError):
+class InitError(GeoaudioError, ValueError):
     """An ``--init`` value that names no usable weights; the message names it and the problem."""
 
 
@@ -77,7 +79,7 @@ def find_bundle(path: str | os.PathLike) -> Path | None:
     """The bundle folder at ``path`` (``bundle.json`` inside) or at ``path/bundle``; None otherwise."""
     path = Path(path)
     for candidate in (path, path / "bundle"):
-        if (candidate / "bundle.json").is_file():
+        if (candidate / META_FILE).is_file():
             return candidate
     return None
 
@@ -114,8 +116,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InitError(f"{path}: cannot read weights ({reason[:200]})") from None
+        raise InitError(f"{path}: cannot read weights ({one_line(e)[:200]})") from None
     return _unwrap(state, path)
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from model.core.errors import GeoaudioError
+
 HEAD = "landcover"
 ARCH = "deeplabv3plus"
 ENCODERS = ("resnet18", "resnet50")
@@ -32,7 +34,7 @@ DECODER_KWARGS = ("decoder_channels", "decoder_atrous_rates", "decoder_aspp_sepa
                   "decoder_aspp_dropout", "encoder_output_stride", "encoder_depth", "upsampling")
 
 
-class LandcoverError(ValueError):
+class LandcoverError(GeoaudioError, ValueError):
     """A land-cover head that cannot be built; the message names the bundle and the problem."""
 
 

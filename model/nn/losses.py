@@ -4,8 +4,9 @@ Every loss is called as `loss(z_img, z_audio)` on N >= 2 paired rows (row i of b
 and returns a scalar. Its class attribute `distance` ("euclidean" or "cosine") is how embeddings
 of a model trained with it are compared at retrieval time; the bundle records it.
 
-Distances: D[i, j] = ||z_img_i - z_audio_j||_2, computed by `pairwise_euclidean` as
-sqrt(max(|a|^2 + |b|^2 - 2 a.b, eps)) so that gradients stay finite when two embeddings coincide.
+Distances: D[i, j] = ||z_img_i - z_audio_j||_2, computed by `model.core.distance.pairwise_distance_torch`
+as sqrt(max(|a|^2 + |b|^2 - 2 a.b, eps)) (one matrix product, no (N, N, d) intermediate) with
+eps = SQUARED_DISTANCE_EPS, so that gradients stay finite (zero) when two embeddings coincide.
 
 Distributed training gathers embeddings before calling a loss (see model/nn/gather.py); the losses
 themselves are local.
@@ -19,20 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-EUCLIDEAN = "euclidean"
-COSINE = "cosine"
+from model.core.distance import COSINE, EUCLIDEAN, pairwise_distance_torch
+
 SQUARED_DISTANCE_EPS = 1e-12
 
 
-def pairwise_euclidean(a: Tensor, b: Tensor, eps: float = SQUARED_DISTANCE_EPS) -> Tensor:
-    """D[i, j] = sqrt(max(||a_i - b_j||^2, eps)) for a (N, d) and b (M, d) -> (N, M).
-
-    The squared distance is expanded as |a_i|^2 + |b_j|^2 - 2 a_i.b_j (one matrix product, no
-    (N, M, d) intermediate) and clamped at `eps` before the square root, so the gradient is finite
-    (zero) where two embeddings coincide.
-    """
-    squared = a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1).unsqueeze(0) - 2.0 * (a @ b.T)
-    return squared.clamp_min(eps).sqrt()
+def pairwise_euclidean(a: Tensor, b: Tensor) -> Tensor:
+    """D[i, j] = sqrt(max(||a_i - b_j||^2, SQUARED_DISTANCE_EPS)) for a (N, d), b (M, d) -> (N, M)."""
+    return pairwise_distance_torch(a, b, EUCLIDEAN, eps=SQUARED_DISTANCE_EPS)
 
 
 def rowwise_euclidean(a: Tensor, b: Tensor, eps: float = SQUARED_DISTANCE_EPS) -> Tensor:

@@ -8,7 +8,9 @@ The score of class ``k`` for an image embedding ``z`` is a softmax over negative
 with ``d`` the bundle's distance:
 
 - ``euclidean``: ``d(z, p) = ||z - p||_2`` (embedding units);
-- ``cosine``:    ``d(z, p) = 1 - z.p / (||z|| ||p||)`` (0 for the same direction, 2 for opposite).
+- ``cosine``:    ``d(z, p) = 1 - z.p / (||z|| ||p||)`` (0 for the same direction, 2 for opposite)
+
+(:mod:`model.core.distance`: ``pairwise_distance_torch`` here, ``pairwise_distance`` in NumPy).
 
 Bundle format (other parts rely on exactly this)::
 
@@ -26,13 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from model.core.distance import DISTANCES, pairwise_distance, pairwise_distance_torch
+from model.core.errors import GeoaudioError
+
 HEAD = "soundscape"
 PROTOTYPES = f"{HEAD}.prototypes"
-DISTANCES = ("euclidean", "cosine")
-NORM_EPS = 1e-12  # guards the cosine normalisation of an all-zero vector
 
 
-class SoundscapeHeadError(ValueError):
+class SoundscapeHeadError(GeoaudioError, ValueError):
     """A soundscape head description that cannot be used; the message says what is wrong."""
 
 
@@ -79,13 +82,8 @@ class SoundscapeHead(nn.Module):
     def distances(self, z: Tensor) -> Tensor:
         """d(z_n, p_k) for every embedding and prototype: (N, D) -> (N, K)."""
         if z.ndim != 2 or z.shape[1] != self.prototypes.shape[1]:
-            raise ValueError(f"soundscape head: embeddings must be (N, {self.prototypes.shape[1]}), got {tuple(z.shape)}")
-        p = self.prototypes.to(z.dtype)
-        if self.distance == "cosine":
-            zn = z / z.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
-            pn = p / p.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
-            return 1.0 - zn @ pn.T
-        return (z[:, None, :] - p[None, :, :]).norm(dim=2)
+            raise SoundscapeHeadError(f"soundscape head: embeddings must be (N, {self.prototypes.shape[1]}), got {tuple(z.shape)}")
+        return pairwise_distance_torch(z, self.prototypes.to(z.dtype), self.distance)
 
     def forward(self, z: Tensor) -> Tensor:
         """softmax_k(-d(z, p_k) / T): (N, D) -> (N, K) probabilities."""
@@ -100,15 +98,9 @@ def scores_from_embeddings(z: np.ndarray, prototypes: np.ndarray, temperature: f
     z = np.asarray(z, dtype=np.float64)
     p = np.asarray(prototypes, dtype=np.float64)
     if z.ndim != 2 or p.ndim != 2 or z.shape[1] != p.shape[1]:
-        raise ValueError(f"soundscape head: embeddings (N, D) and prototypes (K, D) do not match: "
-                         f"{z.shape} vs {p.shape}")
-    if distance == "cosine":
-        zn = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), NORM_EPS)
-        pn = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), NORM_EPS)
-        d = 1.0 - zn @ pn.T
-    else:
-        d = np.linalg.norm(z[:, None, :] - p[None, :, :], axis=2)
-    logits = -d / t
+        raise SoundscapeHeadError(f"soundscape head: embeddings (N, D) and prototypes (K, D) do not match: "
+                                  f"{z.shape} vs {p.shape}")
+    logits = -pairwise_distance(z, p, distance) / t
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from model.synth.errors import SynthError
+from model.core.cli import run_cli
 from model.synth.world import CLASSES
 
 EPILOG = f"""classes (ids 0..5, DeepGlobe colours): {', '.join(CLASSES)}.
@@ -115,12 +115,10 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m model.synth``; bad input raises SynthError (exit 2 through run_cli)."""
     args = build_parser().parse_args(argv)
     try:
         print(run(args))
-    except (SynthError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("error: interrupted; completed files are kept, none is half-written", file=sys.stderr)
         return 130
@@ -128,4 +126,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -74,7 +74,7 @@ def _labelled_positions(world: World, samples: int, side: float, threshold: floa
             continue
         try:
             xs, ys = dominated_positions(world, c, count, side, threshold, rng)
-        except ValueError as e:
+        except SynthError as e:
             raise SynthError(f"{CLASSES[c]}: {e}") from None
         out.extend((c, float(x), float(y)) for x, y in zip(xs, ys))
     return out

@@ -1,28 +1,16 @@
-"""Atomic file writers: each writes ``.<name>.tmp`` in the target folder, then ``os.replace``s it,
-so a killed run never leaves a half-written file under the final name."""
+"""File writers of the synthetic world, each atomic (:func:`model.core.atomic.atomic_path`): an
+interrupted run never leaves a half-written file under the final name."""
 from __future__ import annotations
 
 import csv
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from model.core.atomic import atomic_path
 from model.synth.errors import SynthError
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path``, else delete it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def prepare_dir(path: str | os.PathLike) -> Path:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.synth.errors import SynthError
 from model.synth.textures import render
 from model.synth.world import N_CLASSES, World, centred_grid
 
@@ -67,11 +68,11 @@ def dominated_positions(
     """``count`` positions where class ``class_id`` covers at least ``threshold`` of the
     ``side``-metre square around the position (estimated on a 9 x 9 grid of points).
 
-    Candidates are drawn uniformly over the world's extent in batches of 1024; raises ValueError
+    Candidates are drawn uniformly over the world's extent in batches of 1024; raises SynthError
     if fewer than ``count`` are found in ``max_batches`` batches.
     """
     if not 0 <= class_id < N_CLASSES:
-        raise ValueError(f"class id {class_id} is not in 0..{N_CLASSES - 1}")
+        raise SynthError(f"class id {class_id} is not in 0..{N_CLASSES - 1}")
     found_x: list[np.ndarray] = []
     found_y: list[np.ndarray] = []
     total = 0
@@ -83,6 +84,6 @@ def dominated_positions(
         total += int(keep.sum())
         if total >= count:
             return np.concatenate(found_x)[:count], np.concatenate(found_y)[:count]
-    raise ValueError(
+    raise SynthError(
         f"found only {total} of {count} places with class {class_id} covering {threshold:.0%}; lower the threshold"
     )

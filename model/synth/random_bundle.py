@@ -29,6 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from model.core.distance import DISTANCES, EUCLIDEAN
+
 ClassSpec = int | Sequence[str | Mapping[str, Any]] | None
 
 
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a soundscape head with K random prototypes (default 0: none)")
     p.add_argument("--landcover-classes", type=int, default=0, metavar="K",
                    help="add a DeepLabV3+ land-cover head with K classes (default 0: none)")
-    p.add_argument("--distance", choices=("euclidean", "cosine"), default="euclidean",
+    p.add_argument("--distance", choices=DISTANCES, default=EUCLIDEAN,
                    help="how embeddings are compared (default euclidean)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from model.core.atomic import atomic_path
 from model.synth.errors import SynthError
-from model.synth.files import atomic_path, prepare_dir, write_csv
+from model.synth.files import prepare_dir, write_csv
 from model.synth.pairs import FRACTION_COLUMNS, fraction_fields
 from model.synth.textures import render
 from model.synth.world import CLASS_COLOURS, CLASSES, CRS, World, pixel_grid

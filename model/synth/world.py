@@ -28,6 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
+from model.synth.errors import SynthError
 from model.synth.noise import LatticeTable, fbm, fbm_grid, hash_uniform, make_key
 
 CLASSES = ["urban", "agriculture", "rangeland", "forest", "water", "barren"]
@@ -56,11 +57,11 @@ _SALT_CLASS, _SALT_BIOME, _SALT_LOOK = 15, 100, 200
 
 
 def class_id(name: str) -> int:
-    """Class id of a class name (0..5); raises ValueError naming the unknown class."""
+    """Class id of a class name (0..5); raises SynthError naming the unknown class."""
     try:
         return CLASSES.index(name)
     except ValueError:
-        raise ValueError(f"unknown class {name!r}; expected one of {', '.join(CLASSES)}") from None
+        raise SynthError(f"unknown class {name!r}; expected one of {', '.join(CLASSES)}") from None
 
 
 @dataclass(frozen=True)

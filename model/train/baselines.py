@@ -16,7 +16,8 @@ lightly's:
 
 Views are drawn from the centred ``--train-crop`` fraction of each image (as model.train.pretrain draws
 its crops) at ``--image-size`` px; vertical flips and 90-degree rotations are added, since aerial
-images have no "up". Nothing is downloaded.
+images have no "up"; they are normalised with the run's image input (``--image-mean``,
+``--image-std``, ImageNet's by default), which the bundle records. Nothing is downloaded.
 
 Writes ``RUN/checkpoints/last.ckpt``, ``RUN/logs/`` and ``RUN/bundle`` (image encoder only,
 distance cosine). The bundle's ``fc`` is the identity, so its embedding is the mean-pooled
@@ -37,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from model.bundle.image_input import ImageInput
 from model.core.cli import fail
 from model.data.errors import DatasetError
 from model.data.transforms import EVAL_CROP, TRAIN_CROP
@@ -62,6 +64,8 @@ class BaselineConfig:
     crop: float = EVAL_CROP
     train_crop: float = TRAIN_CROP
     gsd: float = 0.0
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
     temperature: float = 0.0
     proj_dim: int = 128
     memory_bank: int = 4096
@@ -114,13 +118,22 @@ class TwoViewImages(Dataset):
         return self.transform(image.crop((left, top, left + side, top + side)))
 
 
-def make_transform(method: str, image_size: int) -> Callable:
-    """lightly's view pair transform for ``method`` at ``image_size`` px, with vertical flips and
-    90-degree rotations for aerial imagery."""
+def make_transform(method: str, image_input: ImageInput) -> Callable:
+    """lightly's view pair transform for ``method`` at ``image_input.tile_size`` px, normalised with
+    its mean and std, with vertical flips and 90-degree rotations for aerial imagery."""
     from lightly.transforms import MoCoV2Transform, SimCLRTransform
 
     kind = SimCLRTransform if method == "simclr" else MoCoV2Transform
-    return kind(input_size=image_size, vf_prob=0.5, hf_prob=0.5, rr_prob=0.5)
+    normalize = {"mean": list(image_input.mean), "std": list(image_input.std)}
+    return kind(input_size=image_input.tile_size, vf_prob=0.5, hf_prob=0.5, rr_prob=0.5, normalize=normalize)
+
+
+def run_image_input(cfg: BaselineConfig) -> ImageInput:
+    """The encoder input the run trains on and its bundle records (as model.train.pretrain's)."""
+    from model.train.pretrain import PretrainConfig, run_image_input as pretrain_input
+
+    return pretrain_input(PretrainConfig(data=cfg.data, crop=cfg.crop, image_size=cfg.image_size, gsd=cfg.gsd,
+                                         image_mean=cfg.image_mean, image_std=cfg.image_std))
 
 
 class ImageSSL(L.LightningModule):
@@ -211,58 +224,42 @@ def build_model(cfg: BaselineConfig) -> ImageSSL:
     return MoCo(spec, **common, memory_bank=cfg.memory_bank, momentum=cfg.momentum)
 
 
-def write_bundle(backbone: ResNetEncoder, cfg: BaselineConfig, out: Path, provenance: dict[str, Any]):
-    """``out`` as an image-only bundle: the backbone with an identity ``fc`` (embedding = pooled features)."""
+def write_bundle(backbone: ResNetEncoder, cfg: BaselineConfig, out: Path, provenance: dict[str, Any],
+                 image_input: ImageInput | None = None):
+    """``out`` as an image-only bundle: the backbone with an identity ``fc`` (embedding = pooled
+    features); ``image_input``: the input it was trained on (default :func:`run_image_input`)."""
     import model.bundle as bundle_mod
-    from model.bundle.image_input import ImageInput
-    from model.train.pretrain import PretrainConfig, tile_gsd
 
     dim = backbone.spec.feature_dim
     encoder = ResNetEncoder(backbone.spec.replace(embed_dim=dim))
     state = {**backbone.backbone_state_dict(), "fc.weight": torch.eye(dim), "fc.bias": torch.zeros(dim)}
     encoder.load_state_dict(state, strict=True)
-    gsd = tile_gsd(PretrainConfig(data=cfg.data, crop=cfg.crop, image_size=cfg.image_size, gsd=cfg.gsd), Path(cfg.data))
-    image_input = ImageInput(tile_size=cfg.image_size, gsd=gsd,
-                             note=f"centre crop {cfg.crop:g} of each image, resized to {cfg.image_size} px")
+    image_input = image_input or run_image_input(cfg)
     meta = bundle_mod.make_meta(image_spec=encoder.spec, distance="cosine", image_input=image_input,
                                 provenance=provenance)
     return bundle_mod.save(out, meta, bundle_mod.encoder_tensors("image_encoder", encoder), overwrite=out.exists())
 
 
-def _loader(cfg: BaselineConfig, paths: list[Path]) -> DataLoader:
-    dataset = TwoViewImages(paths, make_transform(cfg.method, cfg.image_size), cfg.train_crop)
+def _loader(cfg: BaselineConfig, paths: list[Path], image_input: ImageInput) -> DataLoader:
+    dataset = TwoViewImages(paths, make_transform(cfg.method, image_input), cfg.train_crop)
     if len(dataset) < 2:
         fail(f"{cfg.data}: needs at least two training images for contrastive pairs, found {len(dataset)}")
     return DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True, drop_last=True,
                       num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
 
 
-def _batches(limit: float) -> float | int:
-    """Lightning reads a float as a fraction of the epoch and an int as a number of batches."""
-    return int(limit) if limit > 1 else limit
-
-
 def _trainer(cfg: BaselineConfig, out: Path) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    """One device, ``out/checkpoints/last.ckpt`` after every epoch, logs in ``out/logs``."""
+    from model.train.trainer import build_trainer, last_checkpoints
 
-    from model.train.pretrain import resolve_precision
-
-    last = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0)
-    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
-    return L.Trainer(
-        default_root_dir=out, max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=1,
-        precision=resolve_precision(cfg.precision, cfg.accelerator), callbacks=[last], logger=loggers,
-        log_every_n_steps=5, enable_model_summary=False, limit_train_batches=_batches(cfg.limit_train_batches),
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes > 0 else None,
-    )
+    return build_trainer(out, epochs=cfg.epochs, accelerator=cfg.accelerator, precision=cfg.precision,
+                         callbacks=[last_checkpoints(out)], max_minutes=cfg.max_minutes,
+                         limit_train_batches=cfg.limit_train_batches)
 
 
 def run(cfg: BaselineConfig) -> Path:
     """Train, then write ``<out>/bundle``; returns the bundle path."""
     import yaml
-
-    from model.train.pretrain import PretrainConfig, tile_gsd
 
     data, out = Path(cfg.data), Path(cfg.out)
     if cfg.method not in METHODS:
@@ -271,7 +268,7 @@ def run(cfg: BaselineConfig) -> Path:
         fail(f"{data}: no such data folder")
     if cfg.epochs < 1:
         fail(f"--epochs must be at least 1, got {cfg.epochs}")
-    tile_gsd(PretrainConfig(data=cfg.data, crop=cfg.crop, image_size=cfg.image_size, gsd=cfg.gsd), data)
+    image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
     paths = train_image_paths(data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -279,12 +276,12 @@ def run(cfg: BaselineConfig) -> Path:
     model = build_model(cfg)
     trainer = _trainer(cfg, out)
     started = time.time()
-    trainer.fit(model, train_dataloaders=_loader(cfg, paths))
+    trainer.fit(model, train_dataloaders=_loader(cfg, paths, image_input))
     loss = trainer.callback_metrics.get("train_loss_epoch")
     provenance = {"trained_by": f"geoaudio model.train.baselines {cfg.method}", "method": cfg.method,
                   "data": str(data.resolve()), "images": len(paths), "epochs_run": int(trainer.current_epoch),
                   "steps": int(trainer.global_step), "seed": cfg.seed, "seconds": round(time.time() - started, 1),
                   "temperature": cfg.loss_temperature(), "final_train_loss": float(loss) if loss is not None else None}
-    bundle = write_bundle(model.backbone.cpu(), cfg, out / "bundle", provenance)
+    bundle = write_bundle(model.backbone.cpu(), cfg, out / "bundle", provenance, image_input)
     print(f"bundle written to {bundle.path}")
     return bundle.path

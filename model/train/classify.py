@@ -5,9 +5,10 @@ Model: the ResNet backbone with a linear head, i.e. a :class:`~model.nn.encoders
 Training minimises the cross-entropy with AdamW and a cosine learning-rate decay over the
 epochs; with ``freeze`` only the head learns (a linear probe; BatchNorm statistics stay fixed).
 
-Inputs: the centred square of each image resized to ``image_size`` px (antialiased bilinear) and
-ImageNet-normalised; training draws :class:`~model.data.transforms.TrainAugment` (random resized
-crop of 50-100 % of the area, dihedral symmetry, small rotation, colour jitter) instead.
+Inputs: the centred square of each image resized to the ``image_input``'s tile size (antialiased
+bilinear) and normalised with its mean and std (the init bundle's; ImageNet's otherwise);
+training draws :class:`~model.data.transforms.TrainAugment` (random resized crop of 50-100 % of
+the area, dihedral symmetry, small rotation, colour jitter) instead.
 
 Scores on the test split: confusion ``C[i, j]`` = test images of class i predicted as j;
 ``accuracy = trace(C) / sum(C)``; per-class accuracy ``C[i, i] / sum_j C[i, j]`` (recall).
@@ -24,7 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from model.data.transforms import EvalTransform, TrainAugment, centre_region, read_image
+from model.core.atomic import write_atomic
+from model.bundle.image_input import ImageInput
+from model.data.transforms import centre_region, image_transform, read_image
 from model.nn.encoders import ResNetEncoder
 from model.data.folder_datasets import LabelledImages
 
@@ -78,26 +81,26 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: str | os
                             color="white" if rates[i, j] > 0.5 else "black")
     ax.set_title(title or "confusion (rows: true class)")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 class ClassImageDataset(Dataset):
-    """(image (3, S, S) float32, label) pairs from image paths; augmented when ``augment``.
+    """(image (3, S, S) float32, label) pairs from image paths, made for the encoder input
+    ``image_input`` (S = its tile size; its mean and std); augmented when ``augment``.
 
     Random parameters come from ``np.random.default_rng([seed, index, draw, torch seed])``: the draw
     counter and the per-worker torch seed make every epoch's augmentation different yet repeatable.
     """
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], image_size: int, augment: bool,
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], image_input: ImageInput, augment: bool,
                  seed: int = 0) -> None:
         self.paths = list(paths)
         self.labels = [int(v) for v in labels]
-        self.transform = TrainAugment(size=image_size) if augment else EvalTransform(size=image_size)
+        self.transform = image_transform(image_input, augment)
         self.augment = augment
         self.seed = seed
         self._draws = 0
@@ -115,15 +118,18 @@ class ClassImageDataset(Dataset):
 
 
 class SceneDataModule(L.LightningDataModule):
-    """Train (augmented, shuffled) and test (evaluation transform) loaders over one split."""
+    """Train (augmented, shuffled) and test (evaluation transform) loaders over one split, made for
+    the encoder input ``image_input`` (default ``ImageInput()``)."""
 
-    def __init__(self, data: LabelledImages, train_idx: np.ndarray, test_idx: np.ndarray, image_size: int = 192,
-                 batch_size: int = 32, num_workers: int = 2, seed: int = 0) -> None:
+    def __init__(self, data: LabelledImages, train_idx: np.ndarray, test_idx: np.ndarray,
+                 image_input: ImageInput | None = None, batch_size: int = 32, num_workers: int = 2,
+                 seed: int = 0) -> None:
         super().__init__()
+        image_input = image_input or ImageInput()
         self.train_set = ClassImageDataset([data.paths[i] for i in train_idx], data.labels[train_idx],
-                                           image_size, augment=True, seed=seed)
+                                           image_input, augment=True, seed=seed)
         self.test_set = ClassImageDataset([data.paths[i] for i in test_idx], data.labels[test_idx],
-                                          image_size, augment=False, seed=seed)
+                                          image_input, augment=False, seed=seed)
         self.batch_size = batch_size
         self.num_workers = num_workers
 

@@ -16,12 +16,18 @@ from typing import Any
 
 import yaml
 
-from model.core.cli import fail
+from model.bundle.image_input import ImageInput
+from model.core.cli import CLIError, fail
+from model.core.errors import one_line
 
 
 @dataclass
 class PretrainConfig:
-    """Everything a pretraining run depends on (units: pixels, metres per pixel, seconds)."""
+    """Everything a pretraining run depends on (units: pixels, metres per pixel, seconds).
+
+    image_mean, image_std: per-band normalisation of the encoder input on the 0-1 scale (None:
+    :class:`~model.bundle.image_input.ImageInput`'s defaults, ImageNet's); the bundle records them.
+    """
 
     data: str = ""
     out: str = "runs/pretrain"
@@ -38,6 +44,8 @@ class PretrainConfig:
     image_size: int = 192
     crop: float = 0.375
     gsd: float = 0.0
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
     audio_source: str = "spectrogram"
     augment: bool = True
     num_workers: int = 2
@@ -55,67 +63,38 @@ class PretrainConfig:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise ValueError(f"{path}: cannot read config ({str(e).splitlines()[0]})") from None
+            raise CLIError(f"{path}: cannot read config ({one_line(e)})") from None
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+            fail(f"{path}: unknown config keys {sorted(unknown)}")
         return cls(**data)
 
     def loss_kwargs(self) -> dict[str, Any]:
         return {"tau": self.tau} if self.loss == "contrastive" else {"margin": self.margin}
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto``: bf16 autocast on GPUs that have it, fp16 on older GPUs, bf16 on CPUs with native
-    bf16, else fp32."""
-    if precision != "auto":
-        return precision
-    import torch
-
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
-
-def _datamodule(cfg: PretrainConfig):
+def _datamodule(cfg: PretrainConfig, image_input: ImageInput):
     from model.data.datamodule import SoundingEarthDataModule
 
     return SoundingEarthDataModule(
         root=cfg.data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-        image_size=cfg.image_size, crop=cfg.crop, audio_source=cfg.audio_source,
+        image_input=image_input, crop=cfg.crop, audio_source=cfg.audio_source,
         augment=cfg.augment, seed=cfg.seed,
     )
 
 
 def _trainer(cfg: PretrainConfig, out: Path):
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    """The run's Trainer (DDP over ``cfg.devices``) and its ``best.ckpt`` callback (lowest val_loss)."""
+    from model.train.trainer import best_checkpoint, build_trainer, last_checkpoints
 
-    every_epoch = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}",
-                                  auto_insert_metric_name=False, save_top_k=-1, save_last=True)
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss",
-                           mode="min", save_top_k=1)
-    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
-    strategy = "ddp" if cfg.devices > 1 else "auto"
-    max_time = {"minutes": cfg.max_minutes} if cfg.max_minutes > 0 else None
-    return L.Trainer(
-        default_root_dir=out, max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
-        strategy=strategy, precision=resolve_precision(cfg.precision, cfg.accelerator),
-        callbacks=[every_epoch, best], logger=loggers, log_every_n_steps=5, max_time=max_time,
-        limit_train_batches=cfg.limit_train_batches, deterministic=False, enable_model_summary=False,
-    ), best
+    best = best_checkpoint(out, monitor="val_loss")
+    trainer = build_trainer(
+        out, epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
+        callbacks=[last_checkpoints(out, every_epoch=True), best], max_minutes=cfg.max_minutes,
+        limit_train_batches=cfg.limit_train_batches, deterministic=False,
+    )
+    return trainer, best
 
 
 def tile_gsd(cfg: PretrainConfig, data: Path) -> float:
@@ -132,20 +111,35 @@ def tile_gsd(cfg: PretrainConfig, data: Path) -> float:
     table = pd.read_csv(data / "metadata.csv", usecols=lambda c: c in ("key", "gsd"))
     if "gsd" not in table.columns:
         fail(f"{data}: metadata.csv has no gsd column; pass --gsd (metres per pixel of the encoder input)")
-    first = next(p for p in sorted((data / "images").iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    first = next(p for p in sorted((data / "images").iterdir())
+                 if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith("."))  # not temp files
     with Image.open(first) as im:
         side = im.size[0]
     return float(table["gsd"].median()) * cfg.crop * side / cfg.image_size
 
 
-def write_bundle(model, cfg: PretrainConfig, out: Path, provenance: dict[str, Any]):
-    """Write ``out`` as a bundle from a trained AudioVisualModel."""
+def run_image_input(cfg: PretrainConfig) -> ImageInput:
+    """The encoder input a run trains on and its bundle records: ``cfg.image_size`` px at
+    :func:`tile_gsd` metres per pixel, normalised with ``cfg.image_mean`` / ``cfg.image_std``
+    (``ImageInput``'s defaults where unset)."""
+    stats = {name: tuple(float(v) for v in values)
+             for name, values in (("mean", cfg.image_mean), ("std", cfg.image_std)) if values}
+    gsd = tile_gsd(cfg, Path(cfg.data))
+    try:
+        return ImageInput(tile_size=cfg.image_size, gsd=gsd, **stats,
+                          note=f"centre crop {cfg.crop:g} of each image, resized to {cfg.image_size} px")
+    except ValueError as e:
+        fail(f"image input: {one_line(e)}")
+
+
+def write_bundle(model, cfg: PretrainConfig, out: Path, provenance: dict[str, Any],
+                 image_input: ImageInput | None = None):
+    """Write ``out`` as a bundle from a trained AudioVisualModel; ``image_input`` is the input it
+    was trained on (default :func:`run_image_input`)."""
     import model.bundle as bundle_mod
     from model.bundle.audio import AudioConfig
-    from model.bundle.image_input import ImageInput
 
-    image_input = ImageInput(tile_size=cfg.image_size, gsd=tile_gsd(cfg, Path(cfg.data)),
-                             note=f"centre crop {cfg.crop:g} of each image, resized to {cfg.image_size} px")
+    image_input = image_input or run_image_input(cfg)
     meta = bundle_mod.make_meta(
         image_spec=model.image_encoder.spec, audio_spec=model.audio_encoder.spec, distance=model.distance,
         image_input=image_input, audio_config=AudioConfig(), provenance=provenance,
@@ -174,7 +168,7 @@ def run(cfg: PretrainConfig) -> Path:
     if not data.is_dir():
         fail(f"{data}: no such data folder")
     out.mkdir(parents=True, exist_ok=True)
-    tile_gsd(cfg, data)  # fails early when the ground sample distance is unknown
+    image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = AudioVisualModel(
@@ -188,7 +182,7 @@ def run(cfg: PretrainConfig) -> Path:
     if resume in ("last", "true", "True"):
         resume = str(out / "checkpoints" / "last.ckpt")
     started = time.time()
-    trainer.fit(model, datamodule=_datamodule(cfg), ckpt_path=resume or None)
+    trainer.fit(model, datamodule=_datamodule(cfg, image_input), ckpt_path=resume or None)
     if trainer.global_rank != 0:
         return out / "bundle"
     _best_state(model, best.best_model_path)
@@ -198,6 +192,6 @@ def run(cfg: PretrainConfig) -> Path:
         "seconds": round(time.time() - started, 1), "precision": str(trainer.precision),
         "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
     }
-    bundle = write_bundle(model.cpu(), cfg, out / "bundle", provenance)
+    bundle = write_bundle(model.cpu(), cfg, out / "bundle", provenance, image_input)
     print(f"bundle written to {bundle.path}")
     return bundle.path

@@ -6,7 +6,8 @@ is the pretrained ResNet backbone (torchvision names, loaded without renaming); 
 carry :data:`~model.data.folder_datasets.IGNORE_INDEX` and count neither in the loss nor in the scores.
 
 Training: random ``crop_size`` px crops of the tiles at native resolution, a random dihedral
-symmetry, pixel-wise cross-entropy, AdamW with cosine decay.
+symmetry, pixel-wise cross-entropy, AdamW with cosine decay. Images are normalised with the mean and
+std of the init's image input (the init bundle's; ImageNet's otherwise).
 
 Evaluation: each whole test tile is predicted by a sliding window (``window`` px, step ``stride``
 px); logits of overlapping windows are averaged. With confusion ``C[i, j]`` = labelled pixels of
@@ -16,6 +17,7 @@ the classes that occur in the labels or the predictions.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import lightning as L
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from model.bundle.image_input import ImageInput
 from model.train.classify import confusion_matrix
 from model.data.errors import DatasetError
 from model.data.transforms import TrainAugment, normalise, read_image
@@ -94,10 +97,13 @@ def read_tile(tile: SegmentationTile) -> tuple[Tensor, Tensor]:
 
 class TileCrops(Dataset):
     """``crops_per_tile`` random ``crop_size`` px crops per tile and epoch: (image (3, c, c) float32
-    normalised, mask (c, c) int64). Tiles smaller than a crop are padded (mask: ignored)."""
+    normalised with ``image_input``'s mean and std, mask (c, c) int64). Tiles smaller than a crop
+    are padded (mask: ignored)."""
 
-    def __init__(self, tiles: Sequence[SegmentationTile], crop_size: int, crops_per_tile: int = 1, seed: int = 0) -> None:
+    def __init__(self, tiles: Sequence[SegmentationTile], crop_size: int, crops_per_tile: int = 1, seed: int = 0,
+                 image_input: ImageInput | None = None) -> None:
         self.tiles = list(tiles)
+        self.image_input = image_input or ImageInput()
         self.crop_size = crop_size
         self.crops_per_tile = crops_per_tile
         self.seed = seed
@@ -120,31 +126,34 @@ class TileCrops(Dataset):
             stack, h, w = pad, pad.shape[1], pad.shape[2]
         top, left = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
         stack = TrainAugment.random_dihedral(stack[:, top:top + c, left:left + c], rng)
-        return normalise(stack[:3]), stack[3].long()
+        return normalise(stack[:3], self.image_input), stack[3].long()
 
 
 class WholeTiles(Dataset):
-    """Whole tiles for evaluation: (image (3, H, W) float32 normalised, mask (H, W) int64)."""
+    """Whole tiles for evaluation: (image (3, H, W) float32 normalised with ``image_input``'s mean
+    and std, mask (H, W) int64)."""
 
-    def __init__(self, tiles: Sequence[SegmentationTile]) -> None:
+    def __init__(self, tiles: Sequence[SegmentationTile], image_input: ImageInput | None = None) -> None:
         self.tiles = list(tiles)
+        self.image_input = image_input or ImageInput()
 
     def __len__(self) -> int:
         return len(self.tiles)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image, mask = read_tile(self.tiles[index])
-        return normalise(image), mask.long()
+        return normalise(image, self.image_input), mask.long()
 
 
 class DeepGlobeDataModule(L.LightningDataModule):
     """Random training crops (shuffled batches) and whole test tiles (one per batch)."""
 
     def __init__(self, train: Sequence[SegmentationTile], test: Sequence[SegmentationTile], crop_size: int = 256,
-                 crops_per_tile: int = 1, batch_size: int = 8, num_workers: int = 2, seed: int = 0) -> None:
+                 crops_per_tile: int = 1, batch_size: int = 8, num_workers: int = 2, seed: int = 0,
+                 image_input: ImageInput | None = None) -> None:
         super().__init__()
-        self.train_set = TileCrops(train, crop_size, crops_per_tile, seed)
-        self.test_set = WholeTiles(test)
+        self.train_set = TileCrops(train, crop_size, crops_per_tile, seed, image_input)
+        self.test_set = WholeTiles(test, image_input)
         self.batch_size = batch_size
         self.num_workers = num_workers
 
@@ -223,9 +232,9 @@ def segmentation_bundle(segmenter: nn.Module, init, *, encoder_name: str, tile_s
     encoder plus ``fc`` (the init bundle's embedding head, else a fresh one with 128 outputs), and
     the ``landcover`` head. A bundle init also passes on its audio encoder, audio front-end,
     distance and image input; its other heads are dropped, since they were fitted to the image
-    encoder before fine-tuning."""
+    encoder before fine-tuning. Any other init records its image input's mean and std (those the
+    training tiles were normalised with) at ``tile_size`` px and ``gsd`` m."""
     import model.bundle as bundle_mod
-    from model.bundle.image_input import ImageInput
     from model.nn.landcover import encoder_state_from_segmenter, landcover_meta, landcover_tensors
 
     spec = init.spec
@@ -247,8 +256,8 @@ def segmentation_bundle(segmenter: nn.Module, init, *, encoder_name: str, tile_s
             meta["audio"] = source.meta["audio"]
             tensors.update({k: v for k, v in source.tensors.items() if k.startswith("audio_encoder.")})
     else:
-        image_input = ImageInput(tile_size=tile_size, gsd=gsd,
-                                 note="image encoder fine-tuned for land cover; fc is untrained")
+        image_input = replace(init.image_input, tile_size=tile_size, gsd=gsd,
+                              note="image encoder fine-tuned for land cover; fc is untrained")
         meta = bundle_mod.make_meta(image_spec=spec, distance="cosine", image_input=image_input,
                                     provenance=provenance, heads={"landcover": head})
     tensors.update(landcover_tensors(segmenter))

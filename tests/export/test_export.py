@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from export.calibration import CalibrationError, load_tiles, split_holdout
-from export.manifest import HASH_KEY, ONNX_MANIFEST, onnx_stamp, staging
+from export.manifest import HASH_KEY, onnx_stamp, staging
 from export.onnx import default_opset, export_bundle, main
 from export.parity import ParityError, Tolerance
 from export.sessions import open_session
 from model.bundle import content_hash, encoder_tensors, load, make_meta, save
+from model.bundle.files import ONNX_MANIFEST
 from model.core.cli import run_cli
-from model.nn.encoders import build_image_encoder
+from model.nn.encoders import build_image_encoder, image_encoder_from_bundle
 from model.bundle.image_input import ImageInput
 from model.nn.landcover import (LandcoverError, build_segmenter, landcover_meta, landcover_tensors,
                              segmenter_from_bundle)
@@ -182,7 +183,7 @@ def test_exported_graphs_match_torch_at_any_batch(exported):
     bundle = load(exported)
     tiles = load_tiles(RGB, TILE, limit=3)
     x = bundle.image_input.normalise(tiles)
-    encoder = bundle.image_encoder()
+    encoder = image_encoder_from_bundle(bundle)
     with torch.no_grad():
         want = encoder(torch.from_numpy(x)).numpy()
     session = open_session(exported / "image_soundscape.onnx")

@@ -122,6 +122,17 @@ def test_torch_bf16_and_trt_availability(bundle_dir, tiles):
     assert "export.trt" in status["trt"] or "pip install 'geoaudio[trt]'" in status["trt"]
 
 
+def test_available_backends_load_and_hash_the_bundle_once(bundle_dir, bundle_reads):
+    from model.bundle import load
+
+    status = available_backends(bundle_dir)  # five backends, auto's probes included
+    assert status["onnx"] == "ok" and bundle_reads == {"load": 1, "hash": 1}
+    bundle = load(bundle_dir)
+    backend = open_backend(bundle, "onnx-int8")
+    assert backend.bundle is bundle and available_backends(bundle) == status
+    assert bundle_reads == {"load": 2, "hash": 2}  # the loaded Bundle: no second load, its hash kept
+
+
 def test_edge_modules_do_not_import_lightning(bundle_dir):
     code = ("import sys; from export.runtime import open_backend; import export.onnx, export.trt, export.int8; "
             f"b = open_backend({str(bundle_dir)!r}); print(b.name); "

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.runtime import BackendError, open_backend, trt_unavailable
+from export.runtime import BackendError, open_backend
+from export.torch_backend import trt_unavailable
 from tests.bundles import RGB, TILE, full_bundle as make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -356,3 +356,16 @@ def test_overlap_blender_averages_with_a_smooth_window():
     assert np.all(out[:, : 2 * s] == 0) and np.all(out[:, 2 * s:] == 1)
     none = _feed(OverlapBlender(2 * s, 2 * s, t, s, k), 2, 2, lambda r, c: None, valid)
     assert np.all(none == NODATA)
+
+
+def test_one_file_loads_and_hashes_the_bundle_once(bundles, tmp_path, bundle_reads):
+    from model.bundle import load
+
+    [result] = map_files([RGB], bundles["tiny3000"], tmp_path / "path", "auto", QUIET)
+    assert result.status == "mapped", result.message
+    assert bundle_reads == {"load": 1, "hash": 1}  # auto tries trt, onnx-int8, onnx, then torch
+    recorded = json.loads((result.out_dir / "run.json").read_text())["bundle"]["content_hash"]
+    bundle = load(bundles["tiny3000"])
+    [again] = map_files([RGB], bundle, tmp_path / "loaded", "auto", QUIET)  # a loaded Bundle is not loaded again
+    assert again.status == "mapped" and bundle_reads == {"load": 2, "hash": 2}
+    assert bundle.content_hash() == recorded and bundle_reads["hash"] == 2  # kept on the Bundle

@@ -67,13 +67,14 @@ def test_class_query_writes_an_aligned_heatmap(mapped, tmp_path, capsys):
     assert np.all(np.isnan(heat[:, ~has]))
 
 
-def test_audio_query_uses_the_bundles_audio_encoder(mapped, tmp_path):
+def test_audio_query_uses_the_bundles_audio_encoder(mapped, tmp_path, bundle_reads):
     from export.runtime import open_backend
 
     bundle, path = mapped
     out = tmp_path / "robin.tif"
     assert run_cli(lambda: main([str(path), "--bundle", str(bundle), "--audio", str(ROBIN), "--out", str(out),
                                  "--backend", "torch"])) == 0
+    assert bundle_reads == {"load": 1, "hash": 1}  # the query and its backend share one loaded bundle
     vector = open_backend(bundle, name="torch").embed_audio_file(ROBIN)
     expected, _ = query_embeddings(path, vector, "euclidean")
     with rasterio.open(out) as ds:

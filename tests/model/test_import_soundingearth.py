@@ -18,6 +18,7 @@ from torchvision.models.resnet import BasicBlock
 
 import model.bundle as bundle_mod
 from model.import_soundingearth import CheckpointError, convert
+from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 from model.nn.reference_net import ReferenceImageEncoder, ReferenceModel
 
 from tests.bundles import ROOT, SHARED as SHARED_DATA
@@ -77,8 +78,8 @@ def test_embeddings_equal_the_reference_network(imported):
     with torch.no_grad():
         want_img = reference.img_encoder.module_list[0](images)
         want_snd = reference.snd_encoder.module_list[0](chunks)
-        got_img = bundle.image_encoder()(images)
-        got_snd = bundle.audio_encoder()(chunks)
+        got_img = image_encoder_from_bundle(bundle)(images)
+        got_snd = audio_encoder_from_bundle(bundle)(chunks)
     assert got_img.shape == (3, 128) and got_snd.shape == (4, 128)
     assert torch.isfinite(got_img).all() and torch.isfinite(got_snd).all()
     for got, want in ((got_img, want_img), (got_snd, want_snd)):

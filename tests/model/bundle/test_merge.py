@@ -10,10 +10,17 @@ import pandas as pd
 import pytest
 
 from model.bundle import load, save
-from model.bundle.gallery import gallery_path, gallery_stamp, load_gallery, write_gallery
+from model.bundle.gallery import (
+    gallery_path,
+    gallery_stamp,
+    load_gallery,
+    write_gallery,
+)
 from model.bundle.merge import MergeError, main, merge
+from model.core.cli import run_cli
 from model.data.sound_classes import SYNTHETIC_CLASSES
 from model.heads.soundscape import write_head
+from model.nn.encoders import audio_encoder_from_bundle
 from tests.bundles import EMBED_DIM, tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,7 +63,7 @@ def test_audio_encoder_comes_from_the_bundle_that_has_one(tmp_path):
     b = with_soundscape(tiny_bundle(tmp_path / "b"), 2.0)
     c = merge(a.path, b.path, tmp_path / "c")
     assert c.has("audio_encoder") and set(c.heads) == {"soundscape", "landcover"}
-    c.audio_encoder()  # loads
+    assert audio_encoder_from_bundle(c).spec == b.encoder_spec("audio_encoder")  # loads strictly
 
 
 def test_same_head_needs_prefer(tmp_path):
@@ -77,7 +84,7 @@ def test_incompatible_bundles_are_refused_and_nothing_is_written(tmp_path, capsy
     a = tiny_bundle(tmp_path / "a")
     b = with_landcover(tiny_bundle(tmp_path / "b", **change))
     before = sorted(p.name for p in tmp_path.iterdir())
-    code = main(["merge", str(a.path), str(b.path), "--out", str(tmp_path / "c")])
+    code = run_cli(lambda: main(["merge", str(a.path), str(b.path), "--out", str(tmp_path / "c")]))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: cannot merge") and reason in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no temporary folder

@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from model.bundle.audio import AudioConfig
+from model.bundle.image_input import IMAGENET_MEAN, IMAGENET_STD
+from model.core.cli import run_cli
 from model.data import (
-    DatasetError, IMAGENET_MEAN, IMAGENET_STD, SoundingEarthDataset, collate, prepare_images,
-    split_of_key, write_split_file,
+    DatasetError,
+    SoundingEarthDataset,
+    collate,
+    prepare_images,
+    split_of_key,
+    write_split_file,
 )
 from model.data.prepare import main as prepare_main
 from model.synth import CLASSES
@@ -206,7 +212,7 @@ def test_prepare_cli_finds_cache_and_reruns_skip(pairs_copy, capsys):
     assert len(after) == N_PAIRS and sum(after[f] != stamps[f] for f in stamps) == 1  # only the missing one
     assert dataset(pairs_copy, image_cache=None).image_cache == folder  # found without being named
     capsys.readouterr()
-    assert prepare_main([str(pairs_copy / "nowhere")]) == 1
+    assert run_cli(lambda: prepare_main([str(pairs_copy / "nowhere")])) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere: no such dataset folder" in err and err.count("\n") == 1
 

@@ -14,6 +14,7 @@ import model.bundle as bundle_mod
 from model.evaluation.advance import add_parser, embed_images, embed_recordings, main, probe_f1
 from model.core.cli import run_cli
 from model.data.folder_datasets import scan_advance, stratified_split
+from model.nn.encoders import image_encoder_from_bundle
 from model.evaluation.report import read_run_metrics
 
 from tests.bundles import init_bundle as make_bundle
@@ -55,7 +56,7 @@ def test_embeddings_are_the_bundle_encoders_outputs(advance_dir, bundles):
     # images are already the bundle's 64 px tile size: the encoder sees (p / 255 - mean) / std
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     with torch.no_grad():
-        expected = b.image_encoder()(torch.from_numpy(b.image_input.normalise(pixels))).numpy()
+        expected = image_encoder_from_bundle(b)(torch.from_numpy(b.image_input.normalise(pixels))).numpy()
     assert z.shape == (3, 16) and np.allclose(z, expected, atol=1e-4)
     za = embed_recordings(b, [s.audio for s in samples[:2]], progress=False)
     assert za.shape == (2, 16) and not np.allclose(za[0], za[1])

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from model.core.cli import run_cli
-from model.evaluation.report import ReportError, build_report, main, read_run_metrics, write_run_metrics
+from model.evaluate import main as evaluate
+from model.evaluation.report import ReportError, build_report, read_run_metrics, write_run_metrics
 
 
 def record(task, dataset, init, seed, **scores):
@@ -57,15 +58,15 @@ def test_records_are_validated(tmp_path):
 
 def test_the_same_seed_twice_is_an_error(runs, tmp_path, capsys):
     write_run_metrics(tmp_path / "again", record("classify", "ucm", "random", 1, accuracy=0.7))
-    code = run_cli(lambda: main([str(runs), str(tmp_path / "again"), "--out", str(tmp_path / "r.md")]))
+    code = run_cli(lambda: evaluate(["report", str(runs), str(tmp_path / "again"), "--out", str(tmp_path / "r.md")]))
     err = capsys.readouterr().err.strip()
     assert code == 2 and "seed 1" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r.md").exists()
 
 
 def test_cli_accepts_run_folders_and_files(runs, tmp_path, capsys):
-    assert main([str(runs / "run0"), str(runs / "run1" / "metrics.json"), "--out", str(tmp_path / "t.md"),
-                 "--title", "UCM only"]) == 0
+    assert evaluate(["report", str(runs / "run0"), str(runs / "run1" / "metrics.json"), "--out", str(tmp_path / "t.md"),
+                     "--title", "UCM only"]) == 0
     text = (tmp_path / "t.md").read_text()
     assert text.startswith("# UCM only") and "| random | 55.0 ± 7.1 |" in text
     assert (tmp_path / "t.csv").is_file()

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.evaluation.retrieval import (haversine_km, nearest_retrieved_km, pairwise_distance, ranks, recall_curve,
-                             retrieval_metrics)
+from model.evaluation.retrieval import haversine_km, nearest_retrieved_km, ranks, recall_curve, retrieval_metrics
 
 
 def test_ranks_and_recall_on_a_known_matrix():
@@ -18,19 +17,6 @@ def test_ranks_and_recall_on_a_known_matrix():
     assert m["median_rank"] == 3
     k, r = recall_curve(d)
     np.testing.assert_allclose(r, [1 / 3, 1 / 3, 1.0])
-
-
-def test_pairwise_distances_match_direct_formulas():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(4, 5)), rng.normal(size=(3, 5))
-    eu = pairwise_distance(a, b, "euclidean")
-    cos = pairwise_distance(a, b, "cosine")
-    for i in range(4):
-        for j in range(3):
-            assert eu[i, j] == pytest.approx(np.linalg.norm(a[i] - b[j]))
-            assert cos[i, j] == pytest.approx(1 - a[i] @ b[j] / np.linalg.norm(a[i]) / np.linalg.norm(b[j]))
-    with pytest.raises(ValueError):
-        pairwise_distance(a, b, "manhattan")
 
 
 def test_haversine_known_distances():

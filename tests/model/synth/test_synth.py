@@ -14,6 +14,7 @@ import soundfile as sf
 from PIL import Image
 
 from model.bundle.audio import read_spectrogram_jpeg
+from model.core.cli import run_cli
 from model.synth import CLASS_COLOURS, CLASSES, DEEPGLOBE_COLOURS, SynthError
 from model.synth.__main__ import main
 from model.synth.downstream import write_advance, write_classify, write_deepglobe
@@ -62,7 +63,7 @@ def test_pairs_layout_and_columns(pairs_dir, metadata):
             assert (pairs_dir / sub / f"{key}.{ext}").is_file()
         assert 10.0 < float(row["longitude"]) < 12.5 and 47.5 < float(row["latitude"]) < 48.8  # near Munich
         assert row["title"] and row["description"].endswith(".")
-    assert not list(pairs_dir.rglob("*.tmp")), "a temporary file was left behind"
+    assert not [p for p in pairs_dir.rglob(".*") if ".tmp" in p.name], "a temporary file was left behind"
 
 
 def test_fractions_sum_to_one_and_dominant_is_argmax(metadata):
@@ -132,10 +133,10 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SynthError, match="--duration"):
         write_pairs(tmp_path / "x", 2, duration=(5.0, 3.0))
     (tmp_path / "file").write_text("not a folder")
-    assert main(["pairs", "--out", str(tmp_path / "file"), "--samples", "2", "--quiet"]) == 1
+    assert run_cli(lambda: main(["pairs", "--out", str(tmp_path / "file"), "--samples", "2", "--quiet"])) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a folder" in err and "Traceback" not in err
-    assert main(["scene", "--out", str(tmp_path / "s"), "--gsd", "0"]) == 1
+    assert run_cli(lambda: main(["scene", "--out", str(tmp_path / "s"), "--gsd", "0"])) == 2
 
 
 # --- the world and its sound -----------------------------------------------------------------

@@ -12,11 +12,13 @@ import torch
 
 import model.bundle as bundle_mod
 from model.baselines import main
+from model.bundle.image_input import ImageInput
 from model.train.baselines import BaselineConfig, TwoViewImages, build_model, make_transform, train_image_paths
 from model.core.cli import run_cli
 from model.nn.init import resolve_init
 
 FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
+MEAN, STD = (0.3, 0.35, 0.4), (0.15, 0.2, 0.25)  # not ImageNet's
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +48,14 @@ def pairs_dir(class_dir, tmp_path_factory) -> Path:
 def simclr_run(pairs_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "simclr"
     main(["simclr", "--data", str(pairs_dir), "--epochs", "1", "--out", str(out), "--image-size", "32",
-          "--batch-size", "4", *FAST])
+          "--batch-size", "4", "--image-mean", *map(str, MEAN), "--image-std", *map(str, STD), *FAST])
     return out
 
 
 def test_train_split_images_and_two_views(pairs_dir):
     paths = train_image_paths(pairs_dir)
     assert len(paths) == 9  # keys ending in 2, 5 and 7 are test / validation
-    views = TwoViewImages(paths, make_transform("simclr", 32), region=0.5)[0]
+    views = TwoViewImages(paths, make_transform("simclr", ImageInput(tile_size=32)), region=0.5)[0]
     assert len(views) == 2 and all(v.shape == (3, 32, 32) for v in views)
     assert not torch.equal(views[0], views[1])
 
@@ -65,6 +67,7 @@ def test_simclr_writes_an_image_only_bundle(simclr_run):
     assert np.array_equal(b.tensors["image_encoder.fc.weight"], np.eye(512, dtype=np.float32))
     # a 0.375 centre crop of 64 px images at 0.5 m, seen at 32 px: 0.375 m per pixel
     assert b.image_input.tile_size == 32 and b.image_input.gsd == pytest.approx(0.375)
+    assert (b.image_input.mean, b.image_input.std) == (MEAN, STD)  # what the views were normalised with
     prov = b.meta["provenance"]
     assert prov["method"] == "simclr" and prov["steps"] == 2 and prov["images"] == 9
 

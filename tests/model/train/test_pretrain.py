@@ -14,6 +14,8 @@ from model.train.pretrain import PretrainConfig, run
 
 from tests.bundles import ROOT
 
+STATS = dict(image_mean=[0.3, 0.35, 0.4], image_std=[0.15, 0.2, 0.25])  # not ImageNet's
+
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
@@ -26,7 +28,7 @@ def pairs(tmp_path_factory):
 def trained(pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = PretrainConfig(data=str(pairs), out=str(out), epochs=2, batch_size=8, image_size=48, num_workers=0,
-                         loss="contrastive", precision="32-true")
+                         loss="contrastive", precision="32-true", **STATS)
     return out, run(cfg)
 
 
@@ -41,6 +43,8 @@ def test_run_writes_checkpoints_logs_and_a_valid_bundle(trained):
     assert b.image_input.tile_size == 48
     # model.synth pairs are at 0.5 m; a 0.375 crop of 128 px resized to 48 px: 0.5 m per pixel
     assert b.image_input.gsd == pytest.approx(0.5)
+    # the normalisation the run trained with, from its config
+    assert list(b.image_input.mean) == STATS["image_mean"] and list(b.image_input.std) == STATS["image_std"]
     assert b.meta["provenance"]["steps"] > 0 and b.meta["provenance"]["loss"] == "contrastive"
     assert b.audio_config.n_mels == 128
 
@@ -48,7 +52,7 @@ def test_run_writes_checkpoints_logs_and_a_valid_bundle(trained):
 def test_resume_continues_from_the_last_checkpoint(trained, pairs):
     out, _ = trained
     cfg = PretrainConfig(data=str(pairs), out=str(out), epochs=3, batch_size=8, image_size=48, num_workers=0,
-                         loss="contrastive", precision="32-true", resume="last")
+                         loss="contrastive", precision="32-true", resume="last", **STATS)
     run(cfg)
     assert (out / "checkpoints" / "epoch002.ckpt").is_file()
     b = bundle_mod.load(out / "bundle")
