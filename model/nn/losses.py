@@ -50,6 +50,15 @@ def _off_diagonal_mean(m: Tensor) -> Tensor:
     return (m.sum() - m.diagonal().sum()) / (n * (n - 1))
 
 
+def triplet_hinges(z_img: Tensor, z_audio: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    """The (N, N) hinge terms of every triplet of a batch of N pairs, D = ``pairwise_euclidean``:
+    ``audio_anchor[i, j] = relu(D[j, j] - D[i, j] + m)`` (audio j anchors, image i the negative) and
+    ``image_anchor[i, j] = relu(D[i, i] - D[i, j] + m)`` (image i anchors, audio j the negative)."""
+    d = pairwise_euclidean(z_img, z_audio)
+    positive = d.diagonal()
+    return F.relu(positive.unsqueeze(0) - d + margin), F.relu(positive.unsqueeze(1) - d + margin)
+
+
 class BatchAllTripletLoss(nn.Module):
     """Triplet loss over every negative of the batch, in both directions.
 
@@ -66,10 +75,7 @@ class BatchAllTripletLoss(nn.Module):
 
     def forward(self, z_img: Tensor, z_audio: Tensor) -> Tensor:
         _check_pairs(z_img, z_audio, type(self).__name__)
-        d = pairwise_euclidean(z_img, z_audio)
-        positive = d.diagonal()
-        audio_anchor = F.relu(positive.unsqueeze(0) - d + self.margin)  # [i, j]: D[j, j] - D[i, j]
-        image_anchor = F.relu(positive.unsqueeze(1) - d + self.margin)  # [i, j]: D[i, i] - D[i, j]
+        audio_anchor, image_anchor = triplet_hinges(z_img, z_audio, self.margin)
         return 0.5 * (_off_diagonal_mean(audio_anchor) + _off_diagonal_mean(image_anchor))
 
 
@@ -92,10 +98,7 @@ class PublishedBatchAllTripletLoss(nn.Module):
 
     def forward(self, z_img: Tensor, z_audio: Tensor) -> Tensor:
         _check_pairs(z_img, z_audio, type(self).__name__)
-        d = pairwise_euclidean(z_img, z_audio)
-        positive = d.diagonal()
-        audio_anchor = F.relu(positive.unsqueeze(0) - d + self.margin)
-        image_anchor = F.relu(positive.unsqueeze(1) - d + self.margin)
+        audio_anchor, image_anchor = triplet_hinges(z_img, z_audio, self.margin)
         return 0.5 * (audio_anchor.mean() + image_anchor.mean())
 
 
