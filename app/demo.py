@@ -4,7 +4,8 @@ Everything comes from the synthetic world of one seed, so the same seed gives th
 
 1. ``pairs``      SoundingEarth-format image/audio pairs (``model.synth.pairs``);
 2. ``scene``      a georeferenced GeoTIFF of the same world (``model.synth.scene``, EPSG:32632);
-3. ``pretrain``   a short audiovisual pretraining of the image and audio encoders (``model.train.pretrain``);
+3. ``pretrain``   a short audiovisual pretraining of the image and audio encoders (``model.train.pretrain``),
+                  with a budget in epochs;
 4. ``deepglobe``  a DeepGlobe-layout land-cover set of the same world (``model.synth.downstream``);
 5. ``landcover``  a DeepLabV3+ land-cover head fine-tuned from the pretrained encoder
                   (``model.finetune segment``; it carries the audio encoder along);
@@ -16,9 +17,17 @@ Everything comes from the synthetic world of one seed, so the same seed gives th
 
 Each step is skipped when its output exists, so a killed build resumes where it stopped. The
 trainers (steps 3 and 5) run as ``python -m ...`` subprocesses (this module never imports
-Lightning); the other steps call their Python APIs. ``OUT/DONE.json`` is written last with the
-seed, the size, the versions, the paths and each step's wall-clock and CPU seconds; with it in
-place a rerun returns at once. ``--quick`` builds a tiny demo (for tests, well under a minute on
+Lightning) with budgets in epochs, a fixed seed and a fixed thread count, so the same seed gives
+the same bundle (same content hash) on a busy and on an idle machine. Their wall-clock limits are
+safety stops only: a training step that hits one is *truncated*, and a truncated step fails the
+build (DemoError naming the step; a rerun retries it).
+
+Before declaring success the build checks its quality gates (:mod:`app.demo_gates`: gallery
+spread, held-out retrieval, soundscape head against its class-frequency baseline, land-cover
+accuracy on held-out tiles); a failed gate is a one-line DemoError naming the gate and the figure.
+``OUT/DONE.json`` is written last with the seed, the size (with the gate thresholds), the gates'
+figures, the versions, the paths and each step's wall-clock and CPU seconds; with it in place a
+rerun returns at once. ``--quick`` builds a tiny demo (for tests, well under a minute on
 an idle 2-core machine); ``--force`` deletes ``OUT`` (only when it holds nothing but a demo) and builds again.
 
 Python API: :func:`build_demo`, :func:`read_demo`.
@@ -37,6 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from app.demo_gates import Thresholds, check_gates, first_failure, gates_record
 from model.bundle.files import GALLERY_FILE, META_FILE, ONNX_MANIFEST, REQUIRED_FILES
 from model.core.atomic import staging_dir, write_text_atomic
 from model.core.cli import run_cli
@@ -60,7 +70,9 @@ class DemoSize:
 
     ``pair_px`` image side of a pair at 0.5 m/px; the encoder sees a centre crop of ``crop`` x
     ``pair_px`` pixels at ``tile_px`` (so its ground sample distance is 0.5 * crop * pair_px /
-    tile_px metres per pixel); ``scene_px`` scene side at 0.5 m/px; ``*_minutes`` caps on training time.
+    tile_px metres per pixel); ``scene_px`` scene side at 0.5 m/px; ``epochs`` / ``seg_epochs`` the
+    training budgets; ``*_safety_min`` wall-clock safety stops (hitting one fails the build);
+    ``threads`` torch intra-op threads of the trainers; ``gates`` the quality thresholds.
     """
 
     name: str
@@ -72,16 +84,18 @@ class DemoSize:
     crop: float
     epochs: int
     batch: int
-    pretrain_minutes: float
+    pretrain_safety_min: float
     deepglobe: int
     deepglobe_px: int
     seg_epochs: int
     seg_crops: int
     seg_batch: int
     decoder_channels: int
-    seg_minutes: float
+    seg_safety_min: float
     onnx: bool
     int8: bool
+    threads: int
+    gates: Thresholds
 
     @property
     def tile_gsd(self) -> float:
@@ -90,11 +104,17 @@ class DemoSize:
 
 
 FULL = DemoSize("full", pairs=400, pair_px=256, duration_s=(4.0, 6.0), scene_px=1536, tile_px=96, crop=0.375,
-                epochs=20, batch=32, pretrain_minutes=2.0, deepglobe=40, deepglobe_px=192, seg_epochs=15,
-                seg_crops=4, seg_batch=16, decoder_channels=64, seg_minutes=0.75, onnx=True, int8=True)
+                epochs=20, batch=32, pretrain_safety_min=30.0, deepglobe=40, deepglobe_px=192, seg_epochs=15,
+                seg_crops=4, seg_batch=16, decoder_channels=64, seg_safety_min=15.0, onnx=True, int8=True, threads=2,
+                gates=Thresholds(max_gallery_cosine=0.9, recall_k=10, min_recall_over_chance=2.0,
+                                 min_soundscape_margin=0.10, min_landcover_accuracy=0.80))
+# the quick demo trains for one step: its gates catch a collapsed gallery and a soundscape head below its
+# baseline; held-out retrieval and land cover are measured and recorded, not held to a threshold
 QUICK = DemoSize("quick", pairs=40, pair_px=128, duration_s=(3.0, 3.5), scene_px=384, tile_px=64, crop=0.5,
-                 epochs=1, batch=16, pretrain_minutes=0.5, deepglobe=6, deepglobe_px=128, seg_epochs=1,
-                 seg_crops=1, seg_batch=8, decoder_channels=32, seg_minutes=0.3, onnx=False, int8=False)
+                 epochs=1, batch=16, pretrain_safety_min=5.0, deepglobe=6, deepglobe_px=128, seg_epochs=1,
+                 seg_crops=1, seg_batch=8, decoder_channels=32, seg_safety_min=5.0, onnx=False, int8=False, threads=2,
+                 gates=Thresholds(max_gallery_cosine=0.99, recall_k=1, min_recall_over_chance=0.0,
+                                  min_soundscape_margin=0.0, min_landcover_accuracy=0.0))
 
 
 @dataclass(frozen=True)
@@ -215,11 +235,13 @@ def _scene(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
 def _pretrain(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     args = ["-m", "model.pretrain", "--data", str(lay.pairs), "--out", str(lay.pretrain),
             "--image-size", str(size.tile_px), "--crop", str(size.crop), "--gsd", str(size.tile_gsd),
-            "--epochs", str(size.epochs), "--batch-size", str(size.batch), "--max-minutes", str(size.pretrain_minutes),
+            "--epochs", str(size.epochs), "--batch-size", str(size.batch),
+            "--max-minutes", str(size.pretrain_safety_min), "--threads", str(size.threads),
             "--num-workers", "1", "--precision", "32-true", "--accelerator", "cpu", "--seed", str(seed)]
     if (lay.pretrain / "checkpoints" / "last.ckpt").is_file():
         args.append("--resume")
     _subprocess(args, quiet, "pretrain")
+    _check_not_truncated(lay.pretrain / "bundle", "pretrain", size.pretrain_safety_min)
 
 
 def _deepglobe(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
@@ -234,9 +256,37 @@ def _landcover(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
             "--epochs", str(size.seg_epochs), "--out", str(lay.landcover), "--seed", str(seed),
             "--crop-size", str(size.tile_px), "--crops-per-tile", str(size.seg_crops),
             "--batch-size", str(size.seg_batch), "--decoder-channels", str(size.decoder_channels),
-            "--gsd", str(size.tile_gsd), "--max-minutes", str(size.seg_minutes), "--num-workers", "0",
-            "--precision", "32-true", "--accelerator", "cpu", "--label", "demo", "--freeze-encoder"]
+            "--gsd", str(size.tile_gsd), "--max-minutes", str(size.seg_safety_min), "--threads", str(size.threads),
+            "--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu", "--label", "demo",
+            "--freeze-encoder"]
     _subprocess(args, quiet, "landcover")
+    _check_not_truncated(lay.landcover / "bundle", "landcover", size.seg_safety_min)
+
+
+def _truncation(bundle: Path) -> str | None:
+    """How the training run behind ``bundle`` was cut short by its safety stop (from its
+    provenance), or None when it finished its budget or there is no bundle."""
+    try:
+        provenance = json.loads((bundle / META_FILE).read_text()).get("provenance", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not provenance.get("truncated"):
+        return None
+    return (f"training was truncated after {provenance.get('steps', '?')} steps "
+            f"({provenance.get('epochs_run', '?')} of {provenance.get('epochs', '?')} epochs)")
+
+
+def _trained(bundle: Path) -> bool:
+    """A training step is done when its bundle exists and its run was not truncated."""
+    return (bundle / META_FILE).is_file() and _truncation(bundle) is None
+
+
+def _check_not_truncated(bundle: Path, step: str, minutes: float) -> None:
+    """DemoError (one line, naming the step) when the run behind ``bundle`` hit its safety stop."""
+    note = _truncation(bundle)
+    if note:
+        raise DemoError(f"demo step {step} failed: {note} by its {minutes:g}-minute safety stop; the machine is "
+                        "too busy or too slow for the demo's budget (a rerun continues it)")
 
 
 def _has_landcover_step() -> bool:
@@ -280,7 +330,7 @@ def _map(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     from geo.map import MapOptions, map_files
 
     result = map_files([lay.scene], lay.bundle, lay.maps, MAP_BACKEND, MapOptions(progress=not quiet))[0]
-    if result.status == "failed":
+    if result.status not in ("mapped", "skipped"):  # failed, or busy (another process maps it)
         raise DemoError(f"demo step map failed: {result.message}")
 
 
@@ -318,16 +368,15 @@ def _steps(size: DemoSize, landcover: bool) -> list[_Step]:
               lambda lay: (lay.pairs / "metadata.csv").is_file(), _pairs),
         _Step("scene", f"a {size.scene_px} x {size.scene_px} px GeoTIFF scene at 0.5 m",
               lambda lay: (lay.scene_dir / "soundscape_truth.csv").is_file() and lay.scene.is_file(), _scene),
-        _Step("pretrain", f"audiovisual pretraining ({size.epochs} epochs, {size.tile_px} px tiles, "
-                          f"at most {size.pretrain_minutes:g} min)",
-              lambda lay: (lay.pretrain / "bundle" / META_FILE).is_file(), _pretrain),
+        _Step("pretrain", f"audiovisual pretraining ({size.epochs} epochs, {size.tile_px} px tiles)",
+              lambda lay: _trained(lay.pretrain / "bundle"), _pretrain),
     ]
     if landcover:
         steps += [
             _Step("deepglobe", f"{size.deepglobe} DeepGlobe-layout land-cover tiles",
                   lambda lay: lay.deepglobe.is_dir(), _deepglobe),
-            _Step("landcover", f"land-cover head ({size.seg_epochs} epochs, at most {size.seg_minutes:g} min)",
-                  lambda lay: (lay.landcover / "bundle" / META_FILE).is_file(), _landcover),
+            _Step("landcover", f"land-cover head ({size.seg_epochs} epochs)",
+                  lambda lay: _trained(lay.landcover / "bundle"), _landcover),
         ]
     steps += [
         _Step("bundle", "the demo bundle", lambda lay: (lay.bundle / META_FILE).is_file(), _bundle),
@@ -411,15 +460,28 @@ def build_demo(out: str | os.PathLike = DEFAULT_OUT, seed: int = 0, quick: bool 
         step.run(lay, size, seed, quiet)
         timings[step.name] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu_seconds() - c0, 1)}
         _log(quiet, f"[{i}/{len(steps)}] {step.name}: done in {timings[step.name]['wall_s']:.0f} s")
-    return _write_done(lay, size, seed, landcover, timings, time.perf_counter() - started)
+    gates = _check_gates(lay, size, quiet)
+    return _write_done(lay, size, seed, landcover, timings, gates, time.perf_counter() - started)
 
 
-def _write_done(lay: _Layout, size: DemoSize, seed: int, landcover: bool, timings: dict, total_s: float) -> Demo:
+def _check_gates(lay: _Layout, size: DemoSize, quiet: bool) -> dict:
+    """The quality gates' record (:mod:`app.demo_gates`); DemoError naming the first failed gate."""
+    results = check_gates(lay.bundle, lay.pairs, size.crop, size.gates)
+    for r in results:
+        _log(quiet, f"quality gate {r.name}: {'passed' if r.passed else 'FAILED'}: {r.text}")
+    failure = first_failure(results)
+    if failure:
+        raise DemoError(f"{failure}; the demo in {lay.root} is not usable (--force rebuilds it)")
+    return gates_record(results, size.gates)
+
+
+def _write_done(lay: _Layout, size: DemoSize, seed: int, landcover: bool, timings: dict, gates: dict,
+                total_s: float) -> Demo:
     from model.bundle import content_hash
 
     info = {
         "format": DEMO_FORMAT, "seed": seed, "size": asdict(size), "landcover": landcover,
-        "map_backend": MAP_BACKEND, "bundle_hash": content_hash(lay.bundle),
+        "map_backend": MAP_BACKEND, "bundle_hash": content_hash(lay.bundle), "gates": gates,
         "paths": {k: str(getattr(lay, k if k != "map" else "map_dir").relative_to(lay.root))
                   for k in ("bundle", "scene", "map", "pairs")},
         "timings": timings, "total_wall_s": round(total_s, 1), "cpu_count": os.cpu_count(),

@@ -21,12 +21,14 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `streamlit run a
 import streamlit as st  # noqa: E402
 
 from app import layers, mapping  # noqa: E402
+from app.access import SERVER_PATHS_NOTE, public  # noqa: E402
 from app.downloads import download_buttons, product_files  # noqa: E402
 from app.panels import Query, heat_file, listen_panel, load_gallery, query_panel  # noqa: E402
 from app.pickers import (BundleChoice, LayerChoice, file_stamp, pick_backend, pick_bundle,  # noqa: E402
                          pick_layers, pick_scene)
 from app.scenes import Scene  # noqa: E402
 from app.state import MAX_TILES, demo_dir, parse_options  # noqa: E402
+from model.bundle.gallery import collapse_warning  # noqa: E402
 from model.core.errors import GeoaudioError, one_line  # noqa: E402
 
 HEAT_CAPTION = ("Similarity heatmap of {what}: 1 = the cells that sound most like it, 0 = the least alike "
@@ -62,14 +64,14 @@ def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path |
     try:
         plan = mapping.plan(scene.path, choice.bundle)
     except (GeoaudioError, OSError) as e:
-        st.error(f"cannot map {scene.label}: {one_line(e)}")
+        st.error(public(f"cannot map {scene.label}: {one_line(e)}", {choice.path: "the bundle"}))
         return None
     refusal = mapping.too_many_tiles(scene.path, plan, choice.bundle.image_input.gsd)
     if refusal:
-        st.error(refusal)
+        st.error(public(refusal))
         return None
     rows, cols = plan.cells
-    note = f" Note: {plan.warning}." if plan.warning else ""
+    note = f" Note: {public(plan.warning)}." if plan.warning else ""
     st.info(f"{scene.label} is not mapped yet with this bundle and backend: {plan.tiles:,} tiles "
             f"({rows} x {cols} cells, at most {MAX_TILES:,} in the app).{note}")
     if not st.button("Map this scene", type="primary", key="map_button"):
@@ -80,11 +82,11 @@ def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path |
                                    lambda n, total: bar.progress(n / max(total, 1), text=f"mapping: {n}/{total} tiles"))
     except (mapping.MapError, OSError) as e:
         bar.empty()
-        st.error(f"mapping failed: {one_line(e)}")
+        st.error(public(f"mapping failed: {one_line(e)}", {choice.path: "the bundle"}))
         return None
     bar.progress(1.0, text="mapped")
     for w in warnings:
-        st.warning(w)
+        st.warning(public(w))
     return folder
 
 
@@ -138,9 +140,9 @@ def about_map(map_dir: Path) -> None:
         st.markdown(f"**Backend:** {info.get('backend', {}).get('description', '?')}  \n"
                     f"**Tiles:** {timings.get('tiles', '?')} in {timings.get('total_s', '?')} s  \n"
                     f"**Bundle:** {info.get('bundle', {}).get('content_hash', '?')}  \n"
-                    f"**Folder:** `{map_dir}`")
+                    f"**Folder:** `{public(str(map_dir))}`")
         for w in info.get("warnings", []):
-            st.caption(f"warning: {w}")
+            st.caption(public(f"warning: {w}"))
 
 
 def main() -> None:
@@ -151,10 +153,12 @@ def main() -> None:
     options = parse_options(sys.argv[1:])
     demo = _demo()
     if demo is None:
-        st.info(f"The built-in demo is not built in {demo_dir()}: run `python -m app.demo` (or `make app`). "
-                "You can still upload a GeoTIFF and choose a bundle folder.")
+        st.info(public(f"The built-in demo is not built in {demo_dir()}: run `python -m app.demo` (or `make app`). "
+                       "You can still upload a GeoTIFF and choose another bundle."))
+    if options.allow_server_paths:
+        st.caption(SERVER_PATHS_NOTE)
     scene = pick_scene(options, demo)
-    choice = pick_bundle(demo)
+    choice = pick_bundle(options, demo)
     backend = pick_backend(choice) if choice is not None else "auto"
     if scene is None or choice is None:
         return
@@ -166,8 +170,14 @@ def main() -> None:
     try:
         gallery = load_gallery(str(choice.path), choice.hash, choice.bundle)
     except (GeoaudioError, OSError) as e:
-        st.warning(f"gallery not usable: {one_line(e)}")
+        st.warning(public(f"gallery not usable: {one_line(e)}", {choice.path: "the bundle"}))
         gallery = None
+    if gallery is not None and gallery.refused:
+        st.warning(f"{gallery.refused} recordings of this bundle's gallery name files outside its data folder: "
+                   "they are not played.")
+    collapsed = collapse_warning(gallery.embeddings) if gallery is not None else None
+    if collapsed:
+        st.warning(collapsed)
     tiles_path = map_dir / "tiles.gpkg"
     records = _tiles(str(tiles_path), file_stamp(tiles_path)) if tiles_path.is_file() else []
     left, right = st.columns(2)

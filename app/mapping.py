@@ -8,6 +8,9 @@ the demo bundle and the backend it was mapped with. A folder counts as a finishe
 Mapping runs ``python -m geo.map --progress-json`` as a child process and follows its JSON
 progress lines on stderr (:mod:`geo.progress`) to feed a progress callback; ``geo.map`` writes
 atomically and checkpoints, so an interrupted run leaves nothing half-written and resumes next time.
+The cache is shared by every visitor: ``geo.map`` locks each map folder while it maps
+(:mod:`geo.lock`) and is run with ``--wait``, so a second visitor mapping the same scene waits for
+the first run and then finds the map finished ("skipped"), instead of failing or writing into it.
 """
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ def run_map(source: Path, bundle_dir: Path, backend: str, out_folder: Path,
         raise ValueError(f"geo.map writes OUT/{source.stem}, not {out_folder}")
     out_folder.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "geo.map", str(source), "--bundle", str(bundle_dir), "--out",
-           str(out_folder.parent), "--backend", backend, "--no-progress", "--progress-json"]
+           str(out_folder.parent), "--backend", backend, "--no-progress", "--progress-json", "--wait"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         lines = _follow(proc.stderr, on_progress)

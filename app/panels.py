@@ -9,8 +9,9 @@ import numpy as np
 import streamlit as st
 
 from app import sound_query
+from app.access import public
 from app.pickers import BundleChoice, open_backend
-from app.sound_query import AUDIO_TYPES, Gallery
+from app.sound_query import AUDIO_LIMITS, AUDIO_TYPES, Gallery
 from app.state import MAX_AUDIO_MB, cache_dir
 from model.core.errors import GeoaudioError, one_line
 
@@ -72,14 +73,14 @@ def _query_vector(choice: BundleChoice, backend: str, gallery: Gallery | None) -
     _keep_valid("query_source", sources)
     source = st.radio("Query with", sources, key="query_source", horizontal=True)
     if source == UPLOAD:
-        up = st.file_uploader(f"Recording ({', '.join(AUDIO_TYPES)}; at most {MAX_AUDIO_MB} MB)", type=list(AUDIO_TYPES),
-                              key="query_upload")
+        up = st.file_uploader(f"Recording ({', '.join(AUDIO_TYPES)}; {AUDIO_LIMITS})", type=list(AUDIO_TYPES),
+                              key="query_upload", max_upload_size=MAX_AUDIO_MB)  # Streamlit refuses more itself
         if up is None:
             return None
         try:
             vector = _embed_upload(str(choice.path), choice.hash, backend, up.name, up.getvalue(), choice.bundle)
         except (GeoaudioError, OSError) as e:
-            st.error(f"audio rejected: {one_line(e)}")
+            st.error(public(f"audio rejected: {one_line(e)}"))
             return None
         st.audio(up.getvalue(), format=AUDIO_MIME.get(Path(up.name).suffix.lower(), "audio/wav"))
         return vector, f"your recording {up.name}"
@@ -110,7 +111,7 @@ def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gall
         stamp = (map_dir / "embeddings.tif").stat().st_mtime_ns
         array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance)
     except (GeoaudioError, OSError) as e:
-        st.error(f"query failed: {one_line(e)}")
+        st.error(public(f"query failed: {one_line(e)}"))
         return None
     best = sound_query.best_cells(array[0])
     if best:

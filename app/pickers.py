@@ -13,8 +13,9 @@ from typing import Any
 import streamlit as st
 
 from app import scenes
+from app.access import listed_bundles, public
 from app.scenes import Scene
-from app.state import MAX_UPLOAD_MB, AppOptions, landsat_sample
+from app.state import MAX_UPLOAD_MB, AppOptions, bundles_dir, landsat_sample
 from model.core.errors import GeoaudioError, one_line
 from model.bundle.files import REQUIRED_FILES
 
@@ -87,7 +88,7 @@ def pick_scene(options: AppOptions, demo: Any) -> Scene | None:
     try:
         return scenes.server_scene(text)
     except (GeoaudioError, OSError) as e:
-        st.error(one_line(e))
+        st.error(public(one_line(e)))
         return None
 
 
@@ -105,33 +106,51 @@ def _uploaded_scene() -> Scene | None:
             done[up.file_id] = f"upload rejected: {one_line(e)}"
     result = done[up.file_id]
     if isinstance(result, str):
-        st.error(result)
+        st.error(public(result))
         return None
     return result
 
 
-def pick_bundle(demo: Any) -> BundleChoice | None:
-    """Bundle radio (demo, or a folder path validated with ``model.bundle.load``); None until usable."""
+def offered_bundles(demo: Any) -> dict[str, Path]:
+    """The bundles offered by name: the demo bundle, then each bundle folder of the bundles folder
+    (``app.access.listed_bundles``; a folder named like a fixed choice is left out)."""
+    listed = {name: path for name, path in listed_bundles(bundles_dir()).items()
+              if name not in (DEMO_BUNDLE, FOLDER_BUNDLE)}
+    return ({DEMO_BUNDLE: demo.bundle} if demo else {}) | listed
+
+
+def pick_bundle(options: AppOptions, demo: Any) -> BundleChoice | None:
+    """Bundle radio: the offered bundles by name and, with ``--allow-server-paths`` only, a folder
+    path (``app.access``); validated with ``model.bundle.load``; None until usable."""
     sb = st.sidebar
     sb.header("Model")
-    kinds = ([DEMO_BUNDLE] if demo else []) + [FOLDER_BUNDLE]
+    offered = offered_bundles(demo)
+    kinds = list(offered) + ([FOLDER_BUNDLE] if options.allow_server_paths else [])
+    if not kinds:
+        sb.caption("No bundle is offered: build the demo (python -m app.demo) or add bundle folders to the "
+                   "bundles folder (GEOAUDIO_BUNDLES).")
+        return None
     kind = sb.radio("Bundle", kinds, key="bundle_source", horizontal=True)
-    if kind == DEMO_BUNDLE:
-        path = demo.bundle
-    else:
-        text = sb.text_input("Bundle folder", key="bundle_path",
-                             help="A folder with bundle.json and weights.safetensors, e.g. a run's bundle/ or an "
-                                  "imported SoundingEarth checkpoint (python -m model.import_soundingearth).")
-        if not text.strip():
-            sb.caption("Enter a bundle folder on this machine.")
-            return None
-        path = Path(text.strip()).expanduser()
+    path = offered.get(kind) or _typed_bundle_folder()
+    if path is None:
+        return None
     try:
         bundle = _load_bundle(str(path), file_stamp(*(path / name for name in REQUIRED_FILES)))
     except (GeoaudioError, OSError) as e:
-        st.error(f"bundle rejected: {one_line(e)}")
+        st.error(public(f"bundle rejected: {one_line(e)}", {path: kind}))
         return None
     return BundleChoice(path, bundle, bundle.content_hash())
+
+
+def _typed_bundle_folder() -> Path | None:
+    """The bundle folder typed in the sidebar (offered only with ``--allow-server-paths``)."""
+    text = st.sidebar.text_input("Bundle folder", key="bundle_path",
+                                 help="A folder with bundle.json and weights.safetensors, e.g. a run's bundle/ or an "
+                                      "imported SoundingEarth checkpoint (python -m model.import_soundingearth).")
+    if not text.strip():
+        st.sidebar.caption("Enter a bundle folder on this machine.")
+        return None
+    return Path(text.strip()).expanduser()
 
 
 def pick_backend(choice: BundleChoice) -> str:
@@ -144,7 +163,7 @@ def pick_backend(choice: BundleChoice) -> str:
     if unusable:
         with st.sidebar.expander("Why not the other backends?"):
             for name, why in unusable.items():
-                st.caption(f"**{name}**: {why}")
+                st.caption(public(f"**{name}**: {why}", {choice.path: "the bundle"}))
     return backend
 
 

@@ -2,7 +2,9 @@
 
 The query vector ``v`` is one of
 
-- an uploaded recording (wav, mp3, ogg, flac; at most :data:`app.state.MAX_AUDIO_MB` MB) embedded
+- an uploaded recording (wav, mp3, ogg, flac; at most :data:`app.state.MAX_AUDIO_MB` MB, the
+  uploader's own limit, and :data:`model.bundle.audio.QUERY_MAX_SECONDS`, 10 minutes, read from
+  the file's header before anything is decoded: :data:`AUDIO_LIMITS`) embedded
   by the bundle's audio encoder through the chosen backend (``embed_audio_file``: the mean of its
   chunk embeddings);
 - a recording of the bundle's gallery (its stored embedding; nothing is recomputed);
@@ -23,9 +25,11 @@ import numpy as np
 import pandas as pd
 
 from app.state import MAX_AUDIO_MB, cache_dir
+from model.bundle.audio import QUERY_MAX_SECONDS
 from model.core.errors import GeoaudioError, one_line
 
 AUDIO_TYPES = ("wav", "mp3", "ogg", "flac")
+AUDIO_LIMITS = f"at most {MAX_AUDIO_MB} MB and {QUERY_MAX_SECONDS / 60:g} minutes"  # what the page states
 
 
 class AudioUploadError(GeoaudioError, ValueError):
@@ -34,21 +38,27 @@ class AudioUploadError(GeoaudioError, ValueError):
 
 @dataclass(frozen=True)
 class Gallery:
-    """A bundle's gallery: ``rows`` (key, title, audio_path ...), ``embeddings`` (N, D) and the
-    folder the audio paths are relative to (None when the gallery does not record it)."""
+    """A bundle's gallery: ``rows`` (key, title, audio_path ...), ``embeddings`` (N, D), the
+    folder the audio paths are relative to (None when the gallery does not record it) and how many
+    rows lost their audio at load because it leaves that folder (``model.bundle.gallery``)."""
 
     rows: pd.DataFrame
     embeddings: np.ndarray
     data_root: Path | None
+    refused: int = 0
 
     def audio_file(self, key: int) -> Path | None:
-        """The playable recording of gallery key ``key``, or None when missing on this machine."""
+        """The playable recording of gallery key ``key``: an audio file (wav, mp3, ogg, flac) inside
+        the data folder once symlinks and ``..`` are resolved (checked again here, when the path
+        becomes a file to serve); None when there is none on this machine."""
+        from model.bundle.gallery import confined_audio_path
+
         match = self.rows.index[self.rows["key"].astype(int) == int(key)]
         if len(match) == 0 or self.data_root is None:
             return None
-        rel = str(self.rows.loc[match[0], "audio_path"] or "")
-        path = self.data_root / rel
-        return path if rel and path.is_file() else None
+        path = confined_audio_path(self.data_root, str(self.rows.loc[match[0], "audio_path"] or ""))
+        playable = path is not None and path.suffix.lower().lstrip(".") in AUDIO_TYPES
+        return path if playable and path.is_file() else None
 
     def title(self, key: int) -> str:
         """The title of gallery key ``key`` ("" when unknown)."""
@@ -72,7 +82,8 @@ def load_gallery(bundle: Any) -> Gallery | None:
         return None
     rows, embeddings = load_rows(bundle)
     data = read_gallery_file(path)[2].get("data")
-    return Gallery(rows.reset_index(drop=True), embeddings, Path(data) if data else None)
+    return Gallery(rows.reset_index(drop=True), embeddings, Path(data) if data else None,
+                   int(rows.attrs.get("refused_audio", 0)))
 
 
 def check_audio_upload(name: str, size: int, limit_mb: float = MAX_AUDIO_MB) -> None:
@@ -97,7 +108,7 @@ def embed_upload(backend: Any, name: str, data: bytes) -> np.ndarray:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         try:
-            return np.asarray(backend.embed_audio_file(tmp), np.float32)
+            return np.asarray(backend.embed_audio_file(tmp, QUERY_MAX_SECONDS), np.float32)
         except GeoaudioError as e:  # AudioError and friends name the temporary file: name the upload
             message = one_line(e)
             raise AudioUploadError(message.replace(tmp, name).replace(Path(tmp).name, name)) from None

@@ -2,6 +2,8 @@
 
 - ``ROOT``: the project folder (the parent of ``app/``).
 - The demo folder: ``$GEOAUDIO_DEMO_DIR``, else ``ROOT/demo`` (built by ``python -m app.demo``).
+- The bundles folder: ``$GEOAUDIO_BUNDLES``, else ``ROOT/bundles``; each bundle folder directly
+  inside it is offered by name (:mod:`app.access`).
 - The cache folder: ``$GEOAUDIO_CACHE``, else ``~/.cache/geoaudio``; maps are cached in
   ``CACHE/maps/<key>/<stem>/`` with ``key = sha256(input id | bundle hash | backend)[:16]``
   (:func:`map_key`), uploads in ``CACHE/uploads/<sha256[:16]>/<name>``, query heatmaps in
@@ -21,7 +23,7 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MAX_UPLOAD_MB = 200  # also .streamlit/config.toml's server.maxUploadSize
-MAX_AUDIO_MB = 50
+MAX_AUDIO_MB = 50  # the audio uploader's own max_upload_size (app/panels.py); 10 minutes at most too
 MAX_TILES = 20_000  # the app refuses to map more tiles than this (python -m geo.map has no limit)
 
 
@@ -49,6 +51,11 @@ def demo_dir() -> Path:
 def cache_dir() -> Path:
     """The cache folder: ``$GEOAUDIO_CACHE`` or ``~/.cache/geoaudio`` (created on demand)."""
     return Path(os.environ.get("GEOAUDIO_CACHE") or Path.home() / ".cache" / "geoaudio")
+
+
+def bundles_dir() -> Path:
+    """The bundles folder: ``$GEOAUDIO_BUNDLES`` or ``ROOT/bundles`` (may be missing)."""
+    return Path(os.environ.get("GEOAUDIO_BUNDLES") or ROOT / "bundles")
 
 
 def landsat_sample() -> Path | None:

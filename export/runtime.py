@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from export.manifest import HASH_KEY, onnx_name, onnx_stamp
+from model.bundle.audio import QUERY_MAX_SECONDS
 from model.bundle.files import ONNX_SUFFIX
 from model.core.errors import GeoaudioError
 
@@ -161,8 +162,10 @@ class Backend:
             raise BackendError(f"audio chunks must be (M, {', '.join(map(str, want))}), got {chunks.shape}")
         return self._batched("audio_encoder", np.ascontiguousarray(chunks, dtype=np.float32), 1)[0]
 
-    def embed_audio_file(self, path: str | os.PathLike) -> np.ndarray:
-        """A recording's embedding (D,): the mean of its chunk embeddings (front-end from the bundle)."""
+    def embed_audio_file(self, path: str | os.PathLike, max_seconds: float | None = QUERY_MAX_SECONDS) -> np.ndarray:
+        """A recording's embedding (D,): the mean of its chunk embeddings (front-end from the bundle).
+        A recording longer than ``max_seconds`` (default 10 minutes; None: no limit) is refused
+        from its header (``model.bundle.audio.load_audio``)."""
         import warnings
 
         from model.bundle.audio import load_logmel, to_chunks
@@ -171,7 +174,7 @@ class Backend:
         cfg = self.bundle.audio_config
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a clip shorter than one chunk is padded
-            chunks = to_chunks(load_logmel(path, cfg), cfg, source=str(path))
+            chunks = to_chunks(load_logmel(path, cfg, max_seconds), cfg, source=str(path))
         return self.embed_audio_chunks(chunks).mean(axis=0)
 
     # --- shared plumbing ----------------------------------------------------------------------

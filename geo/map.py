@@ -7,15 +7,26 @@ product. A rerun skips inputs whose run.json matches (same bundle hash, options 
 an input whose run was interrupted (killed, Ctrl-C, power cut of the process) resumes from its
 last checkpoint, taken every ``--checkpoint-every`` seconds (:mod:`geo.journal`), when the bundle,
 backend, options and input are the same, and starts over otherwise (``--overwrite`` redoes
-everything). A bad input (unreadable,
+everything). Making and publishing the products are journaled phases too (:mod:`geo.journal`,
+:mod:`geo.publish`): a run killed at any moment resumes on rerun, and a product is published only
+after it reads back whole. A bad input (unreadable,
 corrupt, all nodata, unsupported) fails with a one-line error and leaves nothing in OUT; the other
 inputs are still mapped, and the exit status is 2 when any input failed.
+
+A file that cannot be written (disk full) fails its input with one line; nothing is published and
+no run.json written, and the work done is kept in ``.partial/`` for a rerun. Before mapping an
+input, what it will write is estimated (:mod:`geo.space`) and an input that will not fit in the
+free space fails with one line (``--ignore-free-space`` skips the check). Each output folder is
+locked while it is mapped (:mod:`geo.lock`): a second process on the same input reports it as
+"busy" (being mapped by process N) and goes on with its other inputs, or waits with ``--wait``;
+the exit status is 2 when any input failed or was busy.
 
 Python API: :func:`map_files`.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -29,14 +40,19 @@ os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB; GDAL's block cache counts t
 
 from tqdm import tqdm  # noqa: E402
 
-from geo.errors import RasterError  # noqa: E402
+from geo.errors import FolderBusyError, NoSpaceError, RasterError, WriteError  # noqa: E402
+from geo.gdal_log import free_space_note  # noqa: E402
 from geo.grid import TileGrid, resolution_warning  # noqa: E402
+from geo.journal import JOURNAL, Checkpoint, kill_point  # noqa: E402
+from geo.lock import LOCK_FILE, folder_lock  # noqa: E402
 from geo.pipeline import Timings, run_pipeline  # noqa: E402
 from geo.products import (CHECKPOINT_S, NEAREST_K, GalleryLookup, ProductSet, landcover_gsd,  # noqa: E402
                           product_names)
 from geo.progress import OnProgress, TileProgress, json_lines  # noqa: E402
+from geo.publish import pending_publication, publish  # noqa: E402
 from geo.raster import RASTER_READ_ERRORS, describe, open_raster  # noqa: E402
-from geo.runinfo import RUN_FILE, input_fingerprint, is_complete, versions, write_run_info  # noqa: E402
+from geo.runinfo import input_fingerprint, is_complete, versions, write_run_info  # noqa: E402
+from geo.space import check_free_space, estimate, written_bytes  # noqa: E402
 from model.bundle.files import GALLERY_FILE  # noqa: E402
 from model.core.errors import GeoaudioError, one_line  # noqa: E402
 
@@ -46,8 +62,10 @@ if TYPE_CHECKING:
 PARTIAL = ".partial"
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # what a folder given as input contributes
 MIN_AREA_PIXELS = 16  # default --min-area: this many land-cover pixels
+MAX_TILES = 1_000_000  # default --max-tiles: about 2 h at 150 tiles/s on two CPU cores (docs/reliability.md)
 KNOWN_PRODUCTS = product_names(True, True)
 FILE_ERRORS = (GeoaudioError, OSError) + RASTER_READ_ERRORS  # bad input: that file fails alone; others are bugs
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # OSError numbers of a write that found no space
 
 
 @dataclass(frozen=True)
@@ -56,7 +74,11 @@ class MapOptions:
     1-based (r, g, b) or None (automatic); ``min_area_m2`` the smallest land-cover polygon (None:
     ``MIN_AREA_PIXELS`` land-cover pixels); ``batch`` tiles per inference call; ``workers``
     reader threads; ``checkpoint_s`` seconds between resumable checkpoints; ``on_progress(path,
-    done, total)`` is called with the tiles done after each batch (:mod:`geo.progress`)."""
+    done, total)`` is called with the tiles done after each batch (:mod:`geo.progress`);
+    ``max_tiles``: an input whose grid has more tiles fails before anything is read or written
+    (None: no limit, ``--force-large``); ``wait``: wait for another process mapping the same output
+    folder instead of reporting it busy; ``check_space``: refuse an input whose estimated writes
+    exceed the free space."""
 
     stride: int | None = None
     bands: tuple[int, int, int] | None = None
@@ -69,6 +91,9 @@ class MapOptions:
     progress: bool = True
     checkpoint_s: float = CHECKPOINT_S
     on_progress: OnProgress | None = field(default=None, compare=False)
+    max_tiles: int | None = MAX_TILES
+    wait: bool = False
+    check_space: bool = True
 
     def product_key(self) -> dict[str, Any]:
         """The options that change the products (compared with run.json to decide a skip)."""
@@ -79,7 +104,8 @@ class MapOptions:
 
 @dataclass
 class FileResult:
-    """Outcome for one input: ``status`` is "mapped", "skipped" or "failed"."""
+    """Outcome for one input: ``status`` is "mapped", "skipped", "failed" or "busy" (another
+    process is mapping its output folder)."""
 
     path: Path
     status: str
@@ -107,7 +133,8 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike 
     loaded (at most) and hashed once for the whole batch.
 
     Bundle and backend problems raise (they concern every file); per-file problems become
-    "failed" results.
+    "failed" results, and an input whose output folder another process is mapping a "busy" one
+    (unless ``options.wait``).
     """
     paths = expand_inputs(paths)
     model = _load_model(bundle_dir, backend)
@@ -121,7 +148,7 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike 
     try:
         for path in map(Path, paths):
             result = _map_one(path, out_root, seen, model, options)
-            if result.status == "failed":
+            if result.status in ("failed", "busy"):
                 tqdm.write(f"error: {result.message}", file=sys.stderr)
             for w in result.warnings:
                 tqdm.write(f"warning: {path}: {w}", file=sys.stderr)
@@ -199,22 +226,51 @@ def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, o
         return FileResult(path, "failed", out, f"{path}: output folder {out} is already used by {seen[path.stem]} "
                                               f"in this batch; rename one of them")
     seen[path.stem] = path
+    waiting = lambda message: tqdm.write(f"waiting: {path}: {message}", file=sys.stderr)  # noqa: E731
+    try:
+        with folder_lock(out, options.wait, waiting):
+            return _map_locked(path, out, model, options)
+    except FolderBusyError as e:
+        return FileResult(path, "busy", out, _failure(path, e))
+
+
+def _map_locked(path: Path, out: Path, model: _Model, options: MapOptions) -> FileResult:
+    """Skip, map or fail one input whose output folder this process has locked (the lock
+    created the folder when it was missing: a failed new folder is removed again)."""
+    partial = out / PARTIAL
     if (not options.overwrite and path.is_file()
             and is_complete(out, model.bundle_hash, options.product_key(), input_fingerprint(path))):
+        shutil.rmtree(partial, ignore_errors=True)  # left by a run killed after its run.json
         return FileResult(path, "skipped", out, "up to date")
-    existed = out.is_dir() and any(p.name != PARTIAL for p in out.iterdir())
-    partial = out / PARTIAL
+    existed = any(p.name not in (PARTIAL, LOCK_FILE) for p in out.iterdir())
     if options.overwrite:
         shutil.rmtree(partial, ignore_errors=True)
     warnings: list[str] = []
     try:
         timings = _map_into(path, out, partial, model, options, warnings)
     except FILE_ERRORS as e:
-        shutil.rmtree(partial, ignore_errors=True)
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        return FileResult(path, "failed", out, _failure(path, e), warnings)
+        return FileResult(path, "failed", out, _failed_run(path, out, partial, existed, e), warnings)
     return FileResult(path, "mapped", out, "", warnings, timings.to_dict())
+
+
+def _failed_run(path: Path, out: Path, partial: Path, existed: bool, error: BaseException) -> str:
+    """Clean up after a failed input and say why in one line. A bad input leaves nothing behind;
+    after a write error or a refusal for space the work done so far stays in ``partial`` (a rerun
+    resumes from it) and the line says so."""
+    message = _failure(path, error)
+    if isinstance(error, OSError) and error.errno in DISK_FULL and not isinstance(error, GeoaudioError):
+        message = f"{path}: cannot write in {out}: {error.strerror}{free_space_note(out)}"
+    if _write_failure(error) and (partial / JOURNAL).is_file():
+        return f"{message}; the work done so far is kept in {partial}: rerun to resume"
+    shutil.rmtree(partial, ignore_errors=True)
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+    return message
+
+
+def _write_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the output could not be written (not that the input is bad)."""
+    return isinstance(error, (WriteError, NoSpaceError)) or (isinstance(error, OSError) and error.errno in DISK_FULL)
 
 
 def _failure(path: Path, error: BaseException) -> str:
@@ -250,6 +306,7 @@ def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -
         except RasterError as e:
             raise RasterError(f"{path}: {e}") from None
         scaling, source, crs = src.scaling, describe(src), src.crs
+    _check_size(path, grid, options.max_tiles)
     warning = resolution_warning(grid)
     if warning:
         warnings.append(warning)
@@ -261,54 +318,87 @@ def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -
     return _Plan(grid, scaling, source, crs, open_kwargs, landcover, min_area, fingerprint)
 
 
+def _check_size(path: Path, grid: TileGrid, max_tiles: int | None) -> None:
+    """RasterError (one line: the file, its size, its tiles, the limit) when the grid has more than
+    ``max_tiles`` tiles: a header can claim any size, so this is checked before anything is read."""
+    if max_tiles is not None and len(grid) > max_tiles:
+        rows, cols = grid.cell_shape
+        raise RasterError(f"{path}: {grid.width:,} x {grid.height:,} px is {len(grid):,} tiles ({rows:,} x {cols:,}) "
+                          f"of {grid.tile_size} px at {grid.gsd:g} m, more than the limit of {max_tiles:,} "
+                          f"(--max-tiles N raises it, --force-large removes it)")
+
+
 def _map_into(path: Path, out: Path, partial: Path, model: _Model, options: MapOptions,
               warnings: list[str]) -> Timings:
-    """Map one input: stage everything in ``partial``, publish into ``out``, write run.json last."""
+    """Map one input: stage everything in ``partial``, publish into ``out``, write run.json last,
+    then delete ``partial``. An interrupted publication of the same run is only completed."""
     start = time.perf_counter()
     plan = _plan(path, model, options, warnings)
-    partial.mkdir(parents=True, exist_ok=True)
-    timings, files = _make_products(path, partial, plan, model, options)
-    _publish(partial, out, files)
+    key = _run_key(plan, model, options)
+    checkpoint = pending_publication(partial, out, key)
+    if checkpoint is None:
+        if options.check_space:
+            _check_space(out, partial, plan, model)
+        partial.mkdir(parents=True, exist_ok=True)
+        timings, names, checkpoint = _make_products(path, partial, plan, model, options, key)
+    else:
+        timings, names, plan.start_tile = Timings(), list(checkpoint.made), len(plan.grid)
+    publish(partial, out, checkpoint, names, KNOWN_PRODUCTS)
     timings.total_s = time.perf_counter() - start
-    write_run_info(out, _run_info(path, plan, model, options, files, timings, warnings))
+    write_run_info(out, _run_info(path, plan, model, options, names, timings, warnings))
+    kill_point("run.json")
     shutil.rmtree(partial, ignore_errors=True)
     return timings
 
 
-def _make_products(path: Path, partial: Path, plan: _Plan, model: _Model,
-                   options: MapOptions) -> tuple[Timings, list[Path]]:
+def _check_space(out: Path, partial: Path, plan: _Plan, model: _Model) -> None:
+    """NoSpaceError when what this input will write does not fit in the free space (geo.space)."""
+    backend = model.backend
+    sounds = len(backend.soundscape_classes) if backend.has_soundscape else 0
+    need = estimate(plan.grid, backend.embedding_dim, sounds, plan.landcover)
+    check_free_space(out, need, written_bytes(partial) if partial.is_dir() else 0)
+
+
+def _make_products(path: Path, partial: Path, plan: _Plan, model: _Model, options: MapOptions,
+                   key: dict[str, Any]) -> tuple[Timings, list[str], Checkpoint]:
     """Run the pipeline into a :class:`ProductSet` staged in ``partial`` (resuming a matching
-    interrupted run from tile ``plan.start_tile``) and finish it. Bad input discards the staging
-    files; an interruption keeps them for the next run."""
+    interrupted run from tile ``plan.start_tile``; not at all when its tiling was finished) and
+    finish it; returns the timings, the product names and the journal. Bad input discards the
+    staging files; an interruption or a write error keeps them for the next run."""
     backend = model.backend
     tags = {"geoaudio_bundle_hash": model.bundle_hash, "geoaudio_distance": model.bundle.distance,
             "geoaudio_source": path.name}
     products = ProductSet(partial, plan.grid, plan.crs, backend.embedding_dim,
                           backend.soundscape_classes if backend.has_soundscape else None,
                           backend.landcover_classes if plan.landcover else None,
-                          tags, plan.min_area_m2, model.gallery, _run_key(plan, model, options), options.checkpoint_s)
+                          tags, plan.min_area_m2, model.gallery, key, options.checkpoint_s)
     plan.start_tile = products.start_tile
     bar = tqdm(total=len(plan.grid), initial=plan.start_tile, desc=path.name, unit="tile", position=1,
                leave=False, disable=not options.progress)
     progress = TileProgress(str(path), len(plan.grid), plan.start_tile, bar, options.on_progress)
     try:
-        timings = run_pipeline(lambda: open_raster(path, **plan.open_kwargs), plan.grid, plan.scaling, backend,
-                               products.add, options.batch, options.workers, progress, plan.landcover,
-                               plan.start_tile)
+        timings = Timings()
+        if products.needs_tiles:
+            timings = run_pipeline(lambda: open_raster(path, **plan.open_kwargs), plan.grid, plan.scaling, backend,
+                                   products.add, options.batch, options.workers, progress, plan.landcover,
+                                   plan.start_tile)
         if products.tiles_with_data == 0:
             raise RasterError(f"{path}: no valid pixels (every pixel is nodata or masked)")
         t0 = time.perf_counter()
         files = products.finish()
         timings.write_s += time.perf_counter() - t0
-    except FILE_ERRORS:
-        products.discard()
+    except FILE_ERRORS as e:
+        if _write_failure(e):
+            products.close()  # a rerun resumes from the last checkpoint once there is space
+        else:
+            products.discard()
         raise
     except BaseException:
         products.close()
         raise
     finally:
         bar.close()
-    return timings, files
+    return timings, [f.name for f in files], products.checkpoint
 
 
 def _run_key(plan: _Plan, model: _Model, options: MapOptions) -> dict[str, Any]:
@@ -318,14 +408,14 @@ def _run_key(plan: _Plan, model: _Model, options: MapOptions) -> dict[str, Any]:
             "landcover": plan.landcover}
 
 
-def _run_info(path: Path, plan: _Plan, model: _Model, options: MapOptions, files: list[Path],
+def _run_info(path: Path, plan: _Plan, model: _Model, options: MapOptions, names: list[str],
               timings: Timings, warnings: list[str]) -> dict[str, Any]:
     """The content of run.json (see geo.runinfo)."""
     return {"bundle": {"path": str(Path(model.bundle.path).resolve()), "content_hash": model.bundle_hash},
             "backend": {"name": model.backend.name, "description": _describe(model.backend)},
             "versions": versions(), "input": {**plan.source, **plan.fingerprint},
             "options": options.product_key(), "min_area_m2_used": plan.min_area_m2, "grid": plan.grid.to_dict(),
-            "scaling": plan.scaling.to_dict(), "products": [f.name for f in files],
+            "scaling": plan.scaling.to_dict(), "products": names,
             "timings": timings.to_dict(), "resumed_at_tile": plan.start_tile, "warnings": warnings,
             "settings": {"batch": options.batch, "workers": options.workers}}
 
@@ -350,19 +440,6 @@ def _describe(backend: Any) -> Any:
         return json.loads(json.dumps(backend.describe(), default=str))
     except (TypeError, ValueError):
         return str(backend.describe())
-
-
-def _publish(partial: Path, out: Path, files: list[Path]) -> None:
-    """Move finished products from ``partial`` into ``out``: the old run.json goes first (so an
-    interrupted publish is redone on rerun), then products of an older run that this one does not
-    write, then each new product by atomic rename."""
-    (out / RUN_FILE).unlink(missing_ok=True)
-    names = {f.name for f in files}
-    for name in KNOWN_PRODUCTS:
-        if name not in names:
-            (out / name).unlink(missing_ok=True)
-    for f in files:
-        os.replace(f, out / f.name)
 
 
 def _parse_bands(text: str) -> tuple[int, int, int]:
@@ -404,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(probability per class), embeddings.tif (embedding per tile cell) - cloud-optimised "
                     "GeoTIFFs on the input's grid - plus tiles.gpkg, landcover.gpkg and run.json. "
                     "Finished inputs are skipped on rerun; interrupted ones resume from their last checkpoint.",
-        epilog="Exit status: 0 when every input was mapped or skipped, 2 when any failed (each failure "
-               "is one 'error:' line on stderr) or the bundle/backend cannot be used.")
+        epilog="Exit status: 0 when every input was mapped or skipped, 2 when any failed or was busy "
+               "(being mapped by another process; each is one 'error:' line on stderr) or the "
+               "bundle/backend cannot be used.")
     p.add_argument("inputs", nargs="+", metavar="IN.tif", help="GeoTIFFs (or any GDAL raster) to map; a folder "
                                                               "means every .tif/.tiff/.vrt/.jp2/.img directly in it")
     p.add_argument("--bundle", required=True, help="model bundle folder")
@@ -424,6 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"smallest land-cover polygon in landcover.gpkg, metres² (default: "
                         f"{MIN_AREA_PIXELS} land-cover pixels)")
     p.add_argument("--overwrite", action="store_true", help="map again even when outputs are up to date")
+    p.add_argument("--wait", action="store_true",
+                   help="when another process is mapping an input into the same output folder, wait for it "
+                        "(default: report that input as busy and go on with the others)")
+    p.add_argument("--ignore-free-space", action="store_true",
+                   help="map even when the estimated writes exceed the free space of the output folder")
+    p.add_argument("--max-tiles", type=_positive_int, default=MAX_TILES, metavar="N",
+                   help=f"refuse an input of more than N tiles before reading it ({MAX_TILES:,}, about 2 h "
+                        f"on two CPU cores)")
+    p.add_argument("--force-large", action="store_true", help="map inputs of any size (no --max-tiles limit)")
     p.add_argument("--checkpoint-every", type=_non_negative, default=CHECKPOINT_S, metavar="S",
                    help=f"seconds between checkpoints an interrupted run resumes from ({CHECKPOINT_S:g})")
     p.add_argument("--allow-ungeoreferenced", action="store_true",
@@ -438,13 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def summary(results: Sequence[FileResult]) -> str:
     """A few lines: counts, then one line per input."""
-    counts = {s: sum(r.status == s for r in results) for s in ("mapped", "skipped", "failed")}
-    lines = [f"{counts['mapped']} mapped, {counts['skipped']} skipped (up to date), {counts['failed']} failed"]
+    counts = {s: sum(r.status == s for r in results) for s in ("mapped", "skipped", "failed", "busy")}
+    lines = [f"{counts['mapped']} mapped, {counts['skipped']} skipped (up to date), {counts['failed']} failed"
+             + (f", {counts['busy']} busy (being mapped by another process)" if counts["busy"] else "")]
     for r in results:
-        detail = r.message if r.status == "failed" else str(r.out_dir)
+        detail = r.message if r.status in ("failed", "busy") else str(r.out_dir)
         if r.status == "mapped" and r.timings:
             detail += f" ({r.timings['tiles']} tiles, {r.timings['tiles_per_s']:.1f} tiles/s)"
-        lines.append(f"  {r.status:8s} {r.path}: {detail}" if r.status != "failed" else f"  failed   {detail}")
+        lines.append(f"  {r.status:8s} {detail}" if r.status in ("failed", "busy") else f"  {r.status:8s} {r.path}: {detail}")
     return "\n".join(lines)
 
 
@@ -454,10 +542,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = MapOptions(stride=args.stride, bands=args.bands, allow_ungeoreferenced=args.allow_ungeoreferenced,
                          allow_rotated=args.allow_rotated, min_area_m2=args.min_area, batch=args.batch,
                          workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
-                         checkpoint_s=args.checkpoint_every, on_progress=json_lines() if args.progress_json else None)
+                         checkpoint_s=args.checkpoint_every, on_progress=json_lines() if args.progress_json else None,
+                         max_tiles=None if args.force_large else args.max_tiles, wait=args.wait,
+                         check_space=not args.ignore_free_space)
     results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
     print(summary(results))
-    return 2 if any(r.status == "failed" for r in results) else 0
+    return 2 if any(r.status in ("failed", "busy") for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -20,13 +20,16 @@ head the bundle lacks are not written.
 Given a run ``key``, the set checkpoints itself every ``checkpoint_s`` seconds and resumes from
 the last checkpoint of an interrupted run with the same key (see :mod:`geo.journal`): it then
 needs the tiles from :attr:`ProductSet.start_tile` on, rewrites nothing that was final and
-repeats no tile record.
+repeats no tile record. :meth:`ProductSet.finish` is a journaled phase of its own: a run
+interrupted while making the COGs and GeoPackages needs no tile again (``start_tile`` is the
+grid's length) and makes only the products not made yet.
 """
 from __future__ import annotations
 
 import math
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,10 +38,10 @@ import pandas as pd
 from affine import Affine
 
 from geo.blend import NODATA, finished_rows, make_mosaic, replay_start, trim_strips
-from geo.cog import StagedRaster
+from geo.cog import StagedRaster, cog_from_staging, staging_path
 from geo.errors import RasterError
 from geo.grid import TileGrid
-from geo.journal import Checkpoint, read_checkpoint, write_checkpoint
+from geo.journal import FINISHING, TILING, Checkpoint, kill_point, read_checkpoint, write_checkpoint
 from geo.pipeline import Batch
 from geo.vectors import landcover_polygons, tiles_frame, write_gpkg
 from model.core.atomic import atomic_path
@@ -49,6 +52,7 @@ NEAREST_K = 3  # gallery recordings per tile in tiles.gpkg
 
 SOUNDSCAPE, SCORES, EMBEDDINGS, LANDCOVER = "soundscape.tif", "soundscape_scores.tif", "embeddings.tif", "landcover.tif"
 TILES_GPKG, LANDCOVER_GPKG = "tiles.gpkg", "landcover.gpkg"
+RESAMPLING = {EMBEDDINGS: "average", SCORES: "average", SOUNDSCAPE: "nearest", LANDCOVER: "nearest"}  # overviews
 
 # A gallery lookup: embeddings (n, D) -> columns {"near_1_key": [...], "near_1_title": [...], ...}
 GalleryLookup = Callable[[np.ndarray], dict[str, list[Any]]]
@@ -86,8 +90,9 @@ class ProductSet:
     """All products of one raster, staged in ``folder`` (the run's ``.partial/``).
 
     Call :meth:`add` with every :class:`geo.pipeline.Batch` from tile :attr:`start_tile` on, in
-    row-major order (from one thread), then :meth:`finish` (publishes the COGs and GeoPackages in
-    ``folder``), :meth:`close` (interrupted: keep the staging files to resume) or :meth:`discard`.
+    row-major order (from one thread), then :meth:`finish` (makes the COGs and GeoPackages in
+    ``folder``, keeping the staging files: the caller deletes ``folder`` once the products are
+    published), :meth:`close` (interrupted: keep the staging files to resume) or :meth:`discard`.
     With a ``key`` (what is mapped, with what: see :mod:`geo.journal`) the set checkpoints every
     ``checkpoint_s`` seconds and resumes a matching interrupted run; without a matching one it
     empties ``folder`` first (geo.map's ``.partial/``, which nothing else uses).
@@ -120,15 +125,33 @@ class ProductSet:
         self.records: list[pd.DataFrame] = []
         self.last_checkpoint = time.monotonic()
         resume = found is not None
+        self.embeddings = self.classes = self.scores = self.landcover = None
+        if self.checkpoint.phase != TILING:  # tiling was finished: nothing to open, only products to make
+            self._check_makeable()
+            return
         self.embeddings = self._cell_raster(EMBEDDINGS, "float32",
                                             [f"emb_{i:03d}" for i in range(self.embedding_dim)], resume=resume)
-        self.classes = self.scores = self.landcover = None
         if self.sound_classes:
             self.classes = self._cell_raster(SOUNDSCAPE, "uint8", ["soundscape_class"],
                                              class_colors(self.sound_classes), resume)
             self.scores = self._cell_raster(SCORES, "float32", [c["name"] for c in self.sound_classes], resume=resume)
         if self.landcover_classes:
             self.landcover = self._landcover_raster(resume)
+
+    @property
+    def names(self) -> list[str]:
+        """The products this set makes, in the order :meth:`finish` makes them (landcover.gpkg,
+        traced from landcover.tif, comes after it)."""
+        return product_names(bool(self.sound_classes), bool(self.landcover_classes))
+
+    def _check_makeable(self) -> None:
+        """After tiling: every raster product not made yet still has its staging file (else
+        RasterError, and the run starts over)."""
+        for name in self.names:
+            path = self.folder / name
+            made = name in self.checkpoint.made and path.is_file()
+            if name in RESAMPLING and not made and not staging_path(path).is_file():
+                raise RasterError(f"{staging_path(path)}: staging file missing")
 
     def _clear_folder(self) -> None:
         """Close anything open and empty the staging folder."""
@@ -139,10 +162,18 @@ class ProductSet:
 
     @property
     def start_tile(self) -> int:
-        """Row-major index of the first tile :meth:`add` needs (0 unless resuming)."""
+        """Row-major index of the first tile :meth:`add` needs (0 unless resuming; the grid's
+        length when tiling was finished)."""
+        if not self.needs_tiles:
+            return len(self.grid)
         if self.resumed_rows == 0:
             return 0
         return replay_start(self.resumed_rows, self.grid.tile_size, self.grid.stride) * self.grid.cell_shape[1]
+
+    @property
+    def needs_tiles(self) -> bool:
+        """Whether tiles are still to be mapped (False when resuming after tiling was finished)."""
+        return self.checkpoint.phase == TILING
 
     @property
     def tiles_with_data(self) -> int:
@@ -199,6 +230,11 @@ class ProductSet:
         save those rows' tile records as one Parquet part, then replace the journal."""
         for raster in self.rasters:
             raster.flush()
+        self._save(rows_done, TILING)
+
+    def _save(self, rows_done: int, phase: str) -> None:
+        """Save the tile records of cell rows ``< rows_done`` as one Parquet part, then replace the
+        journal (phase ``phase``); the rasters must already be on disk."""
         frames = [f for f in self.records if len(f)]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": []})
         done = table["row"].to_numpy() < rows_done
@@ -209,7 +245,7 @@ class ProductSet:
                 table[done].to_parquet(tmp, index=False)
             parts.append(name)
         self.checkpoint = Checkpoint(self.key or {}, rows_done, parts,
-                                     self.checkpoint.tiles_with_data + int(done.sum()))
+                                     self.checkpoint.tiles_with_data + int(done.sum()), phase)
         write_checkpoint(self.folder, self.checkpoint)
         self.records = [table[~done].reset_index(drop=True)] if (~done).any() else []
         self.last_checkpoint = time.monotonic()
@@ -258,20 +294,45 @@ class ProductSet:
         return pd.DataFrame(rec)
 
     def finish(self) -> list[Path]:
-        """Flush land cover, publish every COG and GeoPackage in the folder; returns their paths."""
+        """Make every COG and GeoPackage in the folder (journaled, see :mod:`geo.journal`); returns
+        their paths. First, unless resuming after it: flush land cover, seal the staging rasters and
+        save the remaining tile records with the journal at phase "finishing". Then each product
+        not in the journal's ``made`` list is written atomically, read back whole and listed.
+        WriteError when a product cannot be written; the staging files stay for a rerun."""
+        if self.needs_tiles:
+            self._end_tiling()
+        kill_point(FINISHING)
+        for name in self.names:
+            if name not in self.checkpoint.made or not (self.folder / name).is_file():
+                self._make(name)
+                made = [n for n in self.checkpoint.made if n != name] + [name]
+                self.checkpoint = replace(self.checkpoint, made=made)
+                write_checkpoint(self.folder, self.checkpoint)
+                kill_point(f"made:{name}")
+        return [self.folder / name for name in self.names]
+
+    def _end_tiling(self) -> None:
+        """Write the last land-cover strips, seal every staging raster (WriteError on a write
+        error), save every remaining tile record and journal phase "finishing"."""
         if self.landcover is not None:
             self._write_strips(self.mosaic.finish())
-        paths = [r.to_cog("nearest" if r.dtype == np.uint8 else "average") for r in self.rasters]
-        saved = [pd.read_parquet(self.folder / p) for p in self.checkpoint.parts]
-        frames = [f for f in saved + self.records if len(f)]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": [], "col": []})
-        paths.append(write_gpkg(tiles_frame(table, self.grid.cell_transform, self.crs),
-                                self.folder / TILES_GPKG, "tiles", "Polygon"))
-        if self.landcover is not None:
-            polygons = landcover_polygons(self.landcover.path, self.landcover_classes, landcover_gsd(self.grid),
+        for raster in self.rasters:
+            raster.seal()
+        self._save(self.grid.cell_shape[0], FINISHING)
+
+    def _make(self, name: str) -> None:
+        """Write one product into the folder from the sealed staging rasters and the tile parts."""
+        path = self.folder / name
+        if name in RESAMPLING:
+            cog_from_staging(staging_path(path), path, RESAMPLING[name])
+        elif name == TILES_GPKG:
+            frames = [f for f in (pd.read_parquet(self.folder / p) for p in self.checkpoint.parts) if len(f)]
+            table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": [], "col": []})
+            write_gpkg(tiles_frame(table, self.grid.cell_transform, self.crs), path, "tiles", "Polygon")
+        else:
+            polygons = landcover_polygons(self.folder / LANDCOVER, self.landcover_classes, landcover_gsd(self.grid),
                                           self.min_area_m2)
-            paths.append(write_gpkg(polygons, self.folder / LANDCOVER_GPKG, "landcover", "MultiPolygon"))
-        return paths
+            write_gpkg(polygons, path, "landcover", "MultiPolygon")
 
     def close(self) -> None:
         """Close the staging files and keep them with the journal (the run was interrupted; a rerun

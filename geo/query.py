@@ -30,6 +30,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from geo.cog import StagedRaster
+from model.bundle.audio import QUERY_MAX_SECONDS
 from model.core.distance import DISTANCES, pairwise_distance
 from model.core.errors import GeoaudioError, one_line
 
@@ -161,7 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a soundscape class of the bundle (its prototype is the query)")
     p.add_argument("--out", required=True, metavar="HEAT.tif", help="output heatmap (float32 COG)")
     p.add_argument("--backend", default="auto", help="backend that embeds --audio (default: auto)")
+    p.add_argument("--max-audio-seconds", type=_positive_seconds, default=QUERY_MAX_SECONDS, metavar="S",
+                   help=f"refuse an --audio clip longer than this, read from its header before decoding "
+                        f"(default {QUERY_MAX_SECONDS:g} s, 10 minutes)")
     return p
+
+
+def _positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0 (argparse type of ``--max-audio-seconds``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from export.runtime import open_backend
 
-        vector, what = open_backend(bundle, name=args.backend).embed_audio_file(args.audio), f"audio {args.audio}"
+        backend = open_backend(bundle, name=args.backend)
+        vector, what = backend.embed_audio_file(args.audio, args.max_audio_seconds), f"audio {args.audio}"
     array, profile = query_embeddings(args.embeddings, vector, bundle.distance)
     out = write_heatmap(array, profile, args.out, {"geoaudio_query": what, "geoaudio_distance": bundle.distance,
                                                     "geoaudio_bundle_hash": bundle_hash})

@@ -37,6 +37,7 @@ T = TypeVar("T")
 ROTATION_TOLERANCE = 1e-9  # |b|, |d| below this fraction of the pixel size count as zero
 DISTORTION_TOLERANCE = 0.01  # projection scale off 1 by more than this is corrected in gsd_metres
 EDGE_EPS = 1e-6  # model pixels; absorbs float error when locating the raster edge inside a tile
+PROBE_MAX_PIXELS = 2048 * 2048  # the overview probe reads at most this many pixels per band
 RASTER_READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
@@ -198,14 +199,16 @@ def is_rotated(t: Affine) -> bool:
 
 def _probe_pixels(src: RasterSource) -> None:
     """Read a 1x1 window at the centre and the whole smallest overview (cheap): a corrupt file
-    fails here instead of half-way through a mapping run."""
+    fails here instead of half-way through a mapping run. An overview of more than
+    ``PROBE_MAX_PIXELS`` (a header can claim any size) is not read: the size limit of
+    ``geo.map`` judges such a raster before any of it is read."""
     ds, bands = src.dataset, list(src.bands)
     centre = Window(ds.width // 2, ds.height // 2, 1, 1)
     src.guarded_read(lambda: ds.read(bands, window=centre), " at the centre")
     factors = ds.overviews(bands[0])
-    if factors:
-        f = max(factors)
-        shape = (len(bands), math.ceil(ds.height / f), math.ceil(ds.width / f))
+    f = max(factors, default=0)
+    shape = (len(bands), math.ceil(ds.height / f), math.ceil(ds.width / f)) if f else (0, 0, 0)
+    if f and shape[1] * shape[2] <= PROBE_MAX_PIXELS:
         src.guarded_read(lambda: ds.read(bands, out_shape=shape, resampling=Resampling.nearest),
                          f" of the 1/{f} overview")
 

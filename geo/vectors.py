@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import warnings
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -29,12 +31,16 @@ import pandas as pd
 import rasterio
 import shapely
 from affine import Affine
+from pyogrio.errors import DataLayerError, DataSourceError
 from rasterio.features import shapes
 from rasterio.windows import Window
 from shapely.geometry import shape
 
 from geo.blend import NODATA
+from geo.errors import WriteError
+from geo.gdal_log import gdal_errors, write_failure
 from model.core.atomic import atomic_path
+from model.core.errors import one_line
 
 VECTOR_WINDOW = 2048  # model pixels per side of a vectorisation window
 SEAM_EPS = 1e-9  # fraction of a pixel: bounds this close to a window edge touch it
@@ -48,12 +54,37 @@ def cell_polygons(rows: np.ndarray, cols: np.ndarray, cell_transform: Affine) ->
 
 
 def write_gpkg(frame: gpd.GeoDataFrame, path: str | os.PathLike, layer: str, geometry_type: str) -> Path:
-    """Write a GeoDataFrame as a one-layer GeoPackage atomically (temp file, then rename); a frame
-    without CRS (an ungeoreferenced input) is written without one, silently."""
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*crs.* was not provided", category=UserWarning)
-        frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio", geometry_type=geometry_type)
+    """Write a GeoDataFrame as a one-layer GeoPackage atomically (temp file, checked with
+    :func:`check_gpkg`, then renamed into place); a frame without CRS (an ungeoreferenced input) is
+    written without one, silently. WriteError (one line) when the write fails (a full disk:
+    "database or disk is full") or the file does not read back whole; ``path`` is then left as it was."""
+    with atomic_path(path) as tmp:
+        try:
+            with gdal_errors(path), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*crs.* was not provided", category=UserWarning)
+                frame.to_file(tmp, driver="GPKG", layer=layer, engine="pyogrio", geometry_type=geometry_type)
+        except (DataSourceError, DataLayerError, OSError) as e:
+            if isinstance(e, WriteError):
+                raise
+            raise WriteError(write_failure(path, [one_line(e)])) from e
+        check_gpkg(tmp, layer, len(frame), path)
     return Path(path)
+
+
+def check_gpkg(path: str | os.PathLike, layer: str, rows: int, name: str | os.PathLike | None = None) -> None:
+    """Read a GeoPackage back as the SQLite database it is: ``PRAGMA quick_check`` (every page
+    of every table and index) must say ``ok`` and ``layer`` must hold ``rows`` features; else
+    WriteError naming ``name`` (default ``path``)."""
+    name = name if name is not None else path
+    try:
+        with closing(sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)) as db:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            count = db.execute(f'SELECT COUNT(*) FROM "{layer}"').fetchone()[0]
+    except sqlite3.Error as e:
+        raise WriteError(write_failure(name, [f"it does not read back ({e})"])) from e
+    if check != "ok" or count != rows:
+        raise WriteError(write_failure(name, [f"it does not read back whole (integrity {check!r}, "
+                                              f"{count} of {rows} features)"]))
 
 
 def tiles_frame(table: pd.DataFrame, cell_transform: Affine, crs: Any) -> gpd.GeoDataFrame:

@@ -15,7 +15,7 @@ def parse_args(argv: list[str] | None = None) -> BaselineConfig:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("method", choices=METHODS, help="simclr or moco")
     p.add_argument("--data", required=True, help="SoundingEarth-format folder (metadata.csv, images/)")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True, help="the training budget in epochs")
     p.add_argument("--out", required=True, help="run folder (checkpoints/, logs/, bundle/)")
     p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32, as model.train.pretrain)")
@@ -39,7 +39,10 @@ def parse_args(argv: list[str] | None = None) -> BaselineConfig:
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     p.add_argument("--precision", default="auto", help="auto (default), 32-true, bf16-mixed, 16-mixed")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this many minutes")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default 0: torch's default); recorded, since results depend on it")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="safety stop, not a budget: a run cut short by it is recorded as truncated")
     p.add_argument("--limit-train-batches", type=float, default=1.0, help="fraction or number of batches per epoch")
     return BaselineConfig(**vars(p.parse_args(argv)))
 

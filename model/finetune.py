@@ -16,7 +16,10 @@ encoder with the ``landcover`` head; an init bundle's audio encoder comes along)
 ``--init`` is ``random``, a bundle folder, a run folder holding ``bundle/`` (model.train.pretrain,
 model.train.baselines), or a torchvision-format ``.pth``/``.safetensors`` weights file (see model/nn/init.py).
 ``metrics.json`` records task, dataset (``--name``, default the data folder's name), init label
-(``--label``) and seed, for ``python -m model.evaluate report``.
+(``--label``) and seed, for ``python -m model.evaluate report``, and what the run did
+(:func:`model.train.run_record.run_record`: epochs budget and run, steps, threads, ``truncated``).
+The budget is ``--epochs``; ``--max-minutes`` is only a safety stop that marks the run truncated;
+the run is seeded and deterministic with ``--threads`` intra-op threads (:mod:`model.train.determinism`).
 """
 from __future__ import annotations
 
@@ -61,12 +64,12 @@ def _common_record(args: argparse.Namespace, init, started: float) -> dict[str, 
 
 def classify(args: argparse.Namespace) -> int:
     """Train and test a scene classifier; write metrics.json and confusion.png into ``--out``."""
-    import lightning as L
-
     from model.train.classify import SceneClassifier, SceneDataModule, accuracy_scores, plot_confusion
     from model.data.folder_datasets import scan_class_folders, stratified_split
     from model.nn.init import resolve_init
     from model.evaluation.report import write_run_metrics
+    from model.train.determinism import make_deterministic
+    from model.train.run_record import run_record
 
     started = time.time()
     init = resolve_init(args.init, args.arch, args.label)
@@ -74,7 +77,7 @@ def classify(args: argparse.Namespace) -> int:
     train_idx, test_idx = stratified_split(data.labels, args.test_ratio, args.split_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(args.seed, workers=True, verbose=False)
+    determinism = make_deterministic(args.seed, args.threads)
     model = SceneClassifier(init.encoder(embed_dim=len(data.classes)), lr=args.lr, weight_decay=args.weight_decay,
                             epochs=args.epochs, freeze=args.freeze)
     # the init's normalisation (ImageNet's unless a bundle records another) at --image-size px
@@ -91,7 +94,7 @@ def classify(args: argparse.Namespace) -> int:
               "accuracy": accuracy, "per_class_accuracy": dict(zip(data.classes, per_class)),
               "classes": data.classes, "confusion": model.confusion.tolist(), "n_train": len(train_idx),
               "n_test": len(test_idx), "test_ratio": args.test_ratio, "image_size": args.image_size,
-              "freeze": args.freeze, "steps": int(trainer.global_step)}
+              "freeze": args.freeze, **run_record(trainer, args.epochs, determinism)}
     write_run_metrics(out, record)
     print(f"{record['dataset']} / {init.label}: accuracy {100 * accuracy:.1f} % on {len(test_idx)} test images "
           f"-> {out / 'metrics.json'}")
@@ -109,13 +112,13 @@ def _check_segment_args(args: argparse.Namespace) -> None:
 
 def segment(args: argparse.Namespace) -> int:
     """Train and test a DeepLabV3+ land-cover segmenter; write metrics.json and a bundle into ``--out``."""
-    import lightning as L
-
     import model.bundle as bundle_mod
     from model.data.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
     from model.nn.init import resolve_init
     from model.nn.landcover import ENCODERS, build_segmenter
     from model.evaluation.report import write_run_metrics
+    from model.train.determinism import make_deterministic
+    from model.train.run_record import run_record
     from model.train.segment import DeepGlobeDataModule, LandCoverSegmenter, segmentation_bundle, segmentation_scores
 
     started = time.time()
@@ -133,7 +136,7 @@ def segment(args: argparse.Namespace) -> int:
     decoder = {"decoder_channels": args.decoder_channels}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(args.seed, workers=True, verbose=False)
+    determinism = make_deterministic(args.seed, args.threads)
     segmenter = build_segmenter(spec.arch, len(DEEPGLOBE_CLASSES), **decoder)
     if init.backbone is not None:
         segmenter.encoder.load_state_dict(init.backbone, strict=True)
@@ -152,10 +155,11 @@ def segment(args: argparse.Namespace) -> int:
               "classes": list(DEEPGLOBE_CLASSES), "confusion": model.confusion.tolist(),
               "n_train": len(tiles["train"]), "n_test": len(tiles["test"]), "crop_size": args.crop_size,
               "window": window, "stride": stride, "gsd": args.gsd, "decoder": decoder,
-              "freeze_encoder": args.freeze_encoder,
-              "steps": int(trainer.global_step)}
+              "freeze_encoder": args.freeze_encoder}
+    run = run_record(trainer, args.epochs, determinism)
+    record.update(run)
     provenance = {"trained_by": "geoaudio model.finetune segment", "init": init.label, "init_source": init.source,
-                  "data": record["data"], "epochs": args.epochs, "steps": record["steps"], "seed": args.seed,
+                  "data": record["data"], **run,
                   "metrics": {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]}}
     meta, tensors = segmentation_bundle(segmenter.cpu(), init, encoder_name=spec.arch, tile_size=args.crop_size,
                                         gsd=args.gsd, decoder=decoder, provenance=provenance,
@@ -171,7 +175,7 @@ def _add_common(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--init", required=True,
                    help="'random', a bundle folder, a run folder with bundle/, or a .pth/.safetensors file")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=int, required=True, help="the training budget in epochs")
     p.add_argument("--out", required=True, help="run folder (metrics.json, logs/ ...)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0, fixed)")
@@ -187,7 +191,10 @@ def _add_common(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--num-workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     p.add_argument("--precision", default="auto", help="auto (default), 32-true, bf16-mixed, 16-mixed")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop training after this many minutes")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default 0: torch's default); recorded, since results depend on it")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="safety stop, not a budget: a run cut short by it is recorded as truncated")
 
 
 def build_parser() -> argparse.ArgumentParser:

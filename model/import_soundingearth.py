@@ -4,7 +4,14 @@ Converts a checkpoint of the SoundingEarth reference implementation (a ``state_d
 whole training model, see ../shared/reference/soundingearth-checkpoints.md) into a geoaudio
 bundle:
 
-- the file is read with ``torch.load(..., weights_only=True)``: plain tensors only, no code;
+- the file must be the zip archive ``torch.save`` writes (PyTorch >= 1.6); the sizes of its
+  members are read from the zip index first and a checkpoint holding more than
+  ``MAX_CHECKPOINT_BYTES`` (1 GiB; the published ones hold about 0.2 GB) is refused before
+  anything is loaded (``--force-large`` lifts the limit); an empty file, random bytes or a
+  truncated archive are one-line errors;
+- the file is read with ``torch.load(..., weights_only=True)``: plain tensors only, no code (a
+  pickle that would need code is refused, naming what it refers to; torch's advice to retry
+  without ``weights_only`` is never passed on);
 - ``img_encoder.module_list.0.*`` becomes ``image_encoder.*`` and ``snd_encoder.module_list.0.*``
   becomes ``audio_encoder.*`` (torchvision ResNet names already);
 - the architecture (block type, depth, stem and stage widths, embedding size) is inferred from the
@@ -25,7 +32,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +48,69 @@ ENCODER_ROOTS = ("img_encoder", "snd_encoder")
 SOURCE_TILE_PX = 1024
 CROP_PX = 384
 INPUT_PX = 192
+MAX_CHECKPOINT_BYTES = 1 << 30  # uncompressed size of all the archive's members
 
 
 class CheckpointError(GeoaudioError, ValueError):
     """A file that is not a SoundingEarth checkpoint; the message names it and says why."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's tensors by name (weights_only loading; nested ``state_dict`` accepted)."""
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def check_archive(path: Path, max_bytes: int | None = MAX_CHECKPOINT_BYTES) -> int:
+    """The uncompressed size in bytes of a ``torch.save`` zip archive, read from its index
+    (nothing is decompressed); CheckpointError for an empty or unreadable file, a file that is not
+    such an archive, or one holding more than ``max_bytes`` (None: no limit)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or one_line(e)})") from None
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (not the zip archive torch.save writes: "
+                              f"truncated, or another kind of file)") from None
+    if not any(m.filename.endswith("/data.pkl") or m.filename == "data.pkl" for m in members):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a zip archive without data.pkl)")
+    total = sum(m.file_size for m in members)
+    if max_bytes is not None and total > max_bytes:
+        raise CheckpointError(f"{path}: holds {_gib(total)} of data, more than the limit of {_gib(max_bytes)} "
+                              f"(published SoundingEarth checkpoints hold about 0.2 GB; --force-large lifts it)")
+    return total
+
+
+def _load_error(path: Path, error: BaseException) -> CheckpointError:
+    """One line for a failed ``torch.load``: what a code-needing pickle refers to, never torch's
+    advice to load without ``weights_only``."""
+    text = str(error)
+    needs = re.search(r"GLOBAL ([\w.]+)", text)
+    if needs:
+        return CheckpointError(f"{path}: not a plain tensor checkpoint (loading it would need to run code: "
+                               f"it refers to {needs.group(1)})")
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        return CheckpointError(f"{path}: unreadable checkpoint (its data.pkl is not a plain tensor pickle)")
+    return CheckpointError(f"{path}: unreadable checkpoint ({one_line(error)})")
+
+
+def read_checkpoint(path: str | Path, max_bytes: int | None = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
+    """The checkpoint's tensors by name (weights_only loading; nested ``state_dict`` accepted),
+    after :func:`check_archive` (``max_bytes``: the size limit, None for none)."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    check_archive(path, max_bytes)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: not a plain tensor checkpoint (loading it would need to run code: "
-                              f"{one_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({one_line(e)})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise _load_error(path, e) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -104,11 +156,12 @@ def _linear_head(tensors: dict[str, Any]) -> dict[str, Any]:
 
 
 def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, distance: str = "euclidean",
-            audio_overrides: dict[str, Any] | None = None, overwrite: bool = False):
+            audio_overrides: dict[str, Any] | None = None, overwrite: bool = False,
+            max_bytes: int | None = MAX_CHECKPOINT_BYTES):
     """Convert a SoundingEarth checkpoint into a bundle at ``out``; returns the loaded Bundle.
 
     source_gsd: metres per pixel of the 1024 px source tiles (the encoder input then has
-    source_gsd * 384 / 192 metres per pixel).
+    source_gsd * 384 / 192 metres per pixel); max_bytes: the archive size limit (None: none).
     """
     import model.bundle as bundle_mod
     from model.bundle.audio import AudioConfig
@@ -117,7 +170,7 @@ def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, di
     path, out = Path(checkpoint), Path(out)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out}: already exists (choose another --out or pass --overwrite)")
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, max_bytes)
     image, audio, others = split_parts(path, state)
     image_spec = _spec(path, image, "image encoder", 3)
     audio_spec = _spec(path, audio, "audio encoder", 1)
@@ -167,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-fft", type=int, help="FFT size in samples (default 2048)")
     p.add_argument("--hop-length", type=int, help="hop in samples (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--force-large", action="store_true",
+                   help=f"load a checkpoint holding more than {_gib(MAX_CHECKPOINT_BYTES)} (the limit otherwise)")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("sample_rate", args.sample_rate), ("n_fft", args.n_fft),
                                    ("hop_length", args.hop_length)) if v is not None}
@@ -175,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source_gsd <= 0:
         fail(f"--source-gsd must be positive, got {args.source_gsd}")
     bundle = convert(args.checkpoint, args.out, source_gsd=args.source_gsd, distance=args.distance,
-                     audio_overrides=overrides, overwrite=args.overwrite)
+                     audio_overrides=overrides, overwrite=args.overwrite,
+                     max_bytes=None if args.force_large else MAX_CHECKPOINT_BYTES)
     spec = bundle.encoder_spec("image_encoder")
     print(f"wrote {bundle.path}: image {spec.arch} ({spec.block}, stem {spec.stem_width}, widths "
           f"{list(spec.widths)}), audio {bundle.encoder_spec('audio_encoder').arch}, {bundle.embedding_dim}-d, "

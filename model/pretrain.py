@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--margin", type=float, help="triplet margin (default 1.0)")
     p.add_argument("--tau", type=float, help="contrastive temperature (default 0.2)")
     p.add_argument("--batch-size", type=int, help="pairs per step and device (default 32)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="the training budget in epochs (default 10)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3, cosine decay)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--image-size", type=int, help="encoder input in pixels (default 192)")
@@ -40,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--precision", help="auto (default), 32-true, bf16-mixed, 16-mixed")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False)
     p.add_argument("--seed", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    p.add_argument("--threads", type=int,
+                   help="torch intra-op threads (default 0: torch's default); recorded, since results depend on it")
+    p.add_argument("--max-minutes", type=float,
+                   help="safety stop, not a budget: a run cut short by it is recorded as truncated")
     p.add_argument("--limit-train-batches", type=float, help="fraction or number of train batches per epoch")
     p.add_argument("--resume", nargs="?", const="last", help="continue from RUN_DIR/checkpoints/last.ckpt or a path")
     args = vars(p.parse_args(argv))

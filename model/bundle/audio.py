@@ -12,6 +12,14 @@ The pipeline, for a waveform ``y`` (mono, float32, ``sample_rate`` Hz):
      ``db_offset=5`` the loudest bin of a recording sits at the top of that window.
    - ``"db"``: the decibels themselves, clipped to ``[db_offset - 80, db_offset]``.
 
+Decoding is bounded: with ``max_seconds`` (queries use :data:`QUERY_MAX_SECONDS`, 10 minutes) a
+longer recording is refused with one line naming the file, its duration and the limit, read from
+the header before anything is decoded (a 754 KB FLAC can hold 3 hours of silence, 950 MB as
+float32 at 22,050 Hz), and the decoder never reads more than ``max_seconds`` whatever the header
+claims. Refusing rather than keeping the first ``max_seconds`` is deliberate: a query embeds the
+mean of all chunks, and a silently cut recording would be a different query. A file no decoder
+recognises is "not a readable audio file (wav, flac, ogg, mp3)".
+
 Spectrogram JPEGs (the SoundingEarth dataset's format) hold the ``"soundingearth"`` encoding as
 8-bit grey levels: a pixel ``p`` means ``LOW + p / 255 * (HIGH - LOW)``; row 0 is the lowest mel
 band, one column per frame.
@@ -27,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle.validation import BundleValueError, check_audio
 from model.core.atomic import atomic_path
 from model.core.errors import GeoaudioError, one_line
 
@@ -35,6 +44,10 @@ SE_HIGH = math.exp(0.5)
 LEVEL_ENCODINGS = ("soundingearth", "db")
 DB_RANGE = 80.0  # dB kept below the top of the window by the "db" encoding
 SILENCE_PEAK = 1e-5  # a waveform whose absolute peak is below this (full scale = 1) is silent
+QUERY_MAX_SECONDS = 600.0  # longest recording a query embeds (geo.query --max-audio-seconds, the app)
+AUDIO_FORMATS = "wav, flac, ogg, mp3"
+UNKNOWN_FRAMES = 2 ** 62  # a header frame count this large means "length unknown" (streamed files)
+READ_BLOCK = 1 << 16  # frames decoded at a time
 
 
 class AudioError(GeoaudioError, ValueError):
@@ -62,12 +75,13 @@ class AudioConfig:
     db_offset: float = 5.0
 
     def __post_init__(self) -> None:
+        """Every field in its range (``model.bundle.validation``); AudioError names the field."""
         if self.level_encoding not in LEVEL_ENCODINGS:
             raise AudioError(f"level_encoding must be one of {LEVEL_ENCODINGS}, got {self.level_encoding!r}")
-        if self.fmax > self.sample_rate / 2 + 1e-6:
-            raise AudioError(f"fmax {self.fmax} Hz is above the Nyquist frequency of {self.sample_rate} Hz")
-        if not (self.db_ref == "max" or isinstance(self.db_ref, (int, float))):
-            raise AudioError(f"db_ref must be 'max' or a number, got {self.db_ref!r}")
+        try:
+            check_audio("audio", asdict(self))
+        except BundleValueError as e:
+            raise AudioError(str(e)) from None
 
     @property
     def chunk_seconds(self) -> float:
@@ -91,33 +105,93 @@ class AudioConfig:
         return cls(**d)
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode with soundfile (wav, flac, ogg, mp3); librosa/audioread as a fallback."""
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` (seconds rounded up, so a recording just over a limit never reads as equal to it)."""
+    total = math.ceil(seconds)
+    return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+def audio_duration(path: str | os.PathLike) -> float | None:
+    """Seconds of audio the file's header declares (frames / sample rate; nothing is decoded), or
+    None when the header does not say. AudioError "not a readable audio file" when no decoder
+    (soundfile, then librosa/audioread) recognises it."""
     import soundfile as sf
 
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return data.mean(axis=1), int(sr)
+        info = sf.info(str(path))
+        frames, rate = info.frames, info.samplerate
+    except Exception:  # noqa: BLE001 - any soundfile failure: ask librosa/audioread once
+        try:
+            import librosa
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(librosa.get_duration(path=str(path)))
+        except Exception:  # noqa: BLE001
+            raise AudioError(f"{path}: not a readable audio file ({AUDIO_FORMATS})") from None
+    return frames / rate if rate > 0 and 0 <= frames < UNKNOWN_FRAMES else None
+
+
+def _too_long(path: Path, seconds: float | None, max_seconds: float) -> AudioError:
+    """The one line for a recording of ``seconds`` (None: found while decoding) over the limit."""
+    lasts = f"lasts {_clock(seconds)}, more than" if seconds is not None else "lasts more than"
+    return AudioError(f"{path}: the recording {lasts} the limit of {_clock(max_seconds)} (h:mm:ss)")
+
+
+def _read_mono(f: Any, limit: int) -> np.ndarray:
+    """At most ``limit`` frames (all when negative) of an open soundfile, channels averaged block by
+    block: memory grows with what is read, never with what the header claims."""
+    parts, got = [], 0
+    while limit < 0 or got < limit:
+        block = f.read(READ_BLOCK if limit < 0 else min(READ_BLOCK, limit - got), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        parts.append(block.mean(axis=1, dtype=np.float32))
+        got += len(block)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Decode with soundfile (wav, flac, ogg, mp3), librosa/audioread as a fallback; at most
+    ``max_seconds`` plus one sample are decoded (whatever the header claims), so memory is bounded."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr = int(f.samplerate)
+            return _read_mono(f, -1 if max_seconds is None else math.ceil(max_seconds * sr) + 1), sr
     except Exception as sf_error:  # noqa: BLE001 - any decoder failure falls back once
         try:
             import librosa
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                y, sr = librosa.load(str(path), sr=None, mono=True)
+                y, sr = librosa.load(str(path), sr=None, mono=True,
+                                     duration=None if max_seconds is None else max_seconds + 1.0)
             return y.astype(np.float32), int(sr)
         except Exception:  # noqa: BLE001
             raise AudioError(f"{path}: cannot decode audio ({one_line(sf_error)})") from None
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 22050) -> np.ndarray:
-    """Read a recording as a mono float32 waveform at ``sample_rate`` Hz (channels averaged)."""
+def load_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds: float | None = None) -> np.ndarray:
+    """Read a recording as a mono float32 waveform at ``sample_rate`` Hz (channels averaged).
+
+    ``max_seconds`` (None: no limit) refuses a longer recording with one line naming the file, its
+    duration and the limit: first from the header (nothing decoded), then, whatever the header
+    says, by decoding at most ``max_seconds`` (channels are averaged block by block, so the waveform
+    peaks at about ``2 * max_seconds * rate * 4`` bytes: 212 MB for 10 minutes at 44.1 kHz).
+    """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
-    y, sr = _decode(path)
+    declared = audio_duration(path)
+    if max_seconds is not None and declared is not None and declared > max_seconds:
+        raise _too_long(path, declared, max_seconds)
+    y, sr = _decode(path, max_seconds)
+    if max_seconds is not None and y.size > max_seconds * sr:
+        raise _too_long(path, None, max_seconds)  # the header understated (or did not state) the length
     if y.size == 0:
         raise AudioError(f"{path}: no audio samples (empty or truncated file)")
     if not np.all(np.isfinite(y)):
@@ -156,10 +230,20 @@ def logmel_from_waveform(y: np.ndarray, config: AudioConfig | None = None) -> np
     return _encode_levels(db, config).astype(np.float32)
 
 
-def load_logmel(path: str | os.PathLike, config: AudioConfig | None = None) -> np.ndarray:
-    """Decode ``path`` and return its log-mel spectrogram, (n_mels, T) float32."""
+def load_logmel(path: str | os.PathLike, config: AudioConfig | None = None,
+                max_seconds: float | None = None) -> np.ndarray:
+    """Decode ``path`` and return its log-mel spectrogram, (n_mels, T) float32.
+
+    ``max_seconds``: refuse a longer recording (:func:`load_audio`; None: no limit). A recording
+    shorter than one FFT frame (``n_fft`` samples) is refused: its spectrum would be the padding.
+    """
     config = config or AudioConfig()
-    return logmel_from_waveform(load_audio(path, config.sample_rate), config)
+    y = load_audio(path, config.sample_rate, max_seconds)
+    if y.size < config.n_fft:
+        raise AudioError(f"{path}: {y.size / config.sample_rate * 1000:.1f} ms of audio is shorter than one "
+                         f"analysis frame ({config.n_fft} samples, "
+                         f"{config.n_fft / config.sample_rate * 1000:.0f} ms)")
+    return logmel_from_waveform(y, config)
 
 
 def to_chunks(

@@ -31,9 +31,10 @@ from model.bundle.audio import AudioConfig
 from model.bundle.encoder_spec import EncoderSpec, EncoderSpecError, infer_spec
 from model.bundle.files import META_FILE, REQUIRED_FILES, WEIGHTS_FILE
 from model.bundle.image_input import ImageInput
+from model.bundle.validation import check_meta
 from model.core.atomic import staging_dir, write_atomic, write_text_atomic
 from model.core.distance import DISTANCES
-from model.core.errors import GeoaudioError
+from model.core.errors import GeoaudioError, one_line
 
 FORMAT = "geoaudio-bundle"
 FORMAT_VERSION = 1
@@ -185,20 +186,32 @@ def _check_heads(path: Path, meta: dict[str, Any], tensors: Mapping[str, np.ndar
             raise BundleError(f"{path}: soundscape.prototypes must be (classes, embedding_dim)")
 
 
+def _check_values(path: Path, meta: dict[str, Any]) -> None:
+    """Every number and structure of bundle.json in its range (:mod:`model.bundle.validation`),
+    the image encoder taking one channel per band and the audio encoder one (the log-mel)."""
+    try:
+        check_meta(meta)
+        image = ImageInput.from_dict(meta["image_input"])
+        if "audio" in meta:
+            AudioConfig.from_dict(meta["audio"])
+    except (GeoaudioError, TypeError) as e:
+        raise BundleError(f"{path}: {META_FILE}: {one_line(e)}") from None
+    for part, channels in (("image_encoder", len(image.bands)), ("audio_encoder", 1)):
+        found = meta[part].get("in_channels", channels) if part in meta else channels
+        if found != channels:
+            raise BundleError(f"{path}: {META_FILE}: {part}.in_channels is {found!r}; allowed: {channels} "
+                              f"({'one per image_input band' if part == 'image_encoder' else 'the log-mel'})")
+
+
 def load(path: str | os.PathLike) -> Bundle:
     """Load and validate a bundle folder; :class:`BundleError` says what is wrong in one line."""
     path = Path(path)
     meta = _read_meta(path)
+    _check_values(path, meta)  # before the weights are read: nothing is allocated for a bad bundle.json
     tensors = _read_tensors(path)
     for part in ENCODER_PARTS:
         if part in meta:
             _check_encoder(path, meta, tensors, part)
-    try:
-        ImageInput.from_dict(meta["image_input"])
-        if "audio" in meta:
-            AudioConfig.from_dict(meta["audio"])
-    except (TypeError, ValueError) as e:
-        raise BundleError(f"{path}: invalid input description in {META_FILE} ({e})") from None
     _check_heads(path, meta, tensors)
     return Bundle(path=path, meta=meta, tensors=tensors)
 

@@ -22,12 +22,20 @@ The parquet schema metadata records ``geoaudio.bundle_hash`` (the bundle's conte
 file was written), ``geoaudio.audio_encoder_hash`` (:func:`audio_encoder_hash`: the audio
 encoder's tensors and audio front-end, the only things embeddings depend on), the audio source,
 the data folder, the embedding size and the distance.
+
+Audio paths never leave the data folder: :func:`load_gallery` resolves every ``audio_path``
+against the recorded data folder (``..``, absolute paths and symlinks included,
+:func:`confined_audio_path`) and drops the audio of any row whose recording lies outside it
+(``audio_path`` set to "", one warning per load naming the count; the row's embedding stays
+usable). The writer only records files under ``DIR/audio``, so only a hand-made or tampered
+gallery (or a symlink pointing out of the folder) loses audio this way.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,13 +44,14 @@ import pandas as pd
 
 from model.bundle.files import GALLERY_FILE
 from model.core.atomic import write_atomic
-from model.core.distance import pairwise_distance
+from model.core.distance import pairwise_distance, unit_rows
 from model.core.errors import GeoaudioError, one_line
 
 META_PREFIX = "geoaudio."
 TEXT_COLUMNS = ("title", "description")
 COLUMNS = ("key", "longitude", "latitude", "title", "description", "dominant", "audio_path")
 MAX_BLOCK_ELEMENTS = 1 << 24  # distances computed at once by `nearest` (16 M float64 = 128 MiB)
+COLLAPSED_COSINE = 0.99  # mean pairwise cosine similarity from which a gallery counts as collapsed
 
 
 class GalleryError(GeoaudioError, ValueError):
@@ -120,12 +129,60 @@ def _current(bundle) -> tuple[pd.DataFrame, np.ndarray]:
 def load_gallery(bundle) -> tuple[pd.DataFrame, np.ndarray]:
     """The bundle's gallery: a DataFrame of :data:`COLUMNS` (``dominant`` only when recorded) and
     the (N, D) float32 embeddings in the same row order; ``rows.attrs`` holds the schema metadata
-    (``attrs["data"]``: the folder ``audio_path`` is relative to). GalleryError when the gallery is
+    (``attrs["data"]``: the folder ``audio_path`` is relative to; ``attrs["refused_audio"]``: how many
+    rows lost their audio because it leaves that folder, module doc). GalleryError when the gallery is
     missing or was made with another audio encoder."""
     rows, embeddings = _current(bundle)
     rows = rows.copy()
     rows.attrs.update(read_gallery_file(gallery_path(bundle))[2])
+    _confine_audio_paths(rows, gallery_path(bundle))
     return rows, np.array(embeddings)
+
+
+def confined_audio_path(data: str | os.PathLike, audio_path: str,
+                        _folders: dict[str, str] | None = None) -> Path | None:
+    """The real path of ``audio_path`` (relative to the data folder ``data``) when it stays inside
+    that folder once ``..``, absolute paths and symlinks are resolved; None when it leaves it or is "".
+
+    The path returned is the one checked (the data folder's real path, the normalised relative
+    path, each folder and the file's own symlink resolved), so serving it serves what was checked.
+    ``_folders`` caches real folder paths within one load (the audio of a gallery shares a few folders).
+    """
+    rel = os.path.normpath(str(audio_path)) if audio_path else ""
+    if rel in ("", ".", "..") or os.path.isabs(rel) or rel.startswith(".." + os.sep):
+        return None
+    folders = {} if _folders is None else _folders
+    root = _real_folder(os.fspath(data), folders)
+    parent, name = os.path.split(os.path.join(root, rel))
+    real = os.path.join(_real_folder(parent, folders), name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
+    return Path(real) if real.startswith(root.rstrip(os.sep) + os.sep) else None
+
+
+def _real_folder(folder: str, cache: dict[str, str]) -> str:
+    """``os.path.realpath(folder)``, remembered in ``cache``."""
+    if folder not in cache:
+        cache[folder] = os.path.realpath(folder)
+    return cache[folder]
+
+
+def _confine_audio_paths(rows: pd.DataFrame, path: Path) -> None:
+    """Set ``audio_path`` to "" in every row whose recording leaves the data folder (in place);
+    warn once with the count; ``rows.attrs["refused_audio"]`` is that count."""
+    data = rows.attrs.get("data")
+    rows.attrs["refused_audio"] = 0
+    if "audio_path" not in rows.columns or not data:
+        return
+    folders: dict[str, str] = {}
+    named = rows["audio_path"].fillna("").astype(str)
+    refused = np.array([bool(p) and confined_audio_path(data, p, folders) is None for p in named], dtype=bool)
+    count = int(refused.sum())
+    rows.attrs["refused_audio"] = count
+    if count:
+        rows.loc[refused, "audio_path"] = ""
+        warnings.warn(f"{path}: {count} of {len(rows)} audio paths leave the data folder {data}; "
+                      "their recordings are not played", stacklevel=3)
 
 
 def nearest(bundle, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,3 +268,33 @@ def write_gallery(path: Path, rows: pd.DataFrame, embeddings: np.ndarray, stamp:
     table = table.append_column("embedding", column)
     table = table.replace_schema_metadata({f"{META_PREFIX}{k}".encode(): v.encode() for k, v in stamp.items()})
     write_atomic(path, lambda tmp: pq.write_table(table, str(tmp)))
+
+
+# ---- spread ----------------------------------------------------------------------------------
+
+def mean_pairwise_cosine(embeddings: np.ndarray) -> float:
+    """Mean cosine similarity of the rows of ``embeddings`` (N, D) over all pairs i != j.
+
+    With unit rows u_i (:func:`~model.core.distance.unit_rows`), sum_{i != j} u_i.u_j =
+    |sum_i u_i|^2 - N, so the mean is ``(|sum_i u_i|^2 - N) / (N (N - 1))``: exact, in O(N D).
+    1 when every row points the same way (a collapsed encoder), near 0 for rows spread in all
+    directions, down to -1 / (N - 1). NaN for fewer than two rows.
+    """
+    u = unit_rows(np.asarray(embeddings).reshape(len(embeddings), -1))
+    n = len(u)
+    if n < 2:
+        return float("nan")
+    total = u.sum(axis=0)
+    return float((total @ total - (u * u).sum()) / (n * (n - 1)))
+
+
+def collapse_warning(embeddings: np.ndarray) -> str | None:
+    """One line when the gallery's embeddings are collapsed (:func:`mean_pairwise_cosine` >=
+    :data:`COLLAPSED_COSINE`): the audio encoder then gives every recording nearly the same
+    embedding, so its maps and queries say little. None otherwise."""
+    spread = mean_pairwise_cosine(embeddings)
+    if not spread >= COLLAPSED_COSINE:
+        return None
+    return (f"this bundle's audio embeddings are collapsed: the mean cosine similarity between its {len(embeddings)} "
+            f"gallery recordings is {spread:.4f} (collapsed from {COLLAPSED_COSINE}), so its sound maps and "
+            "queries hardly tell sounds apart")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle.validation import BundleValueError, check_image_input
 from model.core.errors import GeoaudioError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,10 +42,8 @@ class ImageInput:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.tile_size <= 0 or self.gsd <= 0:
-            raise ImageInputError(f"tile_size and gsd must be positive, got {self.tile_size} px, {self.gsd} m")
-        if not (len(self.bands) == len(self.mean) == len(self.std)):
-            raise ImageInputError("bands, mean and std must have the same length")
+        """Every field in its range (``model.bundle.validation``); ImageInputError names the field."""
+        _check(asdict(self))
 
     @property
     def footprint_m(self) -> float:
@@ -63,10 +62,10 @@ class ImageInput:
         unknown = set(d) - known
         if unknown:
             raise ImageInputError(f"unknown image input fields: {sorted(unknown)}")
-        d = dict(d)
+        d = {f.name: f.default for f in fields(cls)} | dict(d)
+        _check(d)  # before the tuple() conversions, which would accept a string of band letters
         for k in ("bands", "mean", "std"):
-            if k in d:
-                d[k] = tuple(d[k])
+            d[k] = tuple(d[k])
         return cls(**d)
 
     def normalise(self, tiles: np.ndarray) -> np.ndarray:
@@ -81,3 +80,11 @@ class ImageInput:
         x -= mean
         x *= scale
         return x
+
+
+def _check(d: dict[str, Any]) -> None:
+    """ImageInputError (one line naming ``image_input.<field>``) for a value out of its range."""
+    try:
+        check_image_input("image_input", d)
+    except BundleValueError as e:
+        raise ImageInputError(str(e)) from None

@@ -4,10 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from model.bundle.image_input import ImageInput
 from model.data import EVAL_CROP, SoundingEarthDataset, collate
+
+
+def loader_generator(seed: int, stream: int = 0) -> torch.Generator:
+    """A Generator for one DataLoader's shuffling and its workers' base seed, seeded by
+    ``(seed, stream)``: repeatable, and independent of what the global generator has been through."""
+    return torch.Generator().manual_seed(int(seed) * 1000 + int(stream))
 
 
 class SoundingEarthDataModule(L.LightningDataModule):
@@ -25,6 +32,7 @@ class SoundingEarthDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.common = dict(image_input=image_input or ImageInput(), crop=crop, audio_source=audio_source, seed=seed)
         self.augment = augment
+        self.seed = int(seed)
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set = SoundingEarthDataset(self.root, split="train", augment=self.augment,
@@ -32,15 +40,16 @@ class SoundingEarthDataModule(L.LightningDataModule):
         self.val_set = SoundingEarthDataset(self.root, split="val", augment=False,
                                             random_audio_chunk=True, **self.common)
 
-    def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, drop_last: bool, stream: int) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, collate_fn=collate,
-                          persistent_workers=self.num_workers > 0, pin_memory=False)
+                          persistent_workers=self.num_workers > 0, pin_memory=False,
+                          generator=loader_generator(self.seed, stream))
 
     def train_dataloader(self) -> DataLoader:
         # a full batch of negatives at every step: the last, smaller batch is dropped
         drop = len(self.train_set) > self.batch_size
-        return self._loader(self.train_set, shuffle=True, drop_last=drop)
+        return self._loader(self.train_set, shuffle=True, drop_last=drop, stream=0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self._loader(self.val_set, shuffle=False, drop_last=False, stream=1)

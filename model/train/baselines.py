@@ -19,8 +19,12 @@ its crops) at ``--image-size`` px; vertical flips and 90-degree rotations are ad
 images have no "up"; they are normalised with the run's image input (``--image-mean``,
 ``--image-std``, ImageNet's by default), which the bundle records. Nothing is downloaded.
 
-Writes ``RUN/checkpoints/last.ckpt``, ``RUN/logs/`` and ``RUN/bundle`` (image encoder only,
-distance cosine). The bundle's ``fc`` is the identity, so its embedding is the mean-pooled
+The budget is ``--epochs``; ``--max-minutes`` is only a safety stop that marks the run truncated
+(:mod:`model.train.safety_stop`); the run is seeded and deterministic with ``--threads`` intra-op
+threads (:mod:`model.train.determinism`).
+
+Writes ``RUN/checkpoints/last.ckpt``, ``RUN/logs/``, ``RUN/training.json`` (:mod:`model.train.run_record`)
+and ``RUN/bundle`` (image encoder only, distance cosine). The bundle's ``fc`` is the identity, so its embedding is the mean-pooled
 backbone feature (512 values for resnet18) — the representation these methods are evaluated on —
 and the run folder works as ``--init`` for ``model.finetune``.
 """
@@ -40,9 +44,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from model.bundle.image_input import ImageInput
 from model.core.cli import fail
+from model.data.datamodule import loader_generator
 from model.data.errors import DatasetError
 from model.data.transforms import EVAL_CROP, TRAIN_CROP
 from model.nn.encoders import EncoderSpec, ResNetEncoder
+from model.train.determinism import make_deterministic
+from model.train.run_record import run_record, write_training_record
 
 METHODS = ("simclr", "moco")
 DEFAULT_TEMPERATURE = {"simclr": 0.5, "moco": 0.2}
@@ -74,6 +81,7 @@ class BaselineConfig:
     accelerator: str = "auto"
     precision: str = "auto"
     seed: int = 0
+    threads: int = 0
     max_minutes: float = 0.0
     limit_train_batches: float = 1.0
 
@@ -245,7 +253,8 @@ def _loader(cfg: BaselineConfig, paths: list[Path], image_input: ImageInput) -> 
     if len(dataset) < 2:
         fail(f"{cfg.data}: needs at least two training images for contrastive pairs, found {len(dataset)}")
     return DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True, drop_last=True,
-                      num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+                      num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                      generator=loader_generator(cfg.seed))
 
 
 def _trainer(cfg: BaselineConfig, out: Path) -> L.Trainer:
@@ -272,16 +281,17 @@ def run(cfg: BaselineConfig) -> Path:
     paths = train_image_paths(data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    determinism = make_deterministic(cfg.seed, cfg.threads)
     model = build_model(cfg)
     trainer = _trainer(cfg, out)
     started = time.time()
     trainer.fit(model, train_dataloaders=_loader(cfg, paths, image_input))
     loss = trainer.callback_metrics.get("train_loss_epoch")
+    record = run_record(trainer, cfg.epochs, determinism)
     provenance = {"trained_by": f"geoaudio model.train.baselines {cfg.method}", "method": cfg.method,
-                  "data": str(data.resolve()), "images": len(paths), "epochs_run": int(trainer.current_epoch),
-                  "steps": int(trainer.global_step), "seed": cfg.seed, "seconds": round(time.time() - started, 1),
+                  "data": str(data.resolve()), "images": len(paths), **record,
                   "temperature": cfg.loss_temperature(), "final_train_loss": float(loss) if loss is not None else None}
+    write_training_record(out, {**record, "final_train_loss": provenance["final_train_loss"]}, time.time() - started)
     bundle = write_bundle(model.backbone.cpu(), cfg, out / "bundle", provenance, image_input)
     print(f"bundle written to {bundle.path}")
     return bundle.path

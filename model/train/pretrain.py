@@ -2,8 +2,13 @@
 
 Writes into ``--out RUN_DIR``: ``config.yaml`` (the full configuration), ``checkpoints/``
 (one per epoch, ``best.ckpt`` by validation loss, ``last.ckpt``), ``logs/`` (CSV and
-TensorBoard) and finally ``bundle/`` (bundle.json + weights.safetensors) from the best
-checkpoint. ``--resume`` continues from ``RUN_DIR/checkpoints/last.ckpt`` (or a given path).
+TensorBoard), ``training.json`` (:mod:`model.train.run_record`: steps and epochs done, seed,
+threads, seconds, ``truncated``) and finally ``bundle/`` (bundle.json + weights.safetensors) from
+the best checkpoint. ``--resume`` continues from ``RUN_DIR/checkpoints/last.ckpt`` (or a given path).
+
+The budget is ``epochs``; ``max_minutes`` is only a safety stop (:mod:`model.train.safety_stop`).
+The run is seeded and deterministic (:mod:`model.train.determinism`) with ``threads`` intra-op
+threads (0: torch's default, recorded), so the same config gives the same bundle.
 
 Every option can come from a YAML file (``--config``); command-line flags override it.
 """
@@ -27,6 +32,8 @@ class PretrainConfig:
 
     image_mean, image_std: per-band normalisation of the encoder input on the 0-1 scale (None:
     :class:`~model.bundle.image_input.ImageInput`'s defaults, ImageNet's); the bundle records them.
+    epochs: the training budget; max_minutes > 0: a wall-clock safety stop that marks the run
+    truncated; threads: torch intra-op threads (0: torch's default).
     """
 
     data: str = ""
@@ -54,6 +61,7 @@ class PretrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     seed: int = 0
+    threads: int = 0
     max_minutes: float = 0.0
     resume: str = ""
     limit_train_batches: float = 1.0
@@ -92,7 +100,7 @@ def _trainer(cfg: PretrainConfig, out: Path):
     trainer = build_trainer(
         out, epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
         callbacks=[last_checkpoints(out, every_epoch=True), best], max_minutes=cfg.max_minutes,
-        limit_train_batches=cfg.limit_train_batches, deterministic=False,
+        limit_train_batches=cfg.limit_train_batches,
     )
     return trainer, best
 
@@ -159,10 +167,10 @@ def _best_state(model, best_path: str) -> None:
 
 def run(cfg: PretrainConfig) -> Path:
     """Train, then write ``<out>/bundle``; returns the bundle path."""
-    import lightning as L
-
-    from model.train.audiovisual import AudioVisualModel
     from model.nn.encoders import EncoderSpec
+    from model.train.audiovisual import AudioVisualModel
+    from model.train.determinism import make_deterministic
+    from model.train.run_record import run_record, write_training_record
 
     data, out = Path(cfg.data), Path(cfg.out)
     if not data.is_dir():
@@ -170,7 +178,7 @@ def run(cfg: PretrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    determinism = make_deterministic(cfg.seed, cfg.threads)
     model = AudioVisualModel(
         image_spec=EncoderSpec.from_arch(cfg.image_arch, in_channels=3, embed_dim=cfg.embed_dim).to_dict(),
         audio_spec=EncoderSpec.from_arch(cfg.audio_arch, in_channels=1, embed_dim=cfg.embed_dim).to_dict(),
@@ -186,12 +194,13 @@ def run(cfg: PretrainConfig) -> Path:
     if trainer.global_rank != 0:
         return out / "bundle"
     _best_state(model, best.best_model_path)
-    provenance = {
+    record = run_record(trainer, cfg.epochs, determinism)
+    provenance = {  # no wall-clock figures: the same command gives the same bytes
         "trained_by": "geoaudio model.train.pretrain", "data": str(data.resolve()), "loss": cfg.loss,
-        "epochs_run": int(trainer.current_epoch), "steps": int(trainer.global_step), "seed": cfg.seed,
-        "seconds": round(time.time() - started, 1), "precision": str(trainer.precision),
+        **record, "precision": str(trainer.precision),
         "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
     }
+    write_training_record(out, {**record, "best_val_loss": provenance["best_val_loss"]}, time.time() - started)
     bundle = write_bundle(model.cpu(), cfg, out / "bundle", provenance, image_input)
     print(f"bundle written to {bundle.path}")
     return bundle.path

@@ -1,9 +1,10 @@
 """The one Lightning Trainer builder of every training command, and the precision it trains in.
 
 ``build_trainer`` logs to ``OUT/logs/csv`` and ``OUT/logs/tensorboard``; checkpoints are what the
-caller asks for (:func:`last_checkpoints`, :func:`best_checkpoint`), none otherwise. Training stops
-after ``epochs`` epochs, ``max_steps`` optimiser steps or ``max_minutes`` minutes, whichever comes
-first.
+caller asks for (:func:`last_checkpoints`, :func:`best_checkpoint`), none otherwise. The budget is
+``epochs`` epochs or ``max_steps`` optimiser steps, whichever comes first; ``max_minutes`` is only a
+safety stop (:class:`~model.train.safety_stop.SafetyStop`): a run it cuts short says so on stderr
+and :func:`~model.train.safety_stop.was_truncated` tells the caller, who records ``truncated``.
 """
 from __future__ import annotations
 
@@ -72,14 +73,18 @@ def build_trainer(out: str | Path, *, epochs: int | None = None, max_steps: int 
     default, 1000 without max_steps; -1: no limit by that count); devices > 1: DDP; precision:
     as :func:`resolve_precision`; callbacks: checkpointing is on exactly when one of them is a
     ModelCheckpoint; validate False: no validation loop and no sanity check; max_minutes > 0:
-    wall-clock limit; limit_train_batches: as :func:`batch_limit`; deterministic: passed to
-    Lightning (None leaves PyTorch's setting alone).
+    wall-clock safety stop (a :class:`~model.train.safety_stop.SafetyStop` callback, not a budget);
+    limit_train_batches: as :func:`batch_limit`; deterministic: passed to Lightning (None leaves
+    PyTorch's setting alone).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from model.train.safety_stop import SafetyStop
+
     out = Path(out)
+    callbacks = [*callbacks, *([SafetyStop(max_minutes)] if max_minutes > 0 else [])]
     loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
     no_validation = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     return L.Trainer(
@@ -87,7 +92,6 @@ def build_trainer(out: str | Path, *, epochs: int | None = None, max_steps: int 
         strategy="ddp" if devices > 1 else "auto", precision=resolve_precision(precision, accelerator),
         callbacks=list(callbacks), logger=loggers, log_every_n_steps=LOG_EVERY_N_STEPS,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        max_time={"minutes": max_minutes} if max_minutes > 0 else None,
         limit_train_batches=batch_limit(limit_train_batches), deterministic=deterministic,
         enable_model_summary=False, **no_validation,
     )

@@ -5,7 +5,9 @@ basemap; layer switches and opacities; a sound query with the shared robin recor
 heatmap layer, its legend and its download; a gallery query and the tile listening panel; bad
 uploads (corrupt GeoTIFF, text named .wav, wrong type, too large) give one error line and the app
 keeps working; the Landsat sample is refused at the demo bundle's 0.5 m; an uploaded GeoTIFF is
-mapped through geo.map with a progress bar; bundle folders are validated.
+mapped through geo.map with a progress bar; bundle folders are validated; the app's file access
+rules (app.access): only its own bundles without --allow-server-paths, no server path in messages,
+gallery recordings outside their data folder are not played.
 """
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ from rasterio.windows import Window
 from streamlit.testing.v1 import AppTest
 
 from app import mapping
+from app.access import SERVER_PATHS_NOTE
 from app.scenes import LANDSAT, SERVER, UPLOAD, UploadError, check_upload_name, sources
-from app.state import MAX_UPLOAD_MB, parse_options
+from app.state import MAX_AUDIO_MB, MAX_UPLOAD_MB, parse_options
+from model.bundle.files import META_FILE, WEIGHTS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -36,6 +40,7 @@ TIMEOUT = 180
 def env(quick_demo, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("GEOAUDIO_DEMO_DIR", str(quick_demo.root))
     monkeypatch.setenv("GEOAUDIO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEOAUDIO_BUNDLES", str(tmp_path / "bundles"))
     monkeypatch.delenv("GEOAUDIO_ALLOW_SERVER_PATHS", raising=False)
     return quick_demo
 
@@ -109,7 +114,10 @@ def test_layer_switches_and_opacity_change_the_deck(env):
 
 def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_audio(env):
     at = _start()
-    at.get("file_uploader")[0].set_value(("robin.ogg", ROBIN.read_bytes(), "audio/ogg")).run()
+    uploader = at.get("file_uploader")[0]
+    assert uploader.proto.max_upload_size_mb == MAX_AUDIO_MB  # Streamlit itself refuses a larger upload
+    assert uploader.proto.label.endswith(f"at most {MAX_AUDIO_MB} MB and 10 minutes)")
+    uploader.set_value(("robin.ogg", ROBIN.read_bytes(), "audio/ogg")).run()
     _healthy(at)
     assert _errors(at) == []
     assert _layer_ids(at) == ["imagery", "soundscape", "heatmap", "tiles"]
@@ -126,7 +134,7 @@ def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_aud
     at.get("file_uploader")[0].set_value(("notes.wav", b"this is not audio", "audio/wav")).run()
     _healthy(at)
     [error] = _errors(at)
-    assert error.startswith("audio rejected: notes.wav:") and "\n" not in error
+    assert error == "audio rejected: notes.wav: not a readable audio file (wav, flac, ogg, mp3)"
     assert _layer_ids(at) == ["imagery", "soundscape", "tiles"]
 
 
@@ -223,8 +231,57 @@ def test_an_uploaded_geotiff_is_mapped_with_a_progress_bar(env, tmp_path):
     assert list((tmp_path / "cache" / "maps").glob("*/corner/run.json"))
 
 
-def test_bundle_folder_is_validated_with_one_line(env, tmp_path):
+def _captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption]
+
+
+def _linked_bundle(folder: Path, source: Path) -> Path:
+    """A bundle folder whose bundle.json and weights are links to ``source``'s (same content hash)."""
+    folder.mkdir(parents=True)
+    for name in (META_FILE, WEIGHTS_FILE):
+        (folder / name).symlink_to(source / name)
+    return folder
+
+
+def test_without_the_flag_only_the_apps_own_bundles_are_offered(env, tmp_path):
+    bundles = tmp_path / "bundles"
+    _linked_bundle(bundles / "mine", env.bundle)
+    (bundles / "broken").mkdir()
+    (bundles / "broken" / META_FILE).write_text("{not json")
     at = _start()
+    assert at.radio(key="bundle_source").options == ["Demo bundle", "broken", "mine"]
+    assert not [t for t in at.text_input if t.key == "bundle_path"]  # no box takes a folder path
+    assert SERVER_PATHS_NOTE not in _captions(at)
+    at.radio(key="bundle_source").set_value("broken").run()
+    _healthy(at)
+    [error] = _errors(at)
+    assert error.startswith("bundle rejected: broken") and str(tmp_path) not in error and "\n" not in error
+    at.radio(key="bundle_source").set_value("mine").run()
+    assert _errors(at) == [] and "imagery" in _layer_ids(at)
+
+
+def test_gallery_recordings_outside_the_data_folder_are_not_played(env, tmp_path):
+    from model.bundle import load
+    from model.bundle.gallery import gallery_path, gallery_stamp, load_gallery, write_gallery
+
+    rows, embeddings = load_gallery(load(env.bundle))
+    rows["audio_path"] = ["/etc/passwd", f"../{rows['audio_path'].iloc[1]}"] + rows["audio_path"].tolist()[2:]
+    hostile = load(_linked_bundle(tmp_path / "bundles" / "hostile", env.bundle))
+    write_gallery(gallery_path(hostile), rows[list(rows.columns)], embeddings, gallery_stamp(hostile, env.pairs, "audio"))
+    at = _start()
+    at.radio(key="bundle_source").set_value("hostile").run()
+    _healthy(at)
+    assert ("2 recordings of this bundle's gallery name files outside its data folder: they are not played."
+            in [w.value for w in at.warning])
+    at.radio(key="query_source").set_value("a gallery recording").run()
+    at.selectbox(key="query_gallery").set_value(int(rows["key"].iloc[0])).run()
+    assert "(recording not found on this machine)" in _captions(at)
+
+
+def test_bundle_folder_is_validated_with_one_line_with_the_flag(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOAUDIO_ALLOW_SERVER_PATHS", "1")
+    at = _start()
+    assert SERVER_PATHS_NOTE in _captions(at)
     at.radio(key="bundle_source").set_value("Bundle folder").run()
     at.text_input(key="bundle_path").input(str(tmp_path)).run()
     _healthy(at)
@@ -253,3 +310,19 @@ def test_heat_colors_are_transparent_where_there_is_no_data():
     rgba = heat_colors(np.array([[0.0, 1.0, np.nan]]))
     assert list(rgba[0, :, 3]) == [255, 255, 0]
     assert rgba[0, 0, :3].sum() < rgba[0, 1, :3].sum()  # magma: dark for 0, bright for 1
+
+
+def test_a_bundle_whose_gallery_is_collapsed_gets_one_warning_line(env, tmp_path):
+    from model.bundle import load
+    from model.bundle.gallery import gallery_path, gallery_stamp, load_gallery, write_gallery
+
+    rows, embeddings = load_gallery(load(env.bundle))
+    collapsed = load(_linked_bundle(tmp_path / "bundles" / "collapsed", env.bundle))
+    same = np.repeat(embeddings[:1], len(embeddings), axis=0)  # every recording embedded alike
+    write_gallery(gallery_path(collapsed), rows, same, gallery_stamp(collapsed, env.pairs, "spectrogram"))
+    at = _start()
+    assert not [w.value for w in at.warning if "collapsed" in w.value]  # the demo's own gallery is spread out
+    at.radio(key="bundle_source").set_value("collapsed").run()
+    _healthy(at)
+    [warning] = [w.value for w in at.warning if "collapsed" in w.value]
+    assert "mean cosine similarity" in warning and "1.0000" in warning and "\n" not in warning

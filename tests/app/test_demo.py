@@ -93,3 +93,45 @@ def test_force_refuses_to_delete_a_folder_that_is_not_a_demo(tmp_path):
     with pytest.raises(DemoError, match="refusing to delete"):
         build_demo(tmp_path, quick=True, force=True, quiet=True)
     assert (tmp_path / "thesis.tex").read_text() == "precious"
+
+
+def test_quick_demo_passes_its_quality_gates_and_records_them(quick_demo):
+    from dataclasses import asdict
+
+    gates = quick_demo.info["gates"]
+    assert gates["thresholds"] == asdict(QUICK.gates)
+    assert set(gates["results"]) == {"gallery", "retrieval", "soundscape", "landcover"}
+    assert all(r["passed"] for r in gates["results"].values())
+    assert gates["results"]["gallery"]["figure"] < QUICK.gates.max_gallery_cosine
+    assert quick_demo.info["size"]["threads"] == QUICK.threads
+
+
+def test_a_failed_gate_is_one_line_naming_the_gate_and_its_figure(quick_demo):
+    from dataclasses import replace
+
+    from app.demo import _check_gates, _Layout
+
+    strict = replace(QUICK, gates=replace(QUICK.gates, max_gallery_cosine=-1.0))
+    with pytest.raises(DemoError) as failed:
+        _check_gates(_Layout(quick_demo.root), strict, quiet=True)
+    figure = quick_demo.info["gates"]["results"]["gallery"]["figure"]
+    message = str(failed.value)
+    assert message.startswith("quality gate gallery failed:") and f"{figure:.4f}" in message and "\n" not in message
+
+
+def test_a_truncated_training_step_fails_the_build_naming_the_step(tmp_path):
+    from app.demo import _check_not_truncated, _trained
+    from model.synth.random_bundle import random_bundle
+    from tests.bundles import init_bundle
+
+    finished = init_bundle(tmp_path / "finished")
+    cut = tmp_path / "cut"
+    random_bundle(cut, dim=16, tile_size=64, gsd=0.5, distance="cosine",
+                  provenance={"truncated": True, "steps": 3, "epochs_run": 0, "epochs": 20})
+    assert _trained(finished) and not _trained(cut) and not _trained(tmp_path / "missing")
+    _check_not_truncated(finished, "pretrain", 30.0)
+    with pytest.raises(DemoError) as failed:
+        _check_not_truncated(cut, "pretrain", 30.0)
+    message = str(failed.value)
+    assert message.startswith("demo step pretrain failed: training was truncated after 3 steps (0 of 20 epochs)")
+    assert "30-minute safety stop" in message and "\n" not in message

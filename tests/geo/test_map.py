@@ -287,6 +287,40 @@ def test_stride_larger_than_tile_is_a_one_line_error(bundles, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+HUGE_VRT = """<VRTDataset rasterXSize="1000000" rasterYSize="1000000">
+  <SRS>EPSG:32618</SRS>
+  <GeoTransform>400000, 1.0, 0, 5000000, 0, -1.0</GeoTransform>
+  <VRTRasterBand dataType="Byte" band="1"><ColorInterp>Red</ColorInterp></VRTRasterBand>
+  <VRTRasterBand dataType="Byte" band="2"><ColorInterp>Green</ColorInterp></VRTRasterBand>
+  <VRTRasterBand dataType="Byte" band="3"><ColorInterp>Blue</ColorInterp></VRTRasterBand>
+</VRTDataset>
+"""
+
+
+def test_a_header_claiming_a_huge_raster_is_refused_before_reading(bundles, tmp_path, capsys):
+    """A 600-byte VRT claiming 10^6 x 10^6 px at 1 m: 976,562,500 tiles of 32 m for a 0.5 m bundle."""
+    huge = tmp_path / "huge.vrt"
+    huge.write_text(HUGE_VRT)
+    bundle = regrid_bundle(bundles["tiny3000"], tmp_path / "tiny0.5", 0.5)
+    out = tmp_path / "out"
+    code = run_cli(lambda: main([str(huge), "--bundle", str(bundle), "--out", str(out), "--backend", "torch",
+                                 "--no-progress"]))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"error: {huge}: 1,000,000 x 1,000,000 px is 976,562,500 tiles (31,250 x 31,250) "
+                                 f"of 64 px at 0.5 m, more than the limit of 1,000,000 "
+                                 f"(--max-tiles N raises it, --force-large removes it)")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_tile_limit_is_an_option_and_force_large_lifts_it(bundles, tmp_path, capsys):
+    [refused] = map_files([RGB], bundles["tiny3000"], tmp_path / "a", "torch", MapOptions(progress=False, max_tiles=3))
+    assert refused.status == "failed" and "is 4 tiles (2 x 2)" in refused.message
+    assert "more than the limit of 3 " in refused.message and not (tmp_path / "a" / "RGB.byte").exists()
+    code = run_cli(lambda: main([str(RGB), "--bundle", str(bundles["tiny3000"]), "--out", str(tmp_path / "b"),
+                                 "--backend", "torch", "--no-progress", "--max-tiles", "3", "--force-large"]))
+    assert code == 0 and (tmp_path / "b" / "RGB.byte" / "run.json").is_file(), capsys.readouterr().err
+
+
 def test_pipeline_delivers_tiles_in_order_and_stops_on_errors(bundles):
     import threading
 

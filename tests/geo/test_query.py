@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import rasterio
+import soundfile as sf
 
 from geo.cog import is_cog
 from geo.map import MapOptions, map_files
@@ -79,6 +80,22 @@ def test_audio_query_uses_the_bundles_audio_encoder(mapped, tmp_path, bundle_rea
     expected, _ = query_embeddings(path, vector, "euclidean")
     with rasterio.open(out) as ds:
         assert np.allclose(ds.read(), expected, equal_nan=True, atol=1e-5)
+
+
+def test_a_clip_over_the_audio_limit_is_one_line_and_writes_nothing(mapped, tmp_path, capsys):
+    bundle, path = mapped
+    long_clip = tmp_path / "quarter_hour.flac"
+    click = np.zeros(8000 * 900, np.int16)
+    click[100] = 8000
+    sf.write(str(long_clip), click, 8000, format="FLAC", subtype="PCM_16")  # 15 min, default limit 10 min
+    out = tmp_path / "heat.tif"
+    for clip, extra, limits in ((long_clip, [], "lasts 0:15:00, more than the limit of 0:10:00"),
+                                (ROBIN, ["--max-audio-seconds", "2"], "lasts 0:00:03, more than the limit of 0:00:02")):
+        code = run_cli(lambda: main([str(path), "--bundle", str(bundle), "--audio", str(clip), "--out", str(out),
+                                     "--backend", "torch", *extra]))
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err == f"error: {clip}: the recording {limits} (h:mm:ss)"
+    assert not out.exists()
 
 
 def test_unknown_class_is_a_one_line_error(mapped, tmp_path, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import torch
 from torchvision.models.resnet import BasicBlock
 
 import model.bundle as bundle_mod
-from model.import_soundingearth import CheckpointError, convert
+from model.import_soundingearth import CheckpointError, check_archive, convert
 from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 from model.nn.reference_net import ReferenceImageEncoder, ReferenceModel
 
@@ -128,9 +129,61 @@ class NotATensor:
 def test_a_pickle_that_needs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"weights": NotATensor()}, path)
-    with pytest.raises(CheckpointError, match="would need to run code"):
+    with pytest.raises(CheckpointError) as info:
         convert(path, tmp_path / "out")
+    assert str(info.value) == (f"{path}: not a plain tensor checkpoint (loading it would need to run code: "
+                               f"it refers to {NotATensor.__module__}.NotATensor)")
     assert not (tmp_path / "out").exists()
+
+
+def declare_size(path, member: str, size: int) -> None:
+    """Rewrite the uncompressed size the zip's central directory gives ``member`` (nothing else)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        name_length = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_length].endswith(member.encode()):
+            data[at + 24:at + 28] = size.to_bytes(4, "little")
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+
+
+def _two_gib_bomb(path):
+    torch.save({"w": torch.zeros(4)}, path)
+    declare_size(path, "/data/0", 2 ** 31)  # a 2 GiB tensor, as the archive's index says
+
+
+def _no_pickle(path):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data/0", b"\0" * 16)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "empty file, not a checkpoint"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(5000)), "not a PyTorch checkpoint (not the zip archive"),
+    (lambda p: p.write_bytes(p.with_name("good.pt").read_bytes()[:3000]), "not a PyTorch checkpoint (not the zip"),
+    (_no_pickle, "not a PyTorch checkpoint (a zip archive without data.pkl)"),
+    (_two_gib_bomb, "holds 2.00 GiB of data, more than the limit of 1.00 GiB"),
+])
+def test_files_that_are_not_checkpoints_are_one_line_before_loading(tmp_path, make, message):
+    torch.save(random_state(VARIANTS[0]), tmp_path / "good.pt")
+    path = tmp_path / "bad.pt"
+    make(path)
+    with pytest.raises(CheckpointError) as info:
+        convert(path, tmp_path / "out")
+    text = str(info.value)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text and "weights_only" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_size_limit_is_read_from_the_index_and_can_be_lifted(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(random_state(VARIANTS[0]), path)
+    size = check_archive(path)
+    assert size > 10 * 2 ** 20 and size == sum(m.file_size for m in zipfile.ZipFile(path).infolist())
+    with pytest.raises(CheckpointError, match=r"holds 0\.\d\d GiB of data, more than the limit of 0\.00 GiB"):
+        convert(path, tmp_path / "a", max_bytes=2 ** 20)
+    assert convert(path, tmp_path / "b", max_bytes=None).embedding_dim == 128
 
 
 def test_command_line(tmp_path):
@@ -142,3 +195,7 @@ def test_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "model.import_soundingearth", str(tmp_path / "missing.pt"),
                           "--out", str(tmp_path / "c")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing.pt" in bad.stderr
+    (tmp_path / "empty.pt").write_bytes(b"")
+    empty = subprocess.run([sys.executable, "-m", "model.import_soundingearth", str(tmp_path / "empty.pt"),
+                            "--out", str(tmp_path / "d")], cwd=ROOT, capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr == f"error: {tmp_path / 'empty.pt'}: empty file, not a checkpoint\n"

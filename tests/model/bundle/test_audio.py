@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from model.bundle.audio import (SE_HIGH, SE_LOW, AudioConfig, AudioError, convert_levels, load_audio,
-                         load_logmel, logmel_from_waveform, read_spectrogram_jpeg, to_chunks,
-                         write_spectrogram_jpeg)
+from model.bundle.audio import (QUERY_MAX_SECONDS, SE_HIGH, SE_LOW, AudioConfig, AudioError, audio_duration,
+                                convert_levels, load_audio, load_logmel, logmel_from_waveform,
+                                read_spectrogram_jpeg, to_chunks, write_spectrogram_jpeg)
 
-from tests.bundles import SHARED as SHARED_DATA
+from tests.bundles import ROOT, SHARED as SHARED_DATA
 
 AUDIO = SHARED_DATA / "audio"
 
@@ -101,8 +103,9 @@ def test_db_encoding_and_conversion():
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b""), "empty file"),
-    (lambda p: p.write_bytes(b"this is not audio at all" * 100), "cannot decode"),
+    (lambda p: p.write_bytes(b"this is not audio at all" * 100), r"not a readable audio file \(wav, flac, ogg, mp3\)"),
     (lambda p: sf.write(str(p), np.zeros(22050, np.float32), 22050), "silent"),
+    (lambda p: sf.write(str(p), np.full(1, 0.5, np.float32), 22050), "shorter than one analysis frame"),
 ])
 def test_bad_files_get_one_line_errors_naming_them(tmp_path, make, message):
     path = tmp_path / "bad.wav"
@@ -128,6 +131,68 @@ def test_truncated_file_is_an_error_or_a_shorter_clip(tmp_path):
 def test_missing_file():
     with pytest.raises(AudioError, match="no such audio file"):
         load_audio("does/not/exist.wav")
+
+
+@pytest.mark.parametrize("content", [b"just some text, not a recording\n" * 20,
+                                     b"ID3\x03\x00\x00\x00\x00\x00\x0a" + b"\x00" * 10])  # a tag, no frames
+def test_an_mp3_that_is_not_audio_says_so(tmp_path, content):
+    path = tmp_path / "song.mp3"
+    path.write_bytes(content)
+    with pytest.raises(AudioError) as info:
+        load_logmel(path)
+    assert str(info.value) == f"{path}: not a readable audio file (wav, flac, ogg, mp3)"
+
+
+def write_silence_with_a_click(path, seconds: float, rate: int = 8000):
+    """A FLAC of ``seconds`` of 16-bit silence with one click (silence compresses: 3 h is ~0.3 MB)."""
+    block = np.zeros(rate * 600, np.int16)
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16") as f:
+        left = int(seconds * rate)
+        while left > 0:
+            block[:] = 0
+            block[min(100, left - 1)] = 8000 if left == int(seconds * rate) else 0
+            f.write(block[:min(left, len(block))])
+            left -= min(left, len(block))
+    return path
+
+
+@pytest.fixture(scope="module")
+def three_hours(tmp_path_factory):
+    return write_silence_with_a_click(tmp_path_factory.mktemp("long") / "three_hours.flac", 3 * 3600)
+
+
+def test_a_recording_over_the_limit_is_refused_from_its_header(three_hours):
+    assert three_hours.stat().st_size < 2_000_000
+    assert audio_duration(three_hours) == pytest.approx(3 * 3600)
+    with pytest.raises(AudioError) as info:
+        load_logmel(three_hours, max_seconds=QUERY_MAX_SECONDS)
+    assert str(info.value) == f"{three_hours}: the recording lasts 3:00:00, more than the limit of 0:10:00 (h:mm:ss)"
+
+
+def test_refusing_a_long_recording_takes_no_memory(three_hours):
+    """In a fresh process, the peak resident size grows by less than 40 MB (decoding the file
+    would take 345 MB at 8 kHz, and 950 MB more resampled to 22,050 Hz)."""
+    script = (
+        "import resource, sys, librosa, soundfile\n"
+        "from model.bundle.audio import AudioError, load_logmel\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    load_logmel(sys.argv[1], max_seconds=600)\nexcept AudioError as e:\n    print(e, file=sys.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(three_hours)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "more than the limit" in done.stderr, done.stderr
+    assert int(done.stdout) < 40 * 1024  # kB
+
+
+def test_a_header_that_hides_the_length_cannot_get_past_the_limit(tmp_path):
+    """A FLAC whose STREAMINFO says 'length unknown': the decoder stops after the limit."""
+    path = write_silence_with_a_click(tmp_path / "twenty_minutes.flac", 1200)
+    data = bytearray(path.read_bytes())
+    data[8 + 13] &= 0xF0  # STREAMINFO's 36-bit total sample count: 0 means unknown
+    data[8 + 14:8 + 18] = bytes(4)
+    path.write_bytes(bytes(data))
+    assert audio_duration(path) is None
+    with pytest.raises(AudioError, match="the recording lasts more than the limit of 0:10:00"):
+        load_audio(path, max_seconds=600)
 
 
 def test_config_round_trip_and_validation():

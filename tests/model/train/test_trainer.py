@@ -39,3 +39,13 @@ def test_pretraining_trainer_keeps_every_epoch_and_the_best(tmp_path):
     only_last = build_trainer(tmp_path, max_steps=10, accelerator="cpu", precision="32-true",
                               callbacks=[last_checkpoints(tmp_path)])
     assert only_last.max_steps == 10 and only_last.checkpoint_callback.save_top_k == 0
+
+
+def test_a_time_limit_is_a_safety_stop_not_a_budget(tmp_path):
+    from model.train.safety_stop import SafetyStop, was_truncated
+
+    trainer = build_trainer(tmp_path, epochs=3, accelerator="cpu", precision="32-true", max_minutes=2.0)
+    [stop] = [c for c in trainer.callbacks if isinstance(c, SafetyStop)]
+    assert stop.minutes == 2.0 and not was_truncated(trainer) and trainer.max_epochs == 3
+    unlimited = build_trainer(tmp_path, epochs=3, accelerator="cpu", precision="32-true")
+    assert not [c for c in unlimited.callbacks if isinstance(c, SafetyStop)]
