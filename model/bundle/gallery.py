@@ -58,7 +58,6 @@ class GalleryError(GeoaudioError, ValueError):
     """A gallery that cannot be built or used; the message names the file or folder."""
 
 
-
 def gallery_path(bundle) -> Path:
     """``BUNDLE/gallery.parquet``."""
     return Path(bundle.path) / GALLERY_FILE
