@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import pickle
-import re
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from model.core.cli import fail, run_cli
 from model.core.distance import DISTANCES, EUCLIDEAN
-from model.core.errors import GeoaudioError, one_line
+from model.nn.checkpoint_file import MAX_CHECKPOINT_BYTES, CheckpointError, gib, load_checkpoint
 
 IMAGE_PREFIX = "img_encoder.module_list.0."
 AUDIO_PREFIX = "snd_encoder.module_list.0."
@@ -48,54 +45,7 @@ ENCODER_ROOTS = ("img_encoder", "snd_encoder")
 SOURCE_TILE_PX = 1024
 CROP_PX = 384
 INPUT_PX = 192
-MAX_CHECKPOINT_BYTES = 1 << 30  # uncompressed size of all the archive's members
-
-
-class CheckpointError(GeoaudioError, ValueError):
-    """A file that is not a SoundingEarth checkpoint; the message names it and says why."""
-
-
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f} GiB"
-
-
-def check_archive(path: Path, max_bytes: int | None = MAX_CHECKPOINT_BYTES) -> int:
-    """The uncompressed size in bytes of a ``torch.save`` zip archive, read from its index
-    (nothing is decompressed); CheckpointError for an empty or unreadable file, a file that is not
-    such an archive, or one holding more than ``max_bytes`` (None: no limit)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or one_line(e)})") from None
-    if not head:
-        raise CheckpointError(f"{path}: empty file, not a checkpoint")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (not the zip archive torch.save writes: "
-                              f"truncated, or another kind of file)") from None
-    if not any(m.filename.endswith("/data.pkl") or m.filename == "data.pkl" for m in members):
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a zip archive without data.pkl)")
-    total = sum(m.file_size for m in members)
-    if max_bytes is not None and total > max_bytes:
-        raise CheckpointError(f"{path}: holds {_gib(total)} of data, more than the limit of {_gib(max_bytes)} "
-                              f"(published SoundingEarth checkpoints hold about 0.2 GB; --force-large lifts it)")
-    return total
-
-
-def _load_error(path: Path, error: BaseException) -> CheckpointError:
-    """One line for a failed ``torch.load``: what a code-needing pickle refers to, never torch's
-    advice to load without ``weights_only``."""
-    text = str(error)
-    needs = re.search(r"GLOBAL ([\w.]+)", text)
-    if needs:
-        return CheckpointError(f"{path}: not a plain tensor checkpoint (loading it would need to run code: "
-                               f"it refers to {needs.group(1)})")
-    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
-        return CheckpointError(f"{path}: unreadable checkpoint (its data.pkl is not a plain tensor pickle)")
-    return CheckpointError(f"{path}: unreadable checkpoint ({one_line(error)})")
+LIMIT_HINT = " (published SoundingEarth checkpoints hold about 0.2 GB; --force-large lifts it)"
 
 
 def read_checkpoint(path: str | Path, max_bytes: int | None = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
@@ -103,14 +53,7 @@ def read_checkpoint(path: str | Path, max_bytes: int | None = MAX_CHECKPOINT_BYT
     after :func:`check_archive` (``max_bytes``: the size limit, None for none)."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    check_archive(path, max_bytes)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise _load_error(path, e) from None
+    obj = load_checkpoint(path, max_bytes, LIMIT_HINT)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -221,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hop-length", type=int, help="hop in samples (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--force-large", action="store_true",
-                   help=f"load a checkpoint holding more than {_gib(MAX_CHECKPOINT_BYTES)} (the limit otherwise)")
+                   help=f"load a checkpoint holding more than {gib(MAX_CHECKPOINT_BYTES)} (the limit otherwise)")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("sample_rate", args.sample_rate), ("n_fft", args.n_fft),
                                    ("hop_length", args.hop_length)) if v is not None}

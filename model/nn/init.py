@@ -29,6 +29,7 @@ from torch import Tensor
 
 from model.bundle.files import META_FILE
 from model.core.errors import GeoaudioError, one_line
+from model.nn.checkpoint_file import check_readable, load_checkpoint
 from model.nn.encoders import EncoderSpec, EncoderSpecError, ResNetEncoder, infer_spec
 from model.bundle.image_input import ImageInput
 
@@ -104,19 +105,19 @@ def _unwrap(state: Any, path: Path) -> dict[str, Tensor]:
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Tensors of a ``.pth``/``.pt`` (``torch.load(weights_only=True)``) or ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InitError(f"{path}: no such weights file")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
+    """Tensors of a ``.pth``/``.pt`` (:func:`~model.nn.checkpoint_file.load_checkpoint`: checked
+    as an archive, then ``torch.load(weights_only=True)``) or ``.safetensors`` file; every failure
+    is one line naming the file (:class:`~model.nn.checkpoint_file.CheckpointError` or InitError)."""
+    path = check_readable(path, "weights")
+    if path.suffix.lower() != ".safetensors":
+        return _unwrap(load_checkpoint(path, max_bytes=None), path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise InitError(f"{path}: cannot read weights ({one_line(e)[:200]})") from None
+    try:
+        state: Any = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InitError(f"{path}: not a readable safetensors file ({one_line(e)[:200]})") from None
     return _unwrap(state, path)
 
 

@@ -24,6 +24,7 @@ import yaml
 from model.bundle.image_input import ImageInput
 from model.core.cli import CLIError, fail
 from model.core.errors import one_line
+from model.nn.checkpoint_file import CheckpointError, load_checkpoint
 
 
 @dataclass
@@ -165,6 +166,20 @@ def _best_state(model, best_path: str) -> None:
         model.load_state_dict(state)
 
 
+def resume_checkpoint(resume: str, out: Path) -> str | None:
+    """The checkpoint to resume from (``last``: ``out/checkpoints/last.ckpt``), checked before training
+    starts: a file that is missing, empty, truncated, not a checkpoint, carrying code
+    (:func:`~model.nn.checkpoint_file.load_checkpoint`) or not a Lightning training checkpoint is
+    one CheckpointError line naming it. None when not resuming."""
+    if not resume:
+        return None
+    path = out / "checkpoints" / "last.ckpt" if resume in ("last", "true", "True") else Path(resume)
+    state = load_checkpoint(path, max_bytes=None)
+    if not isinstance(state, dict) or not {"state_dict", "loops"} <= state.keys():
+        raise CheckpointError(f"{path}: not a training checkpoint of model.pretrain (no state_dict and loops)")
+    return str(path)
+
+
 def run(cfg: PretrainConfig) -> Path:
     """Train, then write ``<out>/bundle``; returns the bundle path."""
     from model.nn.encoders import EncoderSpec
@@ -175,6 +190,7 @@ def run(cfg: PretrainConfig) -> Path:
     data, out = Path(cfg.data), Path(cfg.out)
     if not data.is_dir():
         fail(f"{data}: no such data folder")
+    resume = resume_checkpoint(cfg.resume, out)
     out.mkdir(parents=True, exist_ok=True)
     image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -186,9 +202,6 @@ def run(cfg: PretrainConfig) -> Path:
         epochs=cfg.epochs, channels_last=cfg.channels_last,
     )
     trainer, best = _trainer(cfg, out)
-    resume = cfg.resume
-    if resume in ("last", "true", "True"):
-        resume = str(out / "checkpoints" / "last.ckpt")
     started = time.time()
     trainer.fit(model, datamodule=_datamodule(cfg, image_input), ckpt_path=resume or None)
     if trainer.global_rank != 0:

@@ -18,10 +18,10 @@ import torch
 from torchvision.models.resnet import BasicBlock
 
 import model.bundle as bundle_mod
-from model.import_soundingearth import CheckpointError, check_archive, convert
+from model.import_soundingearth import convert
+from model.nn.checkpoint_file import CheckpointError, check_archive
 from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 from model.nn.reference_net import ReferenceImageEncoder, ReferenceModel
-
 from tests.bundles import ROOT, SHARED as SHARED_DATA
 
 LAYOUT = SHARED_DATA.parent / "reference" / "soundingearth-checkpoint-layout.json"

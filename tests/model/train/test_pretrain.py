@@ -91,3 +91,34 @@ def test_missing_data_folder_is_a_one_line_error(tmp_path):
                         "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "nope" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_resume_from_a_bad_checkpoint_is_one_line_before_training(pairs, tmp_path):
+    import os
+    import zipfile
+
+    import torch
+
+    class Code:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    bad = {"empty.ckpt": b"", "random.ckpt": os.urandom(3000)}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save({"x": Code()}, tmp_path / "code.ckpt")
+    (tmp_path / "truncated.ckpt").write_bytes((tmp_path / "code.ckpt").read_bytes()[:400])
+    torch.save({"conv1.weight": torch.zeros(2)}, tmp_path / "weights.pth")  # tensors, but not a training state
+    expected = {"empty.ckpt": "empty file, not a checkpoint", "random.ckpt": "not a PyTorch checkpoint",
+                "code.ckpt": "would need to run code: it refers to posix.system",
+                "truncated.ckpt": "not a PyTorch checkpoint", "weights.pth": "not a training checkpoint",
+                "missing.ckpt": "no such checkpoint file"}
+    assert zipfile.is_zipfile(tmp_path / "code.ckpt")
+    for name, message in expected.items():
+        out = tmp_path / f"run_{name}"
+        r = subprocess.run([sys.executable, "-m", "model.pretrain", "--data", str(pairs), "--out", str(out),
+                            "--resume", str(tmp_path / name)], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2, (name, r.stderr)
+        assert r.stderr.strip() == f"error: {tmp_path / name}: " + r.stderr.strip().split(": ", 2)[2]
+        assert message in r.stderr and "\n" not in r.stderr.strip() and "weights_only=False" not in r.stderr
+        assert not out.exists()  # refused before anything was written
