@@ -18,13 +18,13 @@ trained on it keep. Product rasters are at the model's resolution and read whole
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model.core.atomic import write_json_atomic
 from model.core.cli import fail, run_cli
 
 NODATA = 255
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soundscape: agreement {sc['agreement']:.3f} over {sc['cells']} cells "
               f"(baseline '{sc['baseline_class']}' {sc['baseline']:.3f})")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(args.out, report)
     return 0
 
 

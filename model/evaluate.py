@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from model.core.atomic import write_json_atomic
 from model.core.cli import run_cli
 
 DIRECTIONS = ("image_to_audio", "audio_to_image")
@@ -48,7 +48,7 @@ def _write_outputs(out: Path, report: dict[str, Any], curves) -> None:
     import matplotlib.pyplot as plt
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out, report)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         keys = [k for k in report["image_to_audio"] if k != "chance_recall@10"]
         w = csv.writer(f)

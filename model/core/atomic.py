@@ -21,12 +21,15 @@ Standard library only (no NumPy, no torch): every layer and package may use it.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TEMP_MARK = ".tmp"  # every temporary name ends with this, or with this plus the target's suffix
 
@@ -149,3 +152,27 @@ def _rename_over(folder: Path, target: Path) -> None:
         trash.rmdir()
         raise
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def json_text(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """``value`` as strict JSON text (indent 2, a final newline) that every JSON reader accepts:
+    NaN and ±infinity, which :func:`json.dumps` writes as the invalid tokens ``NaN`` and
+    ``Infinity``, become ``null``. ``default`` converts objects JSON does not know (as in json.dumps)."""
+    plain = json.loads(json.dumps(value, default=default))  # NaN survives this round trip as float nan
+    return json.dumps(_finite_or_none(plain), indent=2, allow_nan=False) + "\n"
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_json_atomic(target: str | os.PathLike, value: Any,
+                      default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``value`` as strict JSON (:func:`json_text`) to ``target`` atomically; returns it as a Path."""
+    return write_text_atomic(target, json_text(value, default))

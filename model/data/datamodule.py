@@ -9,6 +9,9 @@ from torch.utils.data import DataLoader
 
 from model.bundle.image_input import ImageInput
 from model.data import EVAL_CROP, SoundingEarthDataset, collate
+from model.data.errors import DatasetError
+
+MIN_PAIRS = 2  # a pair needs at least one other pair in its batch to be contrasted with
 
 
 def loader_generator(seed: int, stream: int = 0) -> torch.Generator:
@@ -39,6 +42,10 @@ class SoundingEarthDataModule(L.LightningDataModule):
                                               random_audio_chunk=True, **self.common)
         self.val_set = SoundingEarthDataset(self.root, split="val", augment=False,
                                             random_audio_chunk=True, **self.common)
+        for name, dataset in (("train", self.train_set), ("val", self.val_set)):
+            if len(dataset) < MIN_PAIRS:
+                raise DatasetError(f"{self.root}: split {name!r} has {len(dataset)} pair; the losses compare "
+                                   f"each pair with others, so every split needs at least {MIN_PAIRS}")
 
     def _loader(self, dataset, shuffle: bool, drop_last: bool, stream: int) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
@@ -52,4 +59,6 @@ class SoundingEarthDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True, drop_last=drop, stream=0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, drop_last=False, stream=1)
+        # a last batch of one pair has nothing to compare with: dropped (every other pair is kept)
+        drop = len(self.val_set) % self.batch_size == 1
+        return self._loader(self.val_set, shuffle=False, drop_last=drop, stream=1)

@@ -9,6 +9,7 @@ Layout (the real dataset and ``model.synth`` pairs alike)::
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -25,6 +26,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPECTROGRAM_SUFFIXES = (".jpg", ".jpeg", ".png")
 AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".flac")  # earlier suffixes win when a key has several
 
+log = logging.getLogger(__name__)
+
 
 def check_root(root: str | os.PathLike) -> Path:
     """The dataset folder as a Path; DatasetError when it is not an existing folder."""
@@ -38,7 +41,8 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
     """``ROOT/metadata.csv`` with integer, unique keys, indexed by key (the column is kept too).
 
     Raises DatasetError naming the file when it is missing, unreadable, lacks ``key``,
-    ``longitude`` or ``latitude``, or holds non-integer or duplicate keys.
+    ``longitude`` or ``latitude``, or holds non-integer or duplicate keys. Rows whose place is not
+    a place (see :func:`valid_places`) are left out with one warning; none left is a DatasetError.
     """
     path = check_root(root) / METADATA_FILE
     if not path.is_file():
@@ -56,7 +60,29 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
     if len(duplicated):
         raise DatasetError(f"{path}: duplicate key {int(duplicated.iloc[0])} "
                            f"({len(duplicated)} duplicates in all)")
-    return table.set_index("key", drop=False)
+    return valid_places(table, path).set_index("key", drop=False)
+
+
+def valid_places(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The rows of ``table`` with a real place: longitude in [-180, 180] and latitude in [-90, 90]
+    degrees, both numbers (NaN, empty cells and text are not).
+
+    A bad row is one bad item of the dataset: it is left out and reported in one warning naming
+    ``path``, the count and the first key, and the rest goes on (a NaN place would otherwise reach
+    distances, metrics and JSON as NaN). DatasetError when no row is left.
+    """
+    lon = pd.to_numeric(table["longitude"], errors="coerce")
+    lat = pd.to_numeric(table["latitude"], errors="coerce")
+    good = lon.between(-180.0, 180.0) & lat.between(-90.0, 90.0)  # NaN is never between
+    if good.all():
+        return table.assign(longitude=lon.astype(float), latitude=lat.astype(float))
+    bad = table.loc[~good, "key"]
+    if not good.any():
+        raise DatasetError(f"{path}: no row has a valid longitude and latitude "
+                           f"(degrees, -180..180 and -90..90; first: key {int(bad.iloc[0])})")
+    log.warning("%s: %d rows without a valid longitude/latitude are left out (first: key %d)",
+                path, len(bad), int(bad.iloc[0]))
+    return table[good].assign(longitude=lon[good].astype(float), latitude=lat[good].astype(float))
 
 
 def integer_keys(column: pd.Series, path: Path) -> pd.Series:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from model.core.atomic import write_text_atomic
+from model.core.atomic import write_json_atomic, write_text_atomic
 from model.core.errors import GeoaudioError
 
 METRICS_FILE = "metrics.json"
@@ -46,7 +46,7 @@ def write_run_metrics(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> 
     path = Path(run_dir) / METRICS_FILE
     check_record(record, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(path, json.dumps(record, indent=2, default=_jsonable) + "\n")
+    return write_json_atomic(path, record, default=_jsonable)
 
 
 def _jsonable(value: Any) -> Any:

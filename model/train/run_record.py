@@ -9,11 +9,10 @@ go into ``RUN/training.json`` (:func:`write_training_record`) and ``metrics.json
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from model.core.atomic import write_text_atomic
+from model.core.atomic import write_json_atomic
 from model.train.safety_stop import was_truncated
 
 if TYPE_CHECKING:
@@ -33,5 +32,4 @@ def run_record(trainer: "L.Trainer", epochs: int, determinism: Mapping[str, Any]
 def write_training_record(out: str | Path, record: Mapping[str, Any], seconds: float) -> Path:
     """``out/training.json``: the run record plus its wall-clock ``seconds``, written atomically
     (not ``metrics.json``, which holds downstream scores for the reports)."""
-    text = json.dumps({**record, "seconds": round(float(seconds), 1)}, indent=2) + "\n"
-    return write_text_atomic(Path(out) / TRAINING_FILE, text)
+    return write_json_atomic(Path(out) / TRAINING_FILE, {**record, "seconds": round(float(seconds), 1)})

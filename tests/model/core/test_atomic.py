@@ -9,9 +9,11 @@ import pytest
 
 from model.core.atomic import (
     atomic_path,
+    json_text,
     staging_dir,
     write_atomic,
     write_bytes_atomic,
+    write_json_atomic,
     write_text_atomic,
 )
 
@@ -123,3 +125,14 @@ def test_staging_dir_replaces_an_existing_target_whole(tmp_path):
         (folder / "bundle.json").write_text("new")
     assert _names(tmp_path) == ["merged"]  # the old folder went, and no trash folder stayed
     assert _names(target) == ["bundle.json"]
+
+
+def test_json_is_strict_nan_and_infinity_become_null(tmp_path):
+    import json
+
+    value = {"a": float("nan"), "b": [1.5, float("inf"), -float("inf")], "c": {"d": np.float32(2.5)}, "e": "x"}
+    text = json_text(value, default=lambda v: v.item())
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None, None], "c": {"d": 2.5}, "e": "x"}
+    path = write_json_atomic(tmp_path / "r.json", value, default=lambda v: v.item())
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON token {c}"))["a"] is None

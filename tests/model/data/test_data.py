@@ -20,6 +20,7 @@ from model.data import (
     split_of_key,
     write_split_file,
 )
+from model.data.metadata import read_metadata
 from model.data.prepare import main as prepare_main
 from model.synth import CLASSES
 from model.synth.pairs import write_pairs
@@ -215,6 +216,10 @@ def test_prepare_cli_finds_cache_and_reruns_skip(pairs_copy, capsys):
     assert run_cli(lambda: prepare_main([str(pairs_copy / "nowhere")])) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere: no such dataset folder" in err and err.count("\n") == 1
+    meta = pd.read_csv(pairs_copy / "metadata.csv")
+    pd.concat([meta, meta.iloc[:1]]).to_csv(pairs_copy / "metadata.csv", index=False)
+    assert run_cli(lambda: prepare_main([str(pairs_copy)])) == 2
+    assert "metadata.csv: duplicate key" in capsys.readouterr().err
 
 
 # ---- missing files and errors -----------------------------------------------------------------
@@ -259,3 +264,36 @@ def test_corrupt_files_are_named(pairs_copy, tmp_path):
     sound.write_bytes(b"\x00" * 64)
     with pytest.raises(DatasetError, match=sound.name):
         dataset(pairs_copy, audio_source="audio", cache_dir=tmp_path / "logmel")[1]
+
+
+def test_rows_without_a_valid_place_are_left_out_and_reported(pairs_copy, caplog):
+    meta = pd.read_csv(pairs_copy / "metadata.csv").astype({"longitude": object, "latitude": object})
+    keys = meta["key"].tolist()
+    meta.loc[0, "longitude"] = float("nan")
+    meta.loc[1, "latitude"] = "north"
+    meta.loc[2, "latitude"] = 91.0
+    meta.loc[3, "longitude"] = ""
+    meta.to_csv(pairs_copy / "metadata.csv", index=False)
+    with caplog.at_level("WARNING"):
+        table = read_metadata(pairs_copy)
+    assert table["key"].tolist() == keys[4:]
+    assert table["longitude"].dtype == float and table["latitude"].dtype == float
+    [message] = [r.getMessage() for r in caplog.records if "longitude" in r.getMessage()]
+    assert "metadata.csv: 4 rows without a valid longitude/latitude are left out" in message
+    meta.loc[:, "latitude"] = "nowhere"
+    meta.to_csv(pairs_copy / "metadata.csv", index=False)
+    with pytest.raises(DatasetError, match="metadata.csv: no row has a valid longitude and latitude"):
+        read_metadata(pairs_copy)
+
+
+def test_a_split_of_one_pair_is_refused_and_a_last_batch_of_one_dropped(pairs, tmp_path):
+    from model.data.datamodule import SoundingEarthDataModule
+
+    assert len(dataset(pairs, split="val")) == 1  # key 100007 of eight
+    with pytest.raises(DatasetError, match="split 'val' has 1 pair; .* at least 2"):
+        SoundingEarthDataModule(pairs, batch_size=4, num_workers=0).setup()
+    thirty = write_pairs(tmp_path / "thirty", 30, size=64, seed=0, duration=(1.0, 1.0), workers=1, progress=False)
+    module = SoundingEarthDataModule(thirty, batch_size=2, num_workers=0)
+    module.setup()
+    assert len(module.val_set) == 3
+    assert [len(batch["key"]) for batch in module.val_dataloader()] == [2]  # not [2, 1]: a pair alone is dropped
