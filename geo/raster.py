@@ -38,6 +38,7 @@ ROTATION_TOLERANCE = 1e-9  # |b|, |d| below this fraction of the pixel size coun
 DISTORTION_TOLERANCE = 0.01  # projection scale off 1 by more than this is corrected in gsd_metres
 EDGE_EPS = 1e-6  # model pixels; absorbs float error when locating the raster edge inside a tile
 PROBE_MAX_PIXELS = 2048 * 2048  # the overview probe reads at most this many pixels per band
+MAX_PIXEL_ASPECT = 20.0  # ground pixel sides differing more than this: a geographic CRS near a pole
 RASTER_READ_ERRORS = (RasterioError, CPLE_BaseError)
 
 
@@ -128,8 +129,9 @@ def open_raster(path: str | Path, bands: Sequence[int] | None = None, allow_unge
 
     Raises RasterError for: a missing file, a file GDAL cannot open, pixels that cannot be read
     (probed at the centre and in the smallest overview), no CRS or an identity geotransform (unless
-    ``allow_ungeoreferenced``), a rotated or sheared geotransform (unless ``allow_rotated``), and
-    band choices that do not give R, G, B.
+    ``allow_ungeoreferenced``), a rotated or sheared geotransform (unless ``allow_rotated``),
+    band choices that do not give R, G, B, complex pixels (radar data, not imagery), and pixels
+    whose ground sides differ more than :data:`MAX_PIXEL_ASPECT` times (a geographic CRS at a pole).
     """
     path = Path(path)
     if not path.exists():
@@ -145,6 +147,8 @@ def open_raster(path: str | Path, bands: Sequence[int] | None = None, allow_unge
     try:
         rgb, alpha = _select_bands(path, dataset, bands)
         _check_georeferencing(path, dataset, allow_ungeoreferenced, allow_rotated)
+        _check_pixel_type(path, dataset, rgb)
+        _check_pixel_shape(path, dataset)
         src = RasterSource(path, dataset, rgb, alpha)
         _probe_pixels(src)
     except BaseException:
@@ -189,6 +193,34 @@ def _check_georeferencing(path: Path, ds: rasterio.io.DatasetReader, allow_ungeo
     if is_rotated(t) and not allow_rotated:
         raise RasterError(f"{path}: rotated or sheared geotransform (b={t.b:g}, d={t.d:g}); warp it "
                           f"north-up first (gdalwarp) or pass --allow-rotated")
+
+
+def _check_pixel_type(path: Path, ds: rasterio.io.DatasetReader, bands: Sequence[int]) -> None:
+    """RasterError for complex pixels: reading them as imagery would silently drop the imaginary part."""
+    kinds = {ds.dtypes[b - 1] for b in bands}
+    complex_kinds = sorted(k for k in kinds if np.issubdtype(np.dtype(k), np.complexfloating))
+    if complex_kinds:
+        raise RasterError(f"{path}: complex pixels ({', '.join(complex_kinds)}) are not RGB imagery; "
+                          f"convert them to real values first (for example their amplitude)")
+
+
+def _check_pixel_shape(path: Path, ds: rasterio.io.DatasetReader) -> None:
+    """RasterError when one pixel's ground sides (metres, :func:`gsd_metres`) are zero, not finite
+    or differ more than :data:`MAX_PIXEL_ASPECT` times: a geographic CRS close to a pole, where a
+    degree of longitude shrinks to nothing. Tiles of a fixed ground size cannot be cut from it."""
+    try:
+        gx, gy = gsd_metres(ds)
+    except Exception as e:  # noqa: BLE001 - pyproj raises many types
+        raise RasterError(f"{path}: cannot measure its pixels on the ground ({_reason(e)})") from None
+    ok = all(math.isfinite(g) and g > 0 for g in (gx, gy)) and max(gx, gy) <= MAX_PIXEL_ASPECT * min(gx, gy)
+    if ok:
+        return
+    where = ""
+    if ds.crs is not None and ds.crs.is_geographic:
+        lat = max(abs(ds.bounds.bottom), abs(ds.bounds.top))
+        where = f" at latitude {min(lat, 90.0):.4g} degrees in a geographic CRS (near a pole)"
+    raise RasterError(f"{path}: a pixel is {gx:.3g} m x {gy:.3g} m on the ground{where}; reproject it to a "
+                      f"projected CRS first (gdalwarp; near a pole e.g. EPSG:3413 or EPSG:3031)")
 
 
 def is_rotated(t: Affine) -> bool:

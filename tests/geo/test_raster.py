@@ -316,3 +316,24 @@ def test_read_tiles_empty_batch():
     with open_raster(DATA / "RGB.byte.tif") as src:
         rgb, valid = read_tiles(src, [], 16)
     assert rgb.shape == (0, 16, 16, 3) and valid.shape == (0, 16, 16)
+
+
+def test_complex_pixels_are_refused_not_cut_to_their_real_part(tmp_path):
+    data = (ramp(3, 20, 20, "float32") + 1j * ramp(3, 20, 20, "float32")).astype("complex64")
+    path = write_tif(tmp_path / "radar.tif", data)
+    with pytest.raises(RasterError, match=r"radar\.tif: complex pixels \(complex64\) are not RGB imagery"):
+        open_raster(path)
+
+
+def test_a_raster_at_the_pole_in_degrees_names_the_problem(tmp_path):
+    path = write_tif(tmp_path / "pole.tif", ramp(3, 50, 50), crs="EPSG:4326",
+                     transform=from_origin(10.0, 90.0, 1e-5, 1e-5))
+    with pytest.raises(RasterError) as error:
+        open_raster(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: a pixel is ") and "near a pole" in message and "EPSG:3413" in message
+    assert "no valid pixels" not in message
+    polar = write_tif(tmp_path / "polar.tif", ramp(3, 50, 50), crs="EPSG:3413",
+                      transform=from_origin(-25.0, 25.0, 1.0, 1.0))  # the same place, projected: fine
+    with open_raster(polar) as src:
+        assert src.gsd[0] == pytest.approx(src.gsd[1], rel=0.05)
