@@ -44,10 +44,10 @@ from geo.errors import FolderBusyError, NoSpaceError, RasterError, WriteError  #
 from geo.gdal_log import free_space_note  # noqa: E402
 from geo.grid import TileGrid, resolution_warning  # noqa: E402
 from geo.journal import JOURNAL, Checkpoint, kill_point  # noqa: E402
+from geo.landcover_grid import output_gsd  # noqa: E402
 from geo.lock import LOCK_FILE, folder_lock  # noqa: E402
 from geo.pipeline import Timings, run_pipeline  # noqa: E402
-from geo.products import (CHECKPOINT_S, NEAREST_K, GalleryLookup, ProductSet, landcover_gsd,  # noqa: E402
-                          product_names)
+from geo.products import CHECKPOINT_S, NEAREST_K, GalleryLookup, ProductSet, product_names  # noqa: E402
 from geo.progress import OnProgress, TileProgress, json_lines  # noqa: E402
 from geo.publish import pending_publication, publish  # noqa: E402
 from geo.raster import RASTER_READ_ERRORS, describe, open_raster  # noqa: E402
@@ -312,7 +312,7 @@ def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -
         warnings.append(warning)
     min_area = options.min_area_m2
     if min_area is None:
-        gx, gy = landcover_gsd(grid)
+        gx, gy = output_gsd(grid)
         min_area = MIN_AREA_PIXELS * gx * gy
     landcover = _landcover_usable(model.backend, image_input, warnings)
     return _Plan(grid, scaling, source, crs, open_kwargs, landcover, min_area, fingerprint)

@@ -9,8 +9,9 @@ Raster products (cloud-optimised GeoTIFFs in the input's CRS, see :mod:`geo.cog`
   class names.
 - ``embeddings.tif``: one float32 band per embedding dimension (``emb_000`` ...), nodata NaN;
   tags ``geoaudio_bundle_hash``, ``geoaudio_distance`` say which model and distance they need.
-- ``landcover.tif``: uint8 class id per model pixel (see :mod:`geo.blend` for the grid and the
-  blending), colour table, nodata 255.
+- ``landcover.tif``: uint8 class id per pixel of the input's grid (or of an integer multiple of
+  it) within the input's extent (:mod:`geo.landcover_grid`), resampled from the blended model-pixel
+  land cover (:mod:`geo.blend`); colour table, nodata 255.
 
 Vector products (see :mod:`geo.vectors`): ``tiles.gpkg`` and ``landcover.gpkg``.
 
@@ -42,6 +43,7 @@ from geo.cog import StagedRaster, cog_from_staging, staging_path
 from geo.errors import RasterError
 from geo.grid import TileGrid
 from geo.journal import FINISHING, TILING, Checkpoint, kill_point, read_checkpoint, write_checkpoint
+from geo.landcover_grid import output_gsd, output_shape, output_transform, regrid
 from geo.pipeline import Batch
 from geo.vectors import landcover_polygons, tiles_frame, write_gpkg
 from model.core.atomic import atomic_path
@@ -52,6 +54,7 @@ NEAREST_K = 3  # gallery recordings per tile in tiles.gpkg
 
 SOUNDSCAPE, SCORES, EMBEDDINGS, LANDCOVER = "soundscape.tif", "soundscape_scores.tif", "embeddings.tif", "landcover.tif"
 TILES_GPKG, LANDCOVER_GPKG = "tiles.gpkg", "landcover.gpkg"
+LANDCOVER_ON_GRID = "landcover.on_grid.tif"  # staging name of land cover resampled onto the input's grid
 RESAMPLING = {EMBEDDINGS: "average", SCORES: "average", SOUNDSCAPE: "nearest", LANDCOVER: "nearest"}  # overviews
 
 # A gallery lookup: embeddings (n, D) -> columns {"near_1_key": [...], "near_1_title": [...], ...}
@@ -79,11 +82,6 @@ def landcover_transform(grid: TileGrid) -> Affine:
     if grid.stride == grid.tile_size:
         return grid.pixel_transform
     return grid.cell_transform @ Affine.scale(1.0 / grid.stride)
-
-
-def landcover_gsd(grid: TileGrid) -> tuple[float, float]:
-    """Metres per land-cover pixel (x, y): ``source_gsd * step / stride``."""
-    return (grid.source_gsd[0] * grid.step[0] / grid.stride, grid.source_gsd[1] * grid.step[1] / grid.stride)
 
 
 class ProductSet:
@@ -323,16 +321,29 @@ class ProductSet:
     def _make(self, name: str) -> None:
         """Write one product into the folder from the sealed staging rasters and the tile parts."""
         path = self.folder / name
-        if name in RESAMPLING:
+        if name == LANDCOVER:
+            self._make_landcover(path)
+        elif name in RESAMPLING:
             cog_from_staging(staging_path(path), path, RESAMPLING[name])
         elif name == TILES_GPKG:
             frames = [f for f in (pd.read_parquet(self.folder / p) for p in self.checkpoint.parts) if len(f)]
             table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": [], "col": []})
             write_gpkg(tiles_frame(table, self.grid.cell_transform, self.crs), path, "tiles", "Polygon")
         else:
-            polygons = landcover_polygons(self.folder / LANDCOVER, self.landcover_classes, landcover_gsd(self.grid),
+            polygons = landcover_polygons(self.folder / LANDCOVER, self.landcover_classes, output_gsd(self.grid),
                                           self.min_area_m2)
             write_gpkg(polygons, path, "landcover", "MultiPolygon")
+
+    def _make_landcover(self, path: Path) -> None:
+        """``landcover.tif`` on the input's grid (:mod:`geo.landcover_grid`): the blended model-pixel
+        staging raster resampled into a second staging raster, then copied to the COG."""
+        rows, cols = output_shape(self.grid)
+        on_grid = StagedRaster(self.folder / LANDCOVER_ON_GRID, width=cols, height=rows, count=1, dtype="uint8",
+                               transform=output_transform(self.grid), crs=self.crs, nodata=NODATA,
+                               descriptions=["landcover_class"], colors=class_colors(self.landcover_classes),
+                               tags=self.tags)
+        regrid(staging_path(path), on_grid, self.grid)
+        cog_from_staging(on_grid.staging, path, RESAMPLING[LANDCOVER])
 
     def close(self) -> None:
         """Close the staging files and keep them with the journal (the run was interrupted; a rerun

@@ -11,8 +11,9 @@ end (staging files are deleted only after publishing, see :mod:`geo.journal`):
 - landcover.gpkg: :data:`POLYGON_BYTES_PER_PIXEL` per land-cover pixel (a fragmented map's
   vertices), plus :data:`FILE_OVERHEAD` per file.
 
-The grids: cell rasters are ``rows x cols`` (the tile grid), land cover ``rows * stride x cols *
-stride``; embeddings have ``embedding_dim`` float32 bands, scores one float32 band per sound
+The grids: cell rasters are ``rows x cols`` (the tile grid), land cover is staged at ``rows *
+stride x cols * stride`` model pixels and again on its output grid (:mod:`geo.landcover_grid`),
+which the product and landcover.gpkg have; embeddings have ``embedding_dim`` float32 bands, scores one float32 band per sound
 class, class rasters one uint8 band. It is an estimate, meant to stop a run that cannot fit
 before it spends hours, not to predict the last byte.
 """
@@ -28,6 +29,7 @@ from geo.cog import block_side
 from geo.errors import NoSpaceError
 from geo.gdal_log import format_bytes
 from geo.grid import TileGrid
+from geo.landcover_grid import output_shape
 
 FILE_OVERHEAD = 128 << 10  # bytes: TIFF directories, GeoPackage tables and indexes
 TILE_RECORD_BYTES = 1024  # per tile record (row, col, scores, nearest recordings)
@@ -64,13 +66,16 @@ def estimate(grid: TileGrid, embedding_dim: int, sound_classes: int, landcover: 
     rasters = [(rows, cols, embedding_dim, 4)]
     if sound_classes:
         rasters += [(rows, cols, 1, 1), (rows, cols, sound_classes, 4)]
+    staged = list(rasters)
     if landcover:
-        rasters.append((rows * grid.stride, cols * grid.stride, 1, 1))
+        out_rows, out_cols = output_shape(grid)
+        rasters.append((out_rows, out_cols, 1, 1))
+        staged += [(rows * grid.stride, cols * grid.stride, 1, 1), (out_rows, out_cols, 1, 1)]
     records = len(grid) * TILE_RECORD_BYTES + FILE_OVERHEAD
-    staging = sum(_staging_bytes(*r) for r in rasters) + records
+    staging = sum(_staging_bytes(*r) for r in staged) + records
     products = sum(_cog_bytes(*r) for r in rasters) + records
     if landcover:
-        products += int(rows * cols * grid.stride ** 2 * POLYGON_BYTES_PER_PIXEL) + FILE_OVERHEAD
+        products += int(out_rows * out_cols * POLYGON_BYTES_PER_PIXEL) + FILE_OVERHEAD
     return SpaceEstimate(staging, products)
 
 

@@ -18,6 +18,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from scipy.ndimage import binary_erosion
 
 from geo.blend import NODATA, OverlapBlender, TileMosaic, blend_window
 from geo.cog import is_cog
@@ -88,11 +89,10 @@ def test_rgb_products_lie_on_the_input_grid(rgb_map):
                 assert descriptions == tuple(n for n, _ in SOUNDS)
             if name == "embeddings":
                 assert descriptions == tuple(f"emb_{i:03d}" for i in range(16))
-    assert land.shape == (6 * 64, 7 * 64)
-    rows, cols = input_valid.shape
-    assert np.all(land[:rows, :cols][~input_valid] == NODATA)  # partial tiles masked per pixel
-    assert np.all(land[:rows, :cols][input_valid] < len(LAND))
-    assert np.all(land[rows:] == NODATA) and np.all(land[:, cols:] == NODATA)  # past the raster edge
+    assert land.shape == (359, 396)  # ceil(718 / 2), ceil(791 / 2): the input's extent, to whole 2-px pixels
+    assert input_valid.shape == (359, 395)  # the last output column's centre lies on the input's edge
+    assert np.all(land[:, :395][~input_valid] == NODATA)  # partial tiles masked per pixel
+    assert np.all(land[:, :395][input_valid] < len(LAND)) and np.all(land[:, 395] == NODATA)
     classes, scores, emb = cells["soundscape"][0], cells["soundscape_scores"], cells["embeddings"]
     has = classes != NODATA
     assert 0 < has.sum() < has.size  # RGB.byte has empty corner cells
@@ -174,6 +174,23 @@ def test_uint16_rgba_is_scaled_masked_and_on_grid(bundles, tmp_path):
     with rasterio.open(out / "landcover.tif") as ds:
         land = ds.read(1)[: alpha.shape[0], : alpha.shape[1]]
     assert np.all(land[~alpha] == NODATA) and np.all(land[alpha] != NODATA)  # alpha masks per pixel
+
+
+def test_landcover_lies_on_the_input_grid_when_the_resolutions_do_not_divide(bundles, tmp_path):
+    """1.38 m imagery and a 1.0 m model: a model pixel is 0.72 input pixels, so land cover comes
+    on the input's own grid and extent (not on a 1.0 m grid that matches no input pixel edge)."""
+    bundle = regrid_bundle(bundles["full600"], tmp_path / "full1.0", 1.0)
+    [result] = map_files([RGBA], bundle, tmp_path / "out", "torch", QUIET)
+    assert result.status == "mapped", result.message
+    with rasterio.open(RGBA) as src, rasterio.open(tmp_path / "out" / "RGBA.uint16" / "landcover.tif") as lc:
+        assert _check_on_grid(lc, src) == (1, 1)
+        assert lc.shape == src.shape and lc.bounds == src.bounds
+        land, alpha = lc.read(1), src.read(4) > 0
+    inside, outside = binary_erosion(alpha, iterations=2), binary_erosion(~alpha, iterations=2)
+    assert np.all(land[inside] < len(LAND)) and np.all(land[outside] == NODATA)  # up to the mask's edge
+    with rasterio.open(tmp_path / "out" / "RGBA.uint16" / "soundscape.tif") as cells:
+        kx, ky = _check_on_grid(cells, src)  # cells: whole multiples of input pixels
+    assert kx == ky == round(64 / 1.38)
 
 
 def test_far_resolution_is_mapped_with_a_warning(bundles, tmp_path):
