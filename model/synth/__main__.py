@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
+from model.core.atomic import staging_dir
 from model.core.cli import run_cli
+from model.synth.errors import SynthError
 from model.synth.world import CLASSES
 
 EPILOG = f"""classes (ids 0..5, DeepGlobe colours): {', '.join(CLASSES)}.
@@ -19,7 +22,9 @@ examples:
 
 
 def _common(p: argparse.ArgumentParser, samples: bool = True) -> None:
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--out", required=True, help="output folder (created if missing; must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty output folder (the new one takes its place only once complete)")
     if samples:
         p.add_argument("--samples", type=int, required=True, help="number of items to write")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0); same seed -> same output")
@@ -90,28 +95,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> str:
-    """Dispatch a parsed command line; return a one-line summary of what was written."""
+def output_folder(out: str | Path, overwrite: bool) -> Path:
+    """The output folder, checked: a file there, or a non-empty folder without ``overwrite``, is a
+    SynthError (new files over old ones would mix two worlds: a metadata.csv of 3 rows beside 40
+    stale images). Missing parents are created."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SynthError(f"{out}: folder is not empty; pass --overwrite to replace it, or choose a new folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SynthError(f"{out.parent}: cannot create folder ({e.strerror or e})") from None
+    return out
+
+
+def write(args: argparse.Namespace, folder: Path) -> int:
+    """Write what the parsed command line asks for into ``folder``; returns the number of files
+    or items written (for the summary)."""
     from model.synth import downstream, pairs, scene
 
     progress = not args.quiet
     if args.mode == "pairs":
-        out = pairs.write_pairs(args.out, args.samples, args.size, args.seed, tuple(args.duration), args.workers,
-                                args.gsd, progress)
-        return f"wrote {args.samples} pairs to {out}"
-    if args.mode == "scene":
-        paths = scene.write_scene(args.out, args.size, args.gsd, args.seed, args.cell, progress)
-        return "wrote " + ", ".join(str(p) for p in paths.values())
-    if args.mode == "classify":
-        out = downstream.write_classify(args.out, args.samples, args.size, args.seed, args.gsd, args.threshold,
-                                        args.workers, progress)
+        pairs.write_pairs(folder, args.samples, args.size, args.seed, tuple(args.duration), args.workers,
+                          args.gsd, progress)
+    elif args.mode == "scene":
+        return len(scene.write_scene(folder, args.size, args.gsd, args.seed, args.cell, progress))
+    elif args.mode == "classify":
+        downstream.write_classify(folder, args.samples, args.size, args.seed, args.gsd, args.threshold,
+                                  args.workers, progress)
     elif args.mode == "deepglobe":
-        out = downstream.write_deepglobe(args.out, args.samples, args.size, args.seed, args.split,
-                                         args.test_fraction, args.gsd, args.workers, progress)
+        downstream.write_deepglobe(folder, args.samples, args.size, args.seed, args.split,
+                                   args.test_fraction, args.gsd, args.workers, progress)
     else:
-        out = downstream.write_advance(args.out, args.samples, args.size, args.seed, args.duration, args.gsd,
-                                       args.threshold, args.workers, progress)
-    return f"wrote {args.samples} {args.mode} items to {out}"
+        downstream.write_advance(folder, args.samples, args.size, args.seed, args.duration, args.gsd,
+                                 args.threshold, args.workers, progress)
+    return args.samples
+
+
+def run(args: argparse.Namespace) -> str:
+    """Dispatch a parsed command line; return a one-line summary of what was written.
+
+    Everything is written into a hidden staging folder beside ``--out`` that becomes ``--out`` only
+    when complete (:func:`model.core.atomic.staging_dir`): an interrupted or failed run leaves the
+    folder as it was, and ``--overwrite`` replaces the old world whole, never file by file."""
+    out = output_folder(args.out, args.overwrite)
+    with staging_dir(out) as folder:
+        count = write(args, folder)
+    what = {"pairs": "pairs", "scene": "scene files"}.get(args.mode, f"{args.mode} items")
+    return f"wrote {count} {what} to {out}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(run(args))
     except KeyboardInterrupt:
-        print("error: interrupted; completed files are kept, none is half-written", file=sys.stderr)
+        print(f"error: interrupted; {args.out} is left as it was", file=sys.stderr)
         return 130
     return 0
 

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from PIL import Image
@@ -137,6 +138,23 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not a folder" in err and "Traceback" not in err
     assert run_cli(lambda: main(["scene", "--out", str(tmp_path / "s"), "--gsd", "0"])) == 2
+    assert not (tmp_path / "s").exists() and [p.name for p in tmp_path.iterdir()] == ["file"]  # nothing half-made
+
+
+def test_a_non_empty_folder_is_replaced_only_with_overwrite_and_whole(tmp_path, capsys):
+    out = tmp_path / "pairs"
+    args = ["pairs", "--out", str(out), "--size", "64", "--duration", "1", "1", "--quiet"]
+    assert run_cli(lambda: main([*args, "--samples", "4"])) == 0
+    assert run_cli(lambda: main([*args, "--samples", "2"])) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {out}: folder is not empty; pass --overwrite to replace it, or choose a new folder"
+    assert len(pd.read_csv(out / "metadata.csv")) == 4 and len(list((out / "images").iterdir())) == 4
+    assert run_cli(lambda: main([*args, "--samples", "2", "--overwrite"])) == 0
+    assert len(pd.read_csv(out / "metadata.csv")) == 2 and len(list((out / "images").iterdir())) == 2  # no stale files
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs"]  # no staging folder left
+    (tmp_path / "empty").mkdir()
+    assert run_cli(lambda: main(["classify", "--out", str(tmp_path / "empty"), "--samples", "6", "--size", "64",
+                                 "--quiet"])) == 0
 
 
 # --- the world and its sound -----------------------------------------------------------------
