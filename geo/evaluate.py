@@ -11,9 +11,12 @@ For a scene written by ``python -m model.synth scene`` (``landcover_truth.tif`` 
   ``soundscape.tif``'s cell grid; agreement = share of cells where the predicted class equals it,
   next to the class-frequency baseline (always the most frequent true class).
 
-Classes are matched by position: the synthetic world's order (urban, agriculture, rangeland,
-forest, water, barren and their sound signatures), which the land-cover and soundscape heads
-trained on it keep. Product rasters are at the model's resolution and read whole.
+Classes are matched by position, the order the heads trained on the synthetic world keep: for
+land cover the world's classes (urban, agriculture, rangeland, forest, water, barren); for the
+soundscape its sound classes (``model.data.sound_classes.SYNTHETIC_CLASSES``: traffic, human
+activity, insects, birdsong, water, wind), whose names the truth raster carries in its
+``sound_classes`` tag (read here, so this module stays free of the training stack). Product
+rasters are at the model's resolution and read whole.
 """
 from __future__ import annotations
 
@@ -72,6 +75,16 @@ def soundscape_scores(pred: np.ndarray, truth: np.ndarray, names: list[str]) -> 
             "true_counts": {n: int(true_counts[k]) for k, n in enumerate(names)}}
 
 
+def sound_class_names(truth_path: Path, count: int) -> list[str]:
+    """The sound-class names of a soundscape truth raster, in class-id order (its ``sound_classes``
+    tag); a truth without the tag (an older scene) gets ``class 0`` ... ``class {count - 1}``."""
+    import rasterio
+
+    with rasterio.open(truth_path) as src:
+        tagged = src.tags().get("sound_classes", "")
+    return tagged.split(",") if tagged else [f"class {i}" for i in range(count)]
+
+
 def evaluate_map(map_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
     """Scores of the products in ``map_dir`` against the truth files in ``truth_dir``."""
     from rasterio.enums import Resampling
@@ -88,7 +101,8 @@ def evaluate_map(map_dir: str | Path, truth_dir: str | Path) -> dict[str, Any]:
         if not (truth_dir / truth).is_file():
             fail(f"{truth_dir / truth}: no such truth file (a folder written by python -m model.synth scene)")
         pred, true = _on_grid(truth_dir / truth, map_dir / product, resampling)
-        report[name] = score(pred, true, list(CLASSES))
+        names = list(CLASSES) if name == "landcover" else sound_class_names(truth_dir / truth, len(CLASSES))
+        report[name] = score(pred, true, names)
     if len(report) == 2:
         fail(f"{map_dir}: no landcover.tif or soundscape.tif (a folder written by python -m geo.map)")
     return report

@@ -44,7 +44,7 @@ def full_bundle(path: Path, tile: int = TILE, audio: bool = True, heads: bool = 
 
 # ---- the gallery and soundscape tests' bundles and pairs (8-d) ---------------------------------
 N_PAIRS = 12
-PAIRS_SEED = 5  # with 12 pairs, all six dominant classes occur in the training split
+PAIRS_SEED = 4  # with 12 pairs, all six sound classes (by dominant source) occur in the training split
 SMALL = dict(layers=(1, 1, 1, 1), stem_width=8, widths=(8, 8, 16, 16))
 EMBED_DIM = 8
 

@@ -5,7 +5,7 @@ metadata, never from image labels. A class list assigns each recording (a row of
 ``metadata.csv``) to at most one class by one of two rules:
 
 - ``dominant``: the value of the metadata column ``dominant`` (the synthetic world writes the
-  land-cover class whose sound dominates a recording); each class lists the values it takes.
+  loudest sound source of a recording); each class lists the values it takes.
 - ``keywords``: words in the ``title``, else in the ``description`` (real Aporee-style
   metadata). A keyword matches a whole word, case-insensitively; a trailing ``*`` matches any
   word that starts with it (``bird*``: birds, birdsong); several words match as a phrase
@@ -86,24 +86,27 @@ class SoundClasses:
         return _assign_by_keywords(self, table)
 
 
-# ---- the synthetic world's six sound signatures ---------------------------------------------
+# ---- the synthetic world's sound classes --------------------------------------------------------
 
 SYNTHETIC_CLASSES = SoundClasses(
     classes=(
-        SoundClass("traffic", (228, 26, 28), dominant=("urban",)),
-        SoundClass("insects & machinery", (255, 127, 0), dominant=("agriculture",)),
-        SoundClass("wind in grass", (202, 178, 214), dominant=("rangeland",)),
-        SoundClass("birdsong", (51, 160, 44), dominant=("forest",)),
+        SoundClass("traffic", (228, 26, 28), dominant=("traffic",)),
+        SoundClass("human activity", (255, 127, 0), dominant=("voices", "machinery")),
+        SoundClass("insects", (255, 217, 47), dominant=("insects",)),
+        SoundClass("birdsong", (51, 160, 44), dominant=("birdsong",)),
         SoundClass("water", (31, 120, 180), dominant=("water",)),
-        SoundClass("quiet wind", (153, 153, 153), dominant=("barren",)),
+        SoundClass("wind", (153, 153, 153), dominant=("wind",)),
     ),
     rule="dominant",
-    source="the synthetic world's sound signatures (metadata column 'dominant')",
+    source="the synthetic world's sound sources (metadata column 'dominant')",
 )
+"""Six classes of the synthetic world's seven sound sources (``model.synth.soundscape.SOURCES``):
+the loudest source of a recording (its ``dominant``) picks the class; voices and machinery are one
+class, "human activity". Their order is the class ids of the scene's ``soundscape_truth.tif``."""
 
 
 def default_classes(table: pd.DataFrame) -> SoundClasses:
-    """The synthetic classes when every ``dominant`` value is a synthetic land-cover class, else the
+    """The synthetic classes when every ``dominant`` value is a synthetic sound source, else the
     shipped keyword rules (:data:`DEFAULT_CLASS_FILE`)."""
     if DOMINANT_COLUMN in table.columns:
         values = set(table[DOMINANT_COLUMN].dropna().astype(str)) - {""}

@@ -9,7 +9,7 @@ is a dict:
 - ``audio``: float32 (n, 1, n_mels, chunk_frames) log-mel chunks of the recording: one chunk at a
   random start frame when ``random_audio_chunk`` (the training default), else every whole chunk;
 - ``key``: int; ``location``: float64 (2,) tensor (longitude, latitude) in degrees;
-- ``dominant``: the dominant land-cover class name ("" when blank), only when the metadata has
+- ``dominant``: the dominant sound source of the recording ("" when blank), only when the metadata has
   that column (``model.synth`` pairs do).
 
 Images come from ``images/{key}.jpg`` or, much faster, from a prepared cache

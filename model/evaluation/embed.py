@@ -19,7 +19,7 @@ from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bund
 @dataclass
 class Embedded:
     """Embeddings of N pairs: image (N, D), audio (N, D), keys (N,), locations (N, 2) lon/lat
-    degrees, dominant class names (N,) or empty strings."""
+    degrees, dominant sound-source names (N,) or empty strings."""
 
     image: np.ndarray
     audio: np.ndarray

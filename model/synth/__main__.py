@@ -11,7 +11,9 @@ from model.core.cli import run_cli
 from model.synth.errors import SynthError
 from model.synth.world import CLASSES
 
-EPILOG = f"""classes (ids 0..5, DeepGlobe colours): {', '.join(CLASSES)}.
+EPILOG = f"""land-cover classes (ids 0..5, DeepGlobe colours): {', '.join(CLASSES)}.
+classify and advance are labelled with twelve land uses (model/synth/land_use.py); pairs' dominant
+is the loudest sound source (docs/synthetic_world.md).
 Same seed, same world: the scene and the pairs of one seed show the same places.
 examples:
   python -m model.synth pairs --out data/synth --samples 1000
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--threshold", type=float, default=0.8,
-                   help="least share of the image the labelled class covers (default 0.8)")
+                   help="least share of the image the land cover under the land use covers (default 0.8)")
     _gsd(p)
     _workers(p)
 
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
     p.add_argument("--duration", type=float, default=10.0, help="recording length in seconds (default 10)")
     p.add_argument("--threshold", type=float, default=0.7,
-                   help="least share of the 96 m square around the recorder the labelled class covers (default 0.7)")
+                   help="least share of the 96 m square around the recorder its land cover covers (default 0.7)")
     _gsd(p)
     _workers(p)
     return parser

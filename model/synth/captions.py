@@ -1,32 +1,26 @@
-"""Titles and descriptions of recordings, from what lies around the place and what is heard."""
+"""Titles and descriptions of recordings: what is audible, and where it was recorded.
+
+The title names the loudest sound source and the place (its land cover), e.g. "Birdsong in
+woodland" or "Traffic by farmland"; the description lists what is heard, loudest first, and the
+incidental event, e.g. "Traffic, birdsong and people talking, with a dog barking.".
+"""
 from __future__ import annotations
 
-import numpy as np
-
-PLACE_NOUNS = ("street", "farmland", "meadow", "woodland", "lakeshore", "bare ground")
-"""What a recordist would call a place of each class, indexed by class id."""
-MENTION_FRACTION = 0.15  # a class is mentioned when it holds at least this fraction
+PLACE_NOUNS = ("town", "farmland", "meadow", "woodland", "lakeshore", "bare ground")
+"""What a recordist would call a place of each land-cover class, indexed by class id."""
+_PREPOSITION = ("in", "by", "on", "in", "on", "on")
 
 
-def _ranked(fractions: np.ndarray) -> list[int]:
-    order = np.argsort(-np.asarray(fractions), kind="stable")
-    return [int(c) for c in order if fractions[c] >= MENTION_FRACTION] or [int(order[0])]
+def title(dominant: str, land_cover: int) -> str:
+    """E.g. "Birdsong in woodland": the loudest source (a name of
+    :data:`model.synth.soundscape.SOURCES`) and the land cover of the place."""
+    return f"{dominant.capitalize()} {_PREPOSITION[land_cover]} {PLACE_NOUNS[land_cover]}"
 
 
-def title(fractions: np.ndarray) -> str:
-    """E.g. "Meadow near woodland": the dominant place, and the second one if it is mentioned."""
-    ranked = _ranked(fractions)
-    text = PLACE_NOUNS[ranked[0]].capitalize()
-    if len(ranked) > 1:
-        text += f" near {PLACE_NOUNS[ranked[1]]}"
-    return text
-
-
-def description(fractions: np.ndarray, phrases: dict[int, str], event: str | None) -> str:
-    """E.g. "Traffic and birdsong, with a dog barking.": what is heard, loudest share first."""
+def description(phrases: dict[str, str], event: str | None) -> str:
+    """E.g. "Traffic and birdsong, with a dog barking.": what is heard (phrases in loudness order)."""
     heard: list[str] = []
-    for c in _ranked(fractions):
-        phrase = phrases.get(c)
+    for phrase in phrases.values():
         if phrase and phrase not in heard:
             heard.append(phrase)
     if not heard:

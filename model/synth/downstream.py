@@ -2,18 +2,21 @@
 
 Three layouts, each mimicking a public dataset:
 
-- ``classify`` (like UC Merced): ``<out>/<class>/<class>_00012.jpg``; each image is a place where
-  one class covers at least ``threshold`` (default 0.8) of the image footprint;
+- ``classify`` (like UC Merced): ``<out>/<land use>/<land use>_00012.jpg``; each image is a place
+  whose land cover covers at least ``threshold`` (default 0.8) of the image footprint, labelled
+  with its land use (:mod:`model.synth.land_use`: twelve classes from land cover plus latents);
 - ``deepglobe`` (like DeepGlobe Land Cover): ``<out>/train/{id}_sat.jpg`` + ``{id}_mask.png`` with
   the DeepGlobe colour code; with ``split``: ``training_data/{images,masks}/`` and
   ``test_data/{images,masks}/`` instead. About UNKNOWN_PROBABILITY of the tiles carry a cloud,
   labelled with DeepGlobe's "unknown" colour (0, 0, 0) where its opacity exceeds 0.5;
-- ``advance`` (like ADVANCE): ``vision/<class>/{id}.jpg`` and ``sound/<class>/{id}.wav`` (16-bit
-  PCM, 22,050 Hz mono), places where one class covers at least ``threshold`` (default 0.7) of the
-  96 m square around the recording point, so it dominates what is heard.
+- ``advance`` (like ADVANCE): ``vision/<land use>/{id}.jpg`` and ``sound/<land use>/{id}.wav``
+  (16-bit PCM, 22,050 Hz mono), places whose land cover covers at least ``threshold`` (default
+  0.7) of the 96 m square around the recording point, labelled with their land use; the recording
+  is the place's soundscape (:mod:`model.synth.soundscape`), as for the pairs.
 
-``samples`` counts images in all; class-labelled layouts spread them evenly over the six classes
-(the first ``samples % 6`` classes get one more). Image ``i`` draws its randomness from
+``samples`` counts images in all; the land-use layouts spread them evenly over the twelve land
+uses (the first ``samples % 12`` get one more). The land uses are not the pretraining signal: the
+pairs' ``dominant`` is a sound source, and land uses that sound alike or look alike cut across it. Image ``i`` draws its randomness from
 ``SeedSequence(seed, spawn_key=(stream, i))``, so outputs do not depend on the number of workers.
 """
 from __future__ import annotations
@@ -26,12 +29,15 @@ import numpy as np
 
 from model.synth.errors import SynthError
 from model.synth.files import prepare_dir, write_audio, write_jpeg, write_png
+from model.synth.land_use import LAND_USES, land_use_positions
+from model.synth.latents import place_latents
 from model.synth.noise import fbm_grid, make_key
 from model.synth.pairs import KEY_OFFSET, check_common, check_duration, sample_rng
 from model.synth.parallel import run_jobs
-from model.synth.place import PAIR_GSD, dominated_positions, random_positions, render_place
-from model.synth.sounds import SAMPLE_RATE, soundscape
-from model.synth.world import CLASSES, DEEPGLOBE_COLOURS, N_CLASSES, SOUND_SIGMA_M, World
+from model.synth.place import PAIR_GSD, random_positions, render_place
+from model.synth.sounds import SAMPLE_RATE
+from model.synth.soundscape import soundscape, source_levels
+from model.synth.world import DEEPGLOBE_COLOURS, SOUND_SIGMA_M, World
 
 UNKNOWN_PROBABILITY = 0.15
 UNKNOWN_ID = len(DEEPGLOBE_COLOURS) - 1
@@ -54,11 +60,6 @@ class ImageJob:
     duration: float = 0.0
 
 
-def class_counts(samples: int) -> list[int]:
-    """Images per class when ``samples`` are spread evenly over the six classes."""
-    return [samples // N_CLASSES + (1 if c < samples % N_CLASSES else 0) for c in range(N_CLASSES)]
-
-
 def _check_threshold(threshold: float) -> float:
     if not 0.0 < float(threshold) <= 1.0:
         raise SynthError(f"--threshold must be in (0, 1], got {threshold}")
@@ -66,18 +67,8 @@ def _check_threshold(threshold: float) -> float:
 
 
 def _labelled_positions(world: World, samples: int, side: float, threshold: float, seed: int):
-    """(class id, x, y) per image, classes in order, positions dominated by their class."""
-    rng = sample_rng(seed, 0, stream=_STREAM_POSITIONS)
-    out = []
-    for c, count in enumerate(class_counts(samples)):
-        if count == 0:
-            continue
-        try:
-            xs, ys = dominated_positions(world, c, count, side, threshold, rng)
-        except SynthError as e:
-            raise SynthError(f"{CLASSES[c]}: {e}") from None
-        out.extend((c, float(x), float(y)) for x, y in zip(xs, ys))
-    return out
+    """(land-use id, x, y) per image, land uses in order (:func:`model.synth.land_use.land_use_positions`)."""
+    return land_use_positions(world, samples, side, threshold, sample_rng(seed, 0, stream=_STREAM_POSITIONS))
 
 
 def _write_class_image(job: ImageJob) -> None:
@@ -96,11 +87,11 @@ def write_classify(
     out = prepare_dir(out_dir)
     world = World(seed)
     jobs = []
-    counters = [0] * N_CLASSES
+    counters = [0] * len(LAND_USES)
     for i, (c, x, y) in enumerate(_labelled_positions(world, int(samples), size * gsd, threshold, seed)):
-        folder = out / CLASSES[c]
+        folder = out / LAND_USES[c]
         folder.mkdir(exist_ok=True)
-        path = folder / f"{CLASSES[c]}_{counters[c]:05d}.jpg"
+        path = folder / f"{LAND_USES[c]}_{counters[c]:05d}.jpg"
         counters[c] += 1
         jobs.append(ImageJob(seed, _STREAM_CLASSIFY, i, x, y, int(size), float(gsd), path))
     run_jobs(_write_class_image, jobs, workers, "classify", progress)
@@ -169,8 +160,10 @@ def write_deepglobe(
 
 def _write_advance_pair(job: ImageJob) -> None:
     rng = sample_rng(job.seed, job.index, stream=job.stream)
-    place = render_place(World(job.seed), job.x, job.y, job.size, job.gsd, rng)
-    sound = soundscape(place.fractions, job.duration, rng)
+    world = World(job.seed)
+    place = render_place(world, job.x, job.y, job.size, job.gsd, rng)
+    levels = source_levels(place_latents(world, job.x, job.y, place.fractions[None]))[0]
+    sound = soundscape(levels, job.duration, rng)
     write_jpeg(place.image, job.image_path)
     write_audio(sound.waveform, job.extra_path, SAMPLE_RATE)
 
@@ -187,7 +180,7 @@ def write_advance(
     world = World(seed)
     jobs = []
     for i, (c, x, y) in enumerate(_labelled_positions(world, int(samples), 4.0 * SOUND_SIGMA_M, threshold, seed)):
-        vision, sound = out / "vision" / CLASSES[c], out / "sound" / CLASSES[c]
+        vision, sound = out / "vision" / LAND_USES[c], out / "sound" / LAND_USES[c]
         vision.mkdir(parents=True, exist_ok=True)
         sound.mkdir(parents=True, exist_ok=True)
         jobs.append(ImageJob(seed, _STREAM_ADVANCE, i, x, y, int(size), float(gsd),

@@ -12,6 +12,9 @@ the world rendered in one piece or in blocks gives the same numbers.
   separably (rows of lattice values interpolated at each y, then at each x).
 - ``cellular(x, y, cell, key, jitter)``: distance (metres) to the nearest feature point, one point
   jittered inside each lattice cell, and a uniform id of that point's cell.
+- ``cellular_edge(x, y, cell, key, jitter)``: distance (metres) to the nearest edge of the Voronoi
+  diagram of those feature points, ``min_j (|p_j - q|^2 - |p_1 - q|^2) / (2 |p_j - p_1|)`` over
+  the other points ``p_j`` (``p_1`` the nearest; the distance from ``q`` to their bisector).
 """
 from __future__ import annotations
 
@@ -184,3 +187,29 @@ def cellular(
         ident = np.where(closer, uid, ident)
     return np.sqrt(best) * cell, ident
 
+
+
+def cellular_edge(x: np.ndarray, y: np.ndarray, cell: float, key: int, jitter: float = 0.8) -> np.ndarray:
+    """Distance in metres to the nearest Voronoi edge of ``cellular``'s feature points (same key).
+
+    For the nearest point ``p_1`` and every other point ``p_j`` of the 3 x 3 neighbouring cells, the
+    distance from the query ``q`` to their bisector is ``(|p_j - q|^2 - |p_1 - q|^2) / (2 |p_j - p_1|)``
+    (lattice units, times ``cell``); the smallest is the distance to the nearest edge.
+    """
+    ix, fx = _split(x, cell)
+    iy, fy = _split(y, cell)
+    offsets = [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    jx = _lattice_values(ix, iy, key, offsets)
+    jy = _lattice_values(ix, iy, (key ^ 0xA5A5A5A5) & _MASK64, offsets)
+    px = np.stack([dx + 0.5 + jitter * (ux - 0.5) for (dx, _), ux in zip(offsets, jx)])
+    py = np.stack([dy + 0.5 + jitter * (uy - 0.5) for (_, dy), uy in zip(offsets, jy)])
+    d2 = (px - fx) ** 2 + (py - fy) ** 2
+    nearest = np.argmin(d2, axis=0)
+    n1x = np.take_along_axis(px, nearest[None], axis=0)
+    n1y = np.take_along_axis(py, nearest[None], axis=0)
+    d1 = np.take_along_axis(d2, nearest[None], axis=0)
+    gap = np.sqrt((px - n1x) ** 2 + (py - n1y) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        edge = (d2 - d1) / (2.0 * gap)
+    edge[gap == 0] = np.inf
+    return edge.min(axis=0) * cell

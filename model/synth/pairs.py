@@ -2,7 +2,8 @@
 
 Layout of the output folder::
 
-    metadata.csv               key, longitude, latitude, title, description, frac_<class> x 6, dominant
+    metadata.csv               key, longitude, latitude, title, description, frac_<class> x 6, dominant,
+                               gsd, land_cover, activity, traffic, water_near, vegetation, wind
     images/{key}.jpg           RGB, size x size pixels at 0.5 m per pixel, centred on the place
     audio/{key}.mp3            22,050 Hz mono, duration uniform in [min, max] seconds
     spectrograms/{key}.jpg     SoundingEarth 8-bit log-mel JPEG (128 rows) of that recording
@@ -10,7 +11,10 @@ Layout of the output folder::
 
 Keys are ``100000 + i``. Places are uniform over the world's extent; ``frac_<class>`` are the
 centre-weighted fractions (Gaussian, sigma 24 m) that drove the audio mix, written with six
-decimals and summing to exactly 1; ``dominant`` is the class of the largest fraction.
+decimals and summing to exactly 1; ``land_cover`` is the class of the largest fraction. The
+latents (:mod:`model.synth.latents`, each 0..1, three decimals) set the sound sources' levels
+(:mod:`model.synth.soundscape`), and ``dominant`` is the recording's loudest sound source
+(one of :data:`model.synth.soundscape.SOURCES`), which is what the soundscape head learns.
 Sample ``i`` draws its randomness from ``SeedSequence(seed, spawn_key=(1, i))``, so the output is
 the same whatever the number of workers.
 """
@@ -23,16 +27,19 @@ from pathlib import Path
 import numpy as np
 
 from model.synth.captions import description, title
+from model.synth.latents import LATENTS, Latents, place_latents
 from model.synth.errors import SynthError
 from model.synth.files import prepare_dir, write_audio, write_csv, write_jpeg, write_png
 from model.synth.parallel import run_jobs
 from model.synth.place import PAIR_GSD, random_positions, render_place
-from model.synth.sounds import SAMPLE_RATE, soundscape
+from model.synth.sounds import SAMPLE_RATE
+from model.synth.soundscape import soundscape, source_levels
 from model.synth.world import CLASSES, World
 
 KEY_OFFSET = 100_000
 FRACTION_COLUMNS = [f"frac_{c}" for c in CLASSES]
-COLUMNS = ["key", "longitude", "latitude", "title", "description", *FRACTION_COLUMNS, "dominant", "gsd"]
+COLUMNS = ["key", "longitude", "latitude", "title", "description", *FRACTION_COLUMNS, "dominant", "gsd",
+           "land_cover", *LATENTS]
 SUBFOLDERS = ("images", "audio", "spectrograms", "masks")
 MIN_SIZE, MAX_SIZE = 32, 1024
 MAX_DURATION = 120.0
@@ -68,11 +75,16 @@ def rounded_fractions(fractions: np.ndarray, decimals: int = 6) -> np.ndarray:
 
 
 def fraction_fields(fractions: np.ndarray) -> dict[str, str]:
-    """The ``frac_<class>`` and ``dominant`` CSV fields of one place."""
+    """The ``frac_<class>`` and ``land_cover`` (class of the largest fraction) CSV fields of one place."""
     rounded = rounded_fractions(fractions)
     fields = {col: f"{v:.6f}" for col, v in zip(FRACTION_COLUMNS, rounded)}
-    fields["dominant"] = CLASSES[int(np.argmax(rounded))]
+    fields["land_cover"] = CLASSES[int(np.argmax(rounded))]
     return fields
+
+
+def latent_fields(latents: Latents, i: int = 0) -> dict[str, str]:
+    """The latent CSV fields (``activity``, ``traffic``, ...) of place ``i``, three decimals."""
+    return {name: f"{value:.3f}" for name, value in latents.row(i).items()}
 
 
 def make_pair(job: PairJob) -> dict[str, str]:
@@ -81,8 +93,10 @@ def make_pair(job: PairJob) -> dict[str, str]:
 
     rng = sample_rng(job.seed, job.index)
     key = KEY_OFFSET + job.index
-    place = render_place(World(job.seed), job.x, job.y, job.size, job.gsd, rng)
-    sound = soundscape(place.fractions, rng.uniform(*job.duration), rng)
+    world = World(job.seed)
+    place = render_place(world, job.x, job.y, job.size, job.gsd, rng)
+    latents = place_latents(world, job.x, job.y, place.fractions[None])
+    sound = soundscape(source_levels(latents)[0], rng.uniform(*job.duration), rng)
     write_jpeg(place.image, job.out_dir / "images" / f"{key}.jpg")
     write_png(place.mask, job.out_dir / "masks" / f"{key}.png")
     write_audio(sound.waveform, job.out_dir / "audio" / f"{key}.mp3", SAMPLE_RATE)
@@ -92,10 +106,12 @@ def make_pair(job: PairJob) -> dict[str, str]:
         "key": str(key),
         "longitude": f"{job.longitude:.6f}",
         "latitude": f"{job.latitude:.6f}",
-        "title": title(place.fractions),
-        "description": description(place.fractions, sound.phrases, sound.event),
+        "title": title(sound.dominant, place.land_cover),
+        "description": description(sound.phrases, sound.event),
         **fraction_fields(place.fractions),
+        "dominant": sound.dominant,
         "gsd": f"{job.gsd:g}",  # metres per pixel of the image
+        **latent_fields(latents),
     }
 
 

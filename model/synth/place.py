@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.synth.errors import SynthError
 from model.synth.textures import render
-from model.synth.world import N_CLASSES, World, centred_grid
+from model.synth.world import World, centred_grid
 
 PAIR_GSD = 0.5  # metres per pixel of pair images, as the scene's default
 
@@ -29,7 +28,8 @@ class Place:
     fractions: np.ndarray
 
     @property
-    def dominant(self) -> int:
+    def land_cover(self) -> int:
+        """Class id of the largest centre-weighted fraction."""
         return int(np.argmax(self.fractions))
 
 
@@ -59,31 +59,3 @@ def random_positions(world: World, count: int, rng: np.random.Generator) -> tupl
     """``count`` world-local positions (metres), uniform over the world's extent."""
     xy = rng.uniform(0.0, world.extent, (2, count))
     return xy[0], xy[1]
-
-
-def dominated_positions(
-    world: World, class_id: int, count: int, side: float, threshold: float, rng: np.random.Generator,
-    max_batches: int = 400,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` positions where class ``class_id`` covers at least ``threshold`` of the
-    ``side``-metre square around the position (estimated on a 9 x 9 grid of points).
-
-    Candidates are drawn uniformly over the world's extent in batches of 1024; raises SynthError
-    if fewer than ``count`` are found in ``max_batches`` batches.
-    """
-    if not 0 <= class_id < N_CLASSES:
-        raise SynthError(f"class id {class_id} is not in 0..{N_CLASSES - 1}")
-    found_x: list[np.ndarray] = []
-    found_y: list[np.ndarray] = []
-    total = 0
-    for _ in range(max_batches):
-        cx, cy = random_positions(world, 1024, rng)
-        keep = world.area_fractions(cx, cy, side)[:, class_id] >= threshold
-        found_x.append(cx[keep])
-        found_y.append(cy[keep])
-        total += int(keep.sum())
-        if total >= count:
-            return np.concatenate(found_x)[:count], np.concatenate(found_y)[:count]
-    raise SynthError(
-        f"found only {total} of {count} places with class {class_id} covering {threshold:.0%}; lower the threshold"
-    )

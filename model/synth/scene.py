@@ -7,11 +7,15 @@ Files written to the output folder:
   down to about 128 pixels;
 - ``landcover_truth.tif``: uint8 class ids 0..5 on the same grid, DeepGlobe colour table,
   DEFLATE, overviews by mode;
-- ``soundscape_truth.tif``: the dominant sound class (0..5) per cell of ``cell`` metres, cells
-  starting at the scene's top-left corner (the last row/column may reach past the scene);
+- ``soundscape_truth.tif``: per cell of ``cell`` metres (cells starting at the scene's top-left
+  corner; the last row/column may reach past the scene), the sound class of the dominant sound
+  source at the cell centre: the loudest of :func:`model.synth.soundscape.source_levels` (no
+  per-recording jitter), as a class id of ``model.data.sound_classes.SYNTHETIC_CLASSES`` (0..5),
+  with those classes' colours; the tag ``sound_classes`` lists the class names in id order;
 - ``soundscape_truth.csv``: one row per cell: row, col, cell-centre easting/northing (m),
-  longitude/latitude (degrees), ``frac_<class>`` (the centre-weighted fractions used for pair
-  audio, Gaussian sigma 24 m around the cell centre) and ``dominant``.
+  longitude/latitude (degrees), ``frac_<class>`` (centre-weighted fractions, Gaussian sigma 24 m
+  around the cell centre), ``land_cover``, the latents (``activity``, ``traffic``, ...) and
+  ``dominant`` (the dominant sound source, whose class the raster holds).
 
 The scene is centred on the middle of the world's sampling square, so pairs of the same seed fall
 inside it; the top-left corner is snapped to whole metres. Pixels are rendered and written one
@@ -29,14 +33,18 @@ import numpy as np
 from model.core.atomic import atomic_path
 from model.synth.errors import SynthError
 from model.synth.files import prepare_dir, write_csv
-from model.synth.pairs import FRACTION_COLUMNS, fraction_fields
+from model.data.sound_classes import SYNTHETIC_CLASSES
+from model.synth.latents import LATENTS, place_latents
+from model.synth.pairs import FRACTION_COLUMNS, fraction_fields, latent_fields
+from model.synth.soundscape import dominant_sources, source_levels
 from model.synth.textures import render
 from model.synth.world import CLASS_COLOURS, CLASSES, CRS, World, pixel_grid
 
 BLOCK = 512
 MIN_OVERVIEW_PX = 128
 MAX_SCENE_PX = 65_536
-CSV_COLUMNS = ["row", "col", "easting", "northing", "longitude", "latitude", *FRACTION_COLUMNS, "dominant"]
+CSV_COLUMNS = ["row", "col", "easting", "northing", "longitude", "latitude", *FRACTION_COLUMNS, "land_cover",
+               *LATENTS, "dominant"]
 
 
 def scene_origin(world: World, size: int, gsd: float) -> tuple[float, float]:
@@ -64,8 +72,16 @@ def overview_factors(size: int) -> list[int]:
     return factors
 
 
-def _colormap() -> dict[int, tuple[int, int, int, int]]:
-    return {i: (*rgb, 255) for i, rgb in enumerate(CLASS_COLOURS)}
+def _colormap(colours=CLASS_COLOURS) -> dict[int, tuple[int, int, int, int]]:
+    return {i: (*rgb, 255) for i, rgb in enumerate(colours)}
+
+
+def sound_class_id(source: str) -> int:
+    """Class id (position in SYNTHETIC_CLASSES) of the class a sound source belongs to."""
+    for i, sound_class in enumerate(SYNTHETIC_CLASSES.classes):
+        if source in sound_class.dominant:
+            return i
+    raise SynthError(f"sound source {source!r} belongs to no synthetic sound class")
 
 
 def _check(size: int, gsd: float, cell: float) -> None:
@@ -133,6 +149,8 @@ def _write_soundscape(world: World, x0: float, y0: float, size: int, gsd: float,
     import rasterio
 
     n, rows, cols, cx, cy, fractions = _soundscape_cells(world, x0, y0, size, gsd, cell)
+    latents = place_latents(world, cx, cy, fractions)
+    sources = dominant_sources(source_levels(latents))
     east, north = world.to_crs(cx, cy)
     lon, lat = world.lonlat(cx, cy)
     records = []
@@ -140,16 +158,18 @@ def _write_soundscape(world: World, x0: float, y0: float, size: int, gsd: float,
         records.append({
             "row": str(rows[i]), "col": str(cols[i]), "easting": f"{east[i]:.2f}", "northing": f"{north[i]:.2f}",
             "longitude": f"{lon[i]:.6f}", "latitude": f"{lat[i]:.6f}", **fraction_fields(fractions[i]),
+            **latent_fields(latents, i), "dominant": sources[i],
         })
-    dominant = np.array([CLASSES.index(r["dominant"]) for r in records], dtype=np.uint8).reshape(n, n)
+    dominant = np.array([sound_class_id(s) for s in sources], dtype=np.uint8).reshape(n, n)
     e0, n0 = world.to_crs(x0, y0)
     profile = dict(driver="GTiff", width=n, height=n, count=1, dtype="uint8", crs=CRS,
                    transform=north_up(float(e0), float(n0), cell), compress="DEFLATE")
     with atomic_path(tif_path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(dominant[None])
-            dst.write_colormap(1, _colormap())
-            dst.descriptions = (f"dominant sound class per {cell:g} m cell",)
+            dst.write_colormap(1, _colormap([c.color for c in SYNTHETIC_CLASSES.classes]))
+            dst.descriptions = (f"sound class of the dominant sound source per {cell:g} m cell",)
+            dst.update_tags(sound_classes=",".join(SYNTHETIC_CLASSES.names))
     write_csv(records, CSV_COLUMNS, csv_path)
 
 

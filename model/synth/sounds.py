@@ -1,31 +1,30 @@
-"""Sound signatures of the six classes and the soundscape of a place (22,050 Hz mono).
+"""Sound signatures of the synthetic world's sound sources (22,050 Hz mono), and incidental events.
 
 Noise is coloured in the frequency domain: a complex Gaussian spectrum times a gain ``G(f)``,
 inverse-FFT'd. Gains are built from ``band(f, lo, hi) = 1 / sqrt((1 + (lo/f)^4) (1 + (f/hi)^4))``
 (a second-order band-pass, Hz) and ``tilt(f, a) = (f / 1 kHz)^(-a/2)`` (a 1/f^a power spectrum).
 
-Signatures (each scaled to unit RMS):
-- urban: traffic rumble (25-180 Hz), engine harmonics of a wandering 40-80 Hz fundamental, cars
-  passing (200-3000 Hz noise under Gaussian envelopes of 0.8-2.5 s), now and then a car horn;
-- agriculture: crickets (3.8-6 kHz carriers pulsed at 25-45 Hz in chirps of 1.5-4 Hz), cicada
-  hiss (6-9 kHz) and, often, a tractor (22-35 Hz fundamental with harmonics, passing by);
-- rangeland: wind in grass (300-5000 Hz noise under slow gusts and 12 Hz rustle);
-- forest: two to four bird species singing phrases of 40-160 ms syllables (up, down or trilled
-  sweeps between 1.8 and 8 kHz), leaf rustle;
+Signatures (each a function ``(n samples, rng) -> (unit-RMS waveform, phrase)``, :data:`SIGNATURES`
+by source name; how loud each is at a place is :mod:`model.synth.soundscape`'s business):
+- traffic: rumble (25-180 Hz), engine harmonics of a wandering 40-80 Hz fundamental, cars passing
+  (200-3000 Hz noise under Gaussian envelopes of 0.8-2.5 s), now and then a car horn;
+- voices: two to five talkers, each a glottal tone (a sawtooth of fundamental 95-280 Hz, gliding)
+  shaped by a 300-3400 Hz band, chopped into syllables at 3-6 Hz and into phrases of 1-4 s;
+- machinery: an engine (22-35 Hz fundamental, six harmonics, plus 60-500 Hz noise) passing by,
+  or a generator's steady hum (45-60 Hz);
+- insects: crickets (3.8-6 kHz carriers pulsed at 25-45 Hz in chirps of 1.5-4 Hz) and cicada hiss
+  (6-9 kHz);
+- birdsong: two to four species singing phrases of 40-160 ms syllables (up, down or trilled sweeps
+  between 1.8 and 8 kHz), leaf rustle;
+- wind: gusts (0.2-0.35 per second) of grass rustle (300-5000 Hz, 12 Hz flutter) and low wind
+  (15-400 Hz, 1/f^1.5), in random proportions, sometimes a whistle (600-1400 Hz);
 - water: waves (60-7000 Hz noise swelling with a 4-9 s period) and flowing water (700-8000 Hz
-  noise under a 25 Hz babble envelope), in random proportions;
-- barren: low wind (15-400 Hz, steep 1/f^1.5 slope) in gusts, sometimes a whistle, and it is
-  quiet: its level is CLASS_LEVEL_DB = -14 dB below traffic.
+  noise under a 25 Hz babble envelope), in random proportions.
 
-A soundscape mixes the signatures as ``y = g (sum_c frac_c 10^(L_c/20) a_c s_c + b n + e)``:
-``frac_c`` the centre-weighted class fractions, ``L_c`` the class level (dB), ``a_c`` a random
-gain of +-3 dB, ``n`` pink background noise at -34..-22 dB, ``e`` an optional event (a dog, an
-aeroplane, church bells) and ``g`` scaling the mix to an RMS of ``10^(U/20) sum_c frac_c 10^(L_c/20)``
-with ``U`` uniform in -26..-14 dB (quiet places stay quiet); the peak is kept below 0.98.
+Events (:data:`EVENTS`: a dog, an aeroplane, church bells) are incidental sounds laid over a mix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
@@ -33,18 +32,6 @@ import numpy as np
 import scipy.fft
 
 SAMPLE_RATE = 22050
-CLASS_LEVEL_DB = np.array([0.0, -3.0, -6.0, -2.0, 0.0, -14.0])
-MIN_AUDIBLE_FRACTION = 0.02  # classes with a smaller fraction are not synthesised
-EVENT_PROBABILITY = 0.35
-
-
-@dataclass(frozen=True)
-class Soundscape:
-    """A synthesised recording: float32 waveform at ``SAMPLE_RATE`` Hz and what can be heard."""
-
-    waveform: np.ndarray
-    phrases: dict[int, str]
-    event: str | None
 
 
 def _band(f: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -113,7 +100,7 @@ def _gaussian_bumps(n: int, rng: np.random.Generator, rate: float, width: tuple[
     return env
 
 
-def urban(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def traffic(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """Traffic: rumble, engine harmonics, passing cars, sometimes a horn."""
     rumble = shaped_noise(n, rng, lambda f: _band(f, 25, 180) * _tilt(f, 1.0))
     f0 = 40.0 + 40.0 * smooth_random(n, rng, 0.2, 0.0, 1.0)
@@ -130,34 +117,75 @@ def urban(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return _unit(y), "traffic"
 
 
-def agriculture(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """Crickets, cicada hiss and, often, a tractor passing."""
+def voices(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Two to five talkers: gliding glottal tones in a speech band, chopped into syllables and phrases."""
     t = _times(n)
-    insects = np.zeros(n)
-    for _ in range(rng.integers(2, 4)):
-        carrier = np.sin(2 * np.pi * rng.uniform(3800, 6000) * t)
-        pulse = np.sin(np.pi * rng.uniform(25, 45) * t) ** 2
-        chirp = np.clip(4.0 * (np.sin(2 * np.pi * rng.uniform(1.5, 4.0) * t + rng.uniform(0, 6.3)) - 0.2), 0, 1)
-        insects += rng.uniform(0.4, 1.0) * carrier * pulse * chirp
-    hiss = shaped_noise(n, rng, lambda f: _band(f, 6000, 9000)) * smooth_random(n, rng, 0.5, 0.3, 1.0)
-    y = 0.8 * _unit(insects) + 0.25 * hiss
-    if rng.random() < 0.6:
+    y = np.zeros(n)
+    talkers = int(rng.integers(2, 6))
+    high = 0
+    for _ in range(talkers):
+        f_base = rng.uniform(95.0, 280.0)
+        high += f_base > 220.0
+        f0 = f_base * (1.0 + 0.12 * smooth_random(n, rng, 3.0, -1.0, 1.0))
+        tone = 2.0 * np.mod(np.cumsum(f0) / SAMPLE_RATE + rng.random(), 1.0) - 1.0  # sawtooth: all harmonics, 1/k
+        syllables = np.clip(np.sin(2 * np.pi * rng.uniform(3.0, 6.0) * t + rng.uniform(0, 6.3)), 0.0, 1.0)
+        phrases = (smooth_random(n, rng, rng.uniform(0.25, 1.0), 0.0, 1.0) > 0.45).astype(np.float32)
+        y += rng.uniform(0.4, 1.0) * tone * syllables * phrases
+    shaped = band_filter(y, 300.0, 3400.0)
+    murmur = 0.25 * shaped_noise(n, rng, lambda f: _band(f, 200, 2500)) * smooth_random(n, rng, 1.0, 0.3, 1.0)
+    phrase = "children playing" if high >= 2 else ("people talking" if talkers < 4 else "a crowd of voices")
+    return _unit(_unit(shaped) + murmur), phrase
+
+
+def band_filter(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``y`` through the band-pass ``band(f, lo, hi)`` (Hz), applied in the frequency domain."""
+    size = scipy.fft.next_fast_len(y.size, real=True)
+    spectrum = scipy.fft.rfft(y, size)
+    spectrum *= _band(_frequencies(size), lo, hi)
+    return scipy.fft.irfft(spectrum, size)[: y.size]
+
+
+def machinery(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """An engine passing by (a tractor, a digger) or a generator's steady hum."""
+    if rng.random() < 0.7:
         f0 = rng.uniform(22, 35) * (1.0 + 0.05 * smooth_random(n, rng, 0.5, -1.0, 1.0))
         engine = _unit(_harmonics(f0, 6)) + 0.5 * shaped_noise(n, rng, lambda f: _band(f, 60, 500))
         centre, width = rng.uniform(0.2, 0.8) * n, rng.uniform(0.3, 0.8) * n
         passing = 0.25 + 0.75 * np.exp(-0.5 * ((np.arange(n) - centre) / width) ** 2)
-        y = y + 0.7 * engine * passing
-        return _unit(y), "insects and a tractor"
-    return _unit(y), "insects in the fields"
+        return _unit(engine * passing), "a tractor working"
+    f0 = np.full(n, rng.uniform(45.0, 60.0))
+    hum = _unit(_harmonics(f0, 8)) + 0.3 * shaped_noise(n, rng, lambda f: _band(f, 80, 1200))
+    return _unit(hum), "a generator humming"
 
 
-def rangeland(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """Wind in grass: mid-band noise under slow gusts and a fast rustle."""
-    gust = smooth_random(n, rng, 0.35, 0.1, 1.0) ** 1.5
+def insects(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Crickets and cicada hiss."""
+    t = _times(n)
+    chirps = np.zeros(n)
+    for _ in range(rng.integers(2, 4)):
+        carrier = np.sin(2 * np.pi * rng.uniform(3800, 6000) * t)
+        pulse = np.sin(np.pi * rng.uniform(25, 45) * t) ** 2
+        chirp = np.clip(4.0 * (np.sin(2 * np.pi * rng.uniform(1.5, 4.0) * t + rng.uniform(0, 6.3)) - 0.2), 0, 1)
+        chirps += rng.uniform(0.4, 1.0) * carrier * pulse * chirp
+    hiss = shaped_noise(n, rng, lambda f: _band(f, 6000, 9000)) * smooth_random(n, rng, 0.5, 0.3, 1.0)
+    return _unit(0.8 * _unit(chirps) + 0.25 * hiss), "crickets and cicadas"
+
+
+def wind(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """Gusts of grass rustle and low wind, in random proportions, sometimes a whistle."""
+    gust = smooth_random(n, rng, rng.uniform(0.2, 0.35), 0.05, 1.0) ** 1.5
     rustle = smooth_random(n, rng, 12.0, 0.55, 1.0)
-    grass = shaped_noise(n, rng, lambda f: _band(f, 300, 5000) * _tilt(f, 0.5))
-    low = shaped_noise(n, rng, lambda f: _band(f, 20, 200))
-    return _unit(grass * gust * rustle + 0.2 * low * gust), "wind in the grass"
+    grass = shaped_noise(n, rng, lambda f: _band(f, 300, 5000) * _tilt(f, 0.5)) * rustle
+    low = shaped_noise(n, rng, lambda f: _band(f, 15, 400) * _tilt(f, 1.5))
+    w_grass = rng.uniform(0.0, 1.0)
+    y = (w_grass * grass + (1.0 - w_grass) * low) * gust
+    phrase = "wind in the grass" if w_grass > 0.5 else "gusts of wind"
+    if rng.random() < 0.3:
+        fw = rng.uniform(600, 1400)
+        whistle = shaped_noise(n, rng, lambda f: _band(f, 0.93 * fw, 1.07 * fw) ** 4)
+        y = y + 0.3 * whistle * gust ** 1.5
+        phrase = "wind whistling"
+    return _unit(y), phrase
 
 
 def _syllable(duration: float, f_lo: float, span: float, kind: int) -> np.ndarray:
@@ -169,7 +197,7 @@ def _syllable(duration: float, f_lo: float, span: float, kind: int) -> np.ndarra
     return (np.sin(phase) + 0.2 * np.sin(2.0 * phase)) * np.hanning(t.size)
 
 
-def forest(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def birdsong(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """Birdsong of two to four species, with leaf rustle."""
     birds = np.zeros(n)
     for _ in range(rng.integers(2, 5)):
@@ -206,19 +234,9 @@ def water(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     return _unit((0.2 + w_waves) * waves + (0.2 + w_flow) * flow), phrase
 
 
-def barren(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """Low wind in gusts, sometimes a whistle: a nearly silent place."""
-    gust = smooth_random(n, rng, 0.2, 0.02, 1.0) ** 2
-    y = shaped_noise(n, rng, lambda f: _band(f, 15, 400) * _tilt(f, 1.5)) * gust
-    if rng.random() < 0.5:
-        fw = rng.uniform(600, 1400)
-        whistle = shaped_noise(n, rng, lambda f: _band(f, 0.93 * fw, 1.07 * fw) ** 4)
-        y = y + 0.3 * whistle * gust ** 1.5
-    return _unit(y), "wind and near-silence"
-
-
-SIGNATURES = (urban, agriculture, rangeland, forest, water, barren)
-"""Signature functions indexed by class id: (n samples, rng) -> (unit-RMS waveform, phrase)."""
+SIGNATURES = {"traffic": traffic, "voices": voices, "machinery": machinery, "insects": insects,
+              "birdsong": birdsong, "wind": wind, "water": water}
+"""Signature functions by sound-source name: (n samples, rng) -> (unit-RMS waveform, phrase)."""
 
 
 def _dog(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -260,32 +278,11 @@ def _bells(n: int, rng: np.random.Generator) -> np.ndarray:
 EVENTS = {"a dog barking": _dog, "an aeroplane passing over": _aeroplane, "church bells": _bells}
 
 
-def soundscape(fractions: np.ndarray, duration: float, rng: np.random.Generator) -> Soundscape:
-    """Synthesise ``duration`` seconds of the place whose class fractions are ``fractions`` (6,).
-
-    y = g (sum_c frac_c 10^(L_c/20) a_c s_c + b n + e); see the module docstring.
-    """
-    n = max(1, int(round(duration * SAMPLE_RATE)))
-    mix = np.zeros(n, dtype=np.float64)
-    phrases: dict[int, str] = {}
-    for c in np.flatnonzero(np.asarray(fractions) >= MIN_AUDIBLE_FRACTION):
-        signature, phrase = SIGNATURES[c](n, rng)
-        gain_db = CLASS_LEVEL_DB[c] + rng.uniform(-3.0, 3.0)
-        mix += fractions[c] * 10.0 ** (gain_db / 20.0) * signature
-        phrases[int(c)] = phrase
-    mix += 10.0 ** (rng.uniform(-34.0, -22.0) / 20.0) * shaped_noise(n, rng, lambda f: _band(f, 20, 10000) * _tilt(f, 1.0))
-    event = None
-    if rng.random() < EVENT_PROBABILITY:
-        event = list(EVENTS)[int(rng.integers(0, len(EVENTS)))]
-        level = rng.uniform(0.3, 1.0) * np.sqrt(np.mean(mix * mix))
-        mix += level * _unit(EVENTS[event](n, rng))
-    mix *= 10.0 ** (rng.uniform(-26.0, -14.0) / 20.0) / (np.sqrt(np.mean(mix * mix)) + 1e-12) * _loudness(fractions)
-    peak = float(np.max(np.abs(mix)))
-    if peak > 0.98:
-        mix *= 0.98 / peak
-    return Soundscape(waveform=mix.astype(np.float32), phrases=phrases, event=event)
+def background(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Pink background noise (20 Hz - 10 kHz, 1/f), unit RMS."""
+    return shaped_noise(n, rng, lambda f: _band(f, 20, 10000) * _tilt(f, 1.0))
 
 
-def _loudness(fractions: np.ndarray) -> float:
-    """Overall level of a place relative to a pure traffic one: sum_c frac_c 10^(L_c/20)."""
-    return float(np.sum(np.asarray(fractions) * 10.0 ** (CLASS_LEVEL_DB / 20.0)))
+def event_sound(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The incidental event ``name`` (a key of EVENTS), ``n`` samples, unit RMS."""
+    return _unit(EVENTS[name](n, rng))

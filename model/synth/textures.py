@@ -12,7 +12,9 @@ region's orientation ``theta`` (rotated frame ``u = x cos t + y sin t``, ``v = -
 - water: dark blue or teal with 2.5 m waves bent by 20 m noise and sun glints;
 - barren: sand or grey gravel with 10 m undulation, 2.2 m ripples and scattered rocks.
 
-The region's brightness and tint multiply the result; values are clipped to 0..255.
+The region's brightness and tint multiply the result; the latent road network
+(:mod:`model.synth.roads`) is painted over every class but water; values are clipped to 0..255.
+The class mask is the class field alone: a road keeps the class of the land it crosses.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.synth.noise import cellular, fbm, hash_uniform, make_key, value_noise
+from model.synth.roads import near_road, paint_roads, road_distance
 from model.synth.world import Regions, World
 
 _SALT_TEXTURE = 1000
@@ -190,5 +193,7 @@ def render(world: World, x: np.ndarray, y: np.ndarray, regions: Regions | None =
         )
         look = table.tint[rows] * table.bright[rows, None]
         out[sel] = texture(patch) * look
+    if near_road(world.seed, flat_x, flat_y):
+        out = paint_roads(out, classes, road_distance(world.seed, flat_x, flat_y), flat_x, flat_y, world.seed)
     rgb = np.clip(out, 0.0, 255.0).astype(np.uint8).reshape(*x.shape, 3)
     return rgb, classes.reshape(x.shape)

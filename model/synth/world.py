@@ -16,7 +16,8 @@ The class field is a warped Voronoi tessellation:
 4. region look: orientation, texture scale, brightness, tint and a variant number, hashed from
    the region's lattice cell, so every region of a class looks a little different.
 
-Audio is driven by the centre-weighted class fractions around a place:
+The audio of a place is driven by latent fields (:mod:`model.synth.latents`) that read, among
+other things, the centre-weighted class fractions around it:
 ``frac_c(x0, y0) = sum_p w_p [class(p) = c] / sum_p w_p`` with Gaussian weights
 ``w_p = exp(-|p - (x0, y0)|^2 / (2 sigma^2))``, ``sigma = SOUND_SIGMA_M``, over a square grid of
 points every ``FRACTION_STEP_M`` metres out to 3 sigma.
@@ -207,14 +208,16 @@ class World:
         """Class id (uint8) at world-local points ``(x, y)`` metres."""
         return self.regions(x, y).classes
 
-    def centre_fractions(self, cx: np.ndarray, cy: np.ndarray, sigma: float = SOUND_SIGMA_M) -> np.ndarray:
+    def centre_fractions(
+        self, cx: np.ndarray, cy: np.ndarray, sigma: float = SOUND_SIGMA_M, step: float = FRACTION_STEP_M
+    ) -> np.ndarray:
         """Gaussian-weighted class fractions around each centre, (n, 6) rows summing to 1.
 
         frac_c = sum_p w_p [class(p) = c] / sum_p w_p, w_p = exp(-d_p^2 / (2 sigma^2)), points
-        every FRACTION_STEP_M metres within 3 sigma (a square) of the centre.
+        every ``step`` metres (default FRACTION_STEP_M) within 3 sigma (a square) of the centre.
         """
-        half = int(np.ceil(3.0 * sigma / FRACTION_STEP_M))
-        offsets = np.arange(-half, half + 1) * FRACTION_STEP_M
+        half = int(np.ceil(3.0 * sigma / step))
+        offsets = np.arange(-half, half + 1) * step
         ox, oy = np.meshgrid(offsets, offsets)
         weights = np.exp(-(ox ** 2 + oy ** 2) / (2.0 * sigma ** 2)).ravel()
         return self._weighted_fractions(cx, cy, ox.ravel(), oy.ravel(), weights)

@@ -22,7 +22,7 @@ from model.data import (
 )
 from model.data.metadata import read_metadata
 from model.data.prepare import main as prepare_main
-from model.synth import CLASSES
+from model.synth.soundscape import SOURCES
 from model.synth.pairs import write_pairs
 
 N_PAIRS = 8  # model.synth keys are 100000 + i: last digits 0..7 reach train, val and test
@@ -104,7 +104,7 @@ def test_sample_shapes_dtypes_and_values(pairs):
     frames = ds.logmel(key).shape[1]
     assert audio.shape[0] == max(1, frames // 128)  # every whole chunk when not random
     assert sample["location"].tolist() == [meta.loc[key, "longitude"], meta.loc[key, "latitude"]]
-    assert sample["dominant"] == meta.loc[key, "dominant"] and sample["dominant"] in CLASSES
+    assert sample["dominant"] == meta.loc[key, "dominant"] and sample["dominant"] in SOURCES
 
 
 def test_train_split_draws_one_random_chunk(pairs):

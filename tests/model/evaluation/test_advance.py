@@ -24,7 +24,7 @@ from tests.bundles import init_bundle as make_bundle
 def advance_dir(tmp_path_factory) -> Path:
     from model.synth.downstream import write_advance
 
-    return write_advance(tmp_path_factory.mktemp("adv") / "advance", 18, size=64, seed=4, duration=3.0,
+    return write_advance(tmp_path_factory.mktemp("adv") / "advance", 36, size=64, seed=4, duration=3.0,
                          workers=1, progress=False)
 
 
@@ -36,7 +36,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 
 def test_scan_pairs_images_with_recordings(advance_dir):
     samples, classes = scan_advance(advance_dir)
-    assert len(classes) == 6 and len(samples) == 18
+    assert len(classes) == 12 and len(samples) == 36  # the twelve land uses, three places each
     for s in samples:
         assert s.image.stem == s.audio.stem and s.audio.suffix == ".wav"
         assert s.image.parent.name == s.audio.parent.name == classes[s.label]
@@ -79,7 +79,7 @@ def test_advance_cli_scores_image_audio_and_both(advance_dir, bundles, tmp_path)
     assert set(m["scores"]) == {"f1_image", "f1_audio", "f1_concat"}
     for values in m["scores"].values():
         assert len(values) == 5 and all(0.0 <= v <= 1.0 for v in values)
-    assert (m["n_train"], m["n_test"]) == (12, 6)
+    assert (m["n_train"], m["n_test"]) == (24, 12)
     assert m["weighted_f1"]["image"]["mean"] == pytest.approx(np.mean(m["scores"]["f1_image"]))
 
 

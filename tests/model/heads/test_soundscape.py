@@ -64,7 +64,7 @@ def test_class_without_recordings_is_one_line_error(tmp_path, pairs, capsys):
     bundle = tiny_bundle(tmp_path / "bundle")
     rules = tmp_path / "classes.yaml"
     rules.write_text("rule: dominant\nclasses:\n"
-                     "  - {name: city, color: [255, 0, 0], dominant: [urban]}\n"
+                     "  - {name: city, color: [255, 0, 0], dominant: [traffic]}\n"
                      "  - {name: glacier, color: [200, 200, 255], dominant: [ice]}\n")
     code = run_cli(lambda: main(["--bundle", str(bundle.path), "--data", str(pairs), "--classes", str(rules)]))
     err = capsys.readouterr().err.strip()
@@ -91,8 +91,11 @@ def test_keyword_rules_assign_made_up_titles():
     })
     assert classes.assign(table).tolist() == ["traffic", "birds", "bells", "water", "rain", "bells"]
     assert classes.assign(pd.DataFrame({"title": ["Cartography lecture"]})).tolist() == [None]  # whole words
-    synthetic = pd.DataFrame({"title": ["x"], "dominant": ["forest"]})
+    synthetic = pd.DataFrame({"title": ["x", "y"], "dominant": ["birdsong", "machinery"]})
     assert default_classes(synthetic) is SYNTHETIC_CLASSES
+    assert SYNTHETIC_CLASSES.assign(synthetic).tolist() == ["birdsong", "human activity"]
+    land_cover = pd.DataFrame({"title": ["x"], "dominant": ["forest"]})  # an older world's land-cover names
+    assert default_classes(land_cover).source == str(DEFAULT_CLASS_FILE)
     assert default_classes(pd.DataFrame({"title": ["x"]})).source == str(DEFAULT_CLASS_FILE)
 
 

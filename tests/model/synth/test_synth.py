@@ -18,10 +18,15 @@ from model.bundle.audio import read_spectrogram_jpeg
 from model.core.cli import run_cli
 from model.synth import CLASS_COLOURS, CLASSES, DEEPGLOBE_COLOURS, SynthError
 from model.synth.__main__ import main
+from model.data.sound_classes import SYNTHETIC_CLASSES
 from model.synth.downstream import write_advance, write_classify, write_deepglobe
+from model.synth.land_use import LAND_USES, RULES
+from model.synth.latents import LATENTS, place_latents
 from model.synth.pairs import COLUMNS, write_pairs
-from model.synth.scene import write_scene
-from model.synth.sounds import SAMPLE_RATE, soundscape
+from model.synth.roads import AUDIBLE_M, road_distance
+from model.synth.scene import sound_class_id, write_scene
+from model.synth.sounds import SAMPLE_RATE
+from model.synth.soundscape import SOURCES, dominant_sources, soundscape, source_levels
 from model.synth.world import World, centred_grid, pixel_grid
 
 SEED = 7
@@ -67,11 +72,23 @@ def test_pairs_layout_and_columns(pairs_dir, metadata):
     assert not [p for p in pairs_dir.rglob(".*") if ".tmp" in p.name], "a temporary file was left behind"
 
 
-def test_fractions_sum_to_one_and_dominant_is_argmax(metadata):
+def test_fractions_sum_to_one_land_cover_is_argmax_dominant_is_a_source(metadata):
     for row in metadata:
         fracs = np.array([float(row[f"frac_{c}"]) for c in CLASSES])
         assert fracs.min() >= 0 and math.isclose(fracs.sum(), 1.0, abs_tol=1e-9)
-        assert row["dominant"] == CLASSES[int(np.argmax(fracs))]
+        assert row["land_cover"] == CLASSES[int(np.argmax(fracs))]
+        assert row["dominant"] in SOURCES
+        assert all(0.0 <= float(row[name]) <= 1.0 for name in LATENTS)
+        assert row["title"].lower().startswith(row["dominant"])  # the title names what is loudest
+
+
+def test_metadata_latents_are_the_world_fields_at_the_place(metadata):
+    world = World(SEED)
+    xy = np.array([_world_xy(world, float(r["longitude"]), float(r["latitude"])) for r in metadata])
+    latents = place_latents(world, xy[:, 0], xy[:, 1])
+    for name in LATENTS:
+        written = np.array([float(r[name]) for r in metadata])
+        assert np.allclose(written, getattr(latents, name), atol=0.02), name
 
 
 def test_masks_are_class_ids_on_the_image_grid_of_one_world(pairs_dir, metadata):
@@ -180,12 +197,52 @@ def _low_band_share(y: np.ndarray, cutoff_hz: float = 300.0) -> float:
     return float(power[freqs < cutoff_hz].sum() / power.sum())
 
 
-def test_water_sounds_different_from_traffic():
-    urban, water = np.eye(6)[0], np.eye(6)[4]
+def _only(source: str) -> np.ndarray:
+    return np.eye(len(SOURCES))[SOURCES.index(source)]
+
+
+def test_traffic_sounds_different_from_water_and_the_loudest_source_is_dominant():
     rng = np.random.default_rng(1)
-    urban_low = [_low_band_share(soundscape(urban, 4.0, rng).waveform) for _ in range(4)]
-    water_low = [_low_band_share(soundscape(water, 4.0, rng).waveform) for _ in range(4)]
-    assert np.median(urban_low) > 2 * np.median(water_low)  # traffic rumbles, water hisses
+    traffic = [soundscape(_only("traffic"), 4.0, rng) for _ in range(4)]
+    water = [soundscape(_only("water"), 4.0, rng) for _ in range(4)]
+    assert {s.dominant for s in traffic} == {"traffic"} and {s.dominant for s in water} == {"water"}
+    low = [np.median([_low_band_share(s.waveform) for s in group]) for group in (traffic, water)]
+    assert low[0] > 2 * low[1]  # traffic rumbles, water hisses
+    mixed = soundscape(0.6 * _only("birdsong") + 0.1 * _only("wind"), 2.0, rng)
+    assert mixed.dominant == "birdsong" and list(mixed.phrases)[0] == "birdsong"  # loudest first
+
+
+def _sample(world: World, n: int = 3000):
+    x, y = np.random.default_rng(3).uniform(0, world.extent, (2, n))
+    fractions = world.centre_fractions(x, y)
+    return x, y, fractions, place_latents(world, x, y, fractions)
+
+
+def test_sound_is_not_a_function_of_land_cover():
+    """Within one land cover, places differ in their loudest source; every source class occurs."""
+    world = World(SEED)
+    _, _, fractions, latents = _sample(world)
+    dominant = np.array(dominant_sources(source_levels(latents)))
+    cover = fractions.argmax(axis=1)
+    for c in (0, 1, 3):  # urban, agriculture, forest
+        counts = np.unique(dominant[cover == c], return_counts=True)[1]
+        assert len(counts) >= 3 and counts.max() < 0.8 * counts.sum()
+    classes = {SYNTHETIC_CLASSES.names[sound_class_id(s)] for s in dominant}
+    assert classes == set(SYNTHETIC_CLASSES.names)
+    shares = np.unique(dominant, return_counts=True)[1] / dominant.size
+    assert shares.max() < 0.35  # no source takes over the world
+
+
+def test_traffic_and_water_are_heard_beyond_the_image():
+    """Roads and water out of a 64 m view are still heard, and fade out with distance."""
+    world = World(SEED)
+    x, y, fractions, latents = _sample(world)
+    distance = road_distance(SEED, x, y)
+    beyond = (distance > 45.0) & (distance < 100.0) & (fractions[:, 0] < 0.01)  # no road, no town in view
+    assert beyond.any() and (latents.traffic[beyond] > 0.05).mean() > 0.5
+    assert np.all(latents.traffic[(distance > AUDIBLE_M) & (fractions[:, 0] == 0)] == 0.0)
+    far_water = (fractions[:, 4] < 0.01) & (latents.water_near > 0.1)  # water barely in view, yet heard
+    assert far_water.any()
 
 
 # --- scene -----------------------------------------------------------------------------------
@@ -226,36 +283,42 @@ def test_soundscape_truth_grid_and_csv_agree(scene):
         assert st.shape == (4, 4)  # ceil(320 m / 96 m)
         assert st.res == (96.0, 96.0) and (st.transform.c, st.transform.f) == (src.transform.c, src.transform.f)
         dominant = st.read(1)
+        assert st.tags()["sound_classes"].split(",") == SYNTHETIC_CLASSES.names
+        assert st.colormap(1)[0][:3] == SYNTHETIC_CLASSES.classes[0].color
     with open(scene["soundscape_csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 16
     for row in rows:
         fracs = np.array([float(row[f"frac_{c}"]) for c in CLASSES])
         assert math.isclose(fracs.sum(), 1.0, abs_tol=1e-9)
-        assert CLASSES.index(row["dominant"]) == dominant[int(row["row"]), int(row["col"])] == int(np.argmax(fracs))
+        assert row["land_cover"] == CLASSES[int(np.argmax(fracs))]
+        assert sound_class_id(row["dominant"]) == dominant[int(row["row"]), int(row["col"])]
 
 
 # --- downstream layouts ----------------------------------------------------------------------
 
-def test_classify_layout_and_the_classes_are_learnable(tmp_path):
-    """A colour-histogram nearest-centroid classifier beats chance (1/6) clearly."""
-    out = write_classify(tmp_path / "ucm", 6 * 8, size=64, seed=SEED, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == sorted(CLASSES)
-    assert (out / "forest" / "forest_00007.jpg").is_file()
+def test_classify_layout_and_land_cover_is_visible(tmp_path):
+    """Twelve land-use folders; a colour-histogram nearest-centroid classifier finds the land
+    cover under the land use clearly above chance (1/6), though land uses alike in look share it."""
+    out = write_classify(tmp_path / "ucm", 12 * 4, size=64, seed=SEED, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(LAND_USES)
+    assert (out / "woodland" / "woodland_00003.jpg").is_file()
+    cover = {name: c for name, c, _, _ in RULES}
 
     def histogram(path: Path) -> np.ndarray:
         rgb = np.asarray(Image.open(path)) // 64
         h = np.bincount((rgb[..., 0] * 16 + rgb[..., 1] * 4 + rgb[..., 2]).ravel(), minlength=64)
         return h / h.sum()
 
-    train, test = {}, []
-    for c, name in enumerate(CLASSES):
+    train, test = [], []
+    for name in LAND_USES:
         files = sorted((out / name).glob("*.jpg"))
-        train[c] = np.mean([histogram(p) for p in files[:4]], axis=0)
-        test += [(c, histogram(p)) for p in files[4:]]
-    centroids = np.stack([train[c] for c in range(6)])
-    correct = [c == int(np.argmin(np.abs(centroids - h).sum(axis=1))) for c, h in test]
-    assert np.mean(correct) >= 0.75
+        assert len(files) == 4
+        train.append(np.mean([histogram(p) for p in files[:2]], axis=0))
+        test += [(cover[name], histogram(p)) for p in files[2:]]
+    centroids = np.stack(train)
+    predicted = [cover[LAND_USES[int(np.argmin(np.abs(centroids - h).sum(axis=1)))]] for _, h in test]
+    assert np.mean([p == c for (c, _), p in zip(test, predicted)]) >= 0.6
 
 
 def test_deepglobe_layouts(tmp_path):
@@ -275,9 +338,9 @@ def test_deepglobe_layouts(tmp_path):
 
 
 def test_advance_layout(tmp_path):
-    out = write_advance(tmp_path / "adv", 6, size=64, seed=SEED, duration=1.0, progress=False)
-    assert sorted(p.name for p in (out / "vision").iterdir()) == sorted(CLASSES)
-    for name in CLASSES:
+    out = write_advance(tmp_path / "adv", 12, size=64, seed=SEED, duration=1.0, progress=False)
+    assert sorted(p.name for p in (out / "vision").iterdir()) == sorted(LAND_USES)
+    for name in LAND_USES:
         (image,) = (out / "vision" / name).glob("*.jpg")
         sound = out / "sound" / name / f"{image.stem}.wav"
         info = sf.info(str(sound))

@@ -25,7 +25,7 @@ MEAN, STD = (0.3, 0.35, 0.4), (0.15, 0.2, 0.25)  # not ImageNet's
 def class_dir(tmp_path_factory) -> Path:
     from model.synth.downstream import write_classify
 
-    return write_classify(tmp_path_factory.mktemp("cls") / "scenes", 12, size=64, seed=8, workers=1, progress=False)
+    return write_classify(tmp_path_factory.mktemp("cls") / "scenes", 24, size=64, seed=8, workers=1, progress=False)
 
 
 def soundingearth_images(class_dir: Path, out: Path, gsd: bool = True) -> Path:
@@ -96,7 +96,7 @@ def test_baseline_run_as_init_for_classification(simclr_run, class_dir, tmp_path
     finetune(["classify", "--data", str(class_dir), "--init", str(simclr_run), "--epochs", "1", "--out", str(out),
               "--image-size", "32", "--batch-size", "4", "--test-ratio", "0.5", *FAST])
     m = json.loads((out / "metrics.json").read_text())
-    assert (m["init"], m["init_kind"], m["n_test"]) == ("simclr", "bundle", 6)
+    assert (m["init"], m["init_kind"], m["n_test"]) == ("simclr", "bundle", 12)
 
 
 def test_unknown_ground_sample_distance_is_one_line(class_dir, tmp_path, capsys):

@@ -26,16 +26,16 @@ from model.nn.init import InitError, resolve_init
 from model.train.segment import segmentation_scores, sliding_window_logits, window_starts
 from tests.bundles import init_bundle as make_bundle
 
-KEEP = ["agriculture", "forest", "water"]
+KEEP = ["busy_farmland", "lake", "woodland"]
 FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def class_dir(tmp_path_factory) -> Path:
-    """Three classes of four 64 px images; the first image of each class is a TIFF."""
+    """Three land uses of four 64 px images; the first image of each class is a TIFF."""
     from model.synth.downstream import write_classify
 
-    root = write_classify(tmp_path_factory.mktemp("cls") / "ucm", 24, size=64, seed=5, workers=1, progress=False)
+    root = write_classify(tmp_path_factory.mktemp("cls") / "ucm", 48, size=64, seed=5, workers=1, progress=False)
     for folder in root.iterdir():
         if folder.name not in KEEP:
             shutil.rmtree(folder)
