@@ -1,4 +1,5 @@
-"""Training throughput: samples/s of a full pretraining step, ours against the published baseline.
+"""Training throughput: samples/s of a full pretraining step, ours against the published baseline,
+and the step fed by the real loader against its bound, idle and beside busy loops of other work.
 
 One run, side by side, batch 32, 192 x 192 px images and one 128 x 128 log-mel chunk per pair:
 
@@ -7,27 +8,37 @@ One run, side by side, batch 32, 192 x 192 px images and one 128 x 128 log-mel c
   of the batch-all loss (mean over the full N x N matrix, diagonal included);
 - ours fp32: ResNet-18 on both sides (model/nn/encoders.py), channels-last, AdamW, BatchAllTripletLoss;
 - ours default: as above with bf16 autocast where the CPU (or GPU) supports it;
-- loader: the real DataLoader on a synthetic SoundingEarth folder (training augmentations,
-  spectrogram JPEGs), alone and feeding our default step.
+- fed: the training run's own loader (``SoundingEarthDataModule``: training split, augmentations,
+  the prepared image cache, spectrogram JPEGs) alone, our default step alone, and the loader
+  feeding the step, under the training run's thread budget (:mod:`model.train.threads`); once on
+  the idle machine and once beside ``--busy N`` processes that spin (other work). Each condition's
+  bound ``1 / (1/step + 1/loader)`` is measured under that condition; targets: >= 0.8 of it idle,
+  >= 0.5 busy.
 
 Only the ratios mean anything (machines of one type differ by up to 2x between sessions).
 
-    python benchmarks/train_throughput.py [--steps 6] [--batch 32] [--data DIR] [--workers 2]
+    python benchmarks/train_throughput.py [--steps 6] [--batch 32] [--data DIR] [--workers 2] [--busy 2]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from model.train.threads import prepare_process
+
+WAIT_POLICY = prepare_process()  # before torch is imported: the training run's thread budget
+
+import torch  # noqa: E402
 
 from model.nn.encoders import AudioEncoder, EncoderSpec, ResNetEncoder
 from model.nn.losses import BatchAllTripletLoss, PublishedBatchAllTripletLoss
-from model.train.trainer import cpu_supports_bf16
 from model.nn.reference_net import ReferenceModel
+from model.train.trainer import cpu_supports_bf16
 
 
 def _autocast(device: str, dtype):
@@ -88,26 +99,53 @@ def time_steps(step, batches, device: str) -> float:
 
 
 def synthetic_folder(path: Path | None, samples: int) -> Path:
+    """The benchmark's SoundingEarth folder (generated when not given) with its prepared image
+    cache, as a training run finds it after ``python -m model.data.prepare``."""
+    from model.data.prepare import prepare_images
     from model.synth.pairs import write_pairs
 
-    if path is not None:
-        return path
-    out = Path(tempfile.mkdtemp(prefix="bench-train-")) / "pairs"
-    write_pairs(out, samples, size=512, seed=0, duration=(6.0, 8.0))
-    return out
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="bench-train-")) / "pairs"
+        write_pairs(path, samples, size=512, seed=0, duration=(6.0, 8.0), progress=False)
+    prepare_images(path, progress=False)
+    return path
 
 
-def loader_rates(root: Path, batch: int, workers: int, step, steps: int, device: str) -> tuple[float, float]:
-    """(loader alone, loader + our step) in samples/s."""
-    from torch.utils.data import DataLoader
+def _spin() -> None:  # pragma: no cover - runs in a child process until terminated
+    while True:
+        pass
 
-    from model.data import SoundingEarthDataset, collate
 
-    ds = SoundingEarthDataset(root, split="all", augment=True, random_audio_chunk=True)
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate,
-                        drop_last=True, persistent_workers=workers > 0)
+@contextlib.contextmanager
+def busy_loops(n: int):
+    """``n`` processes, each a pure-Python busy loop (other work on the machine), for the block."""
+    procs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        time.sleep(0.5 if n else 0.0)
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join()
+
+
+def loader_rates(root: Path, batch: int, workers: int, step, steps: int, device: str,
+                 image_size: int = 192) -> tuple[float, float]:
+    """(loader alone, loader feeding ``step``) in samples/s, with the training run's own loader
+    (:class:`model.data.datamodule.SoundingEarthDataModule`: training split, augmentations,
+    prepared image cache, its worker initialiser), each after one warm-up batch."""
+    from model.bundle.image_input import ImageInput
+    from model.data.datamodule import SoundingEarthDataModule
+
+    module = SoundingEarthDataModule(root, batch_size=batch, num_workers=workers,
+                                     image_input=ImageInput(tile_size=image_size))
+    module.setup()
     rates = []
     for with_step in (False, True):
+        loader = module.train_dataloader()
         n, start, it = 0, None, 0
         while it < steps + 1:
             for b in loader:
@@ -124,35 +162,66 @@ def loader_rates(root: Path, batch: int, workers: int, step, steps: int, device:
     return rates[0], rates[1]
 
 
+def bound(step: float, loader: float) -> float:
+    """What a step fed by the loader can reach when the two share the CPU one after the other:
+    ``1 / (1 / step + 1 / loader)`` samples/s."""
+    return 1.0 / (1.0 / step + 1.0 / loader)
+
+
+def fed_rates(root: Path, args, bf16, busy: int) -> dict[str, float]:
+    """Step alone, loader alone and the two together (samples/s) under ``busy`` background loops,
+    each bound measured under that same condition."""
+    torch.manual_seed(0)
+    batches = [(torch.randn(args.batch, 3, args.image_size, args.image_size, device=args.device),
+                torch.randn(args.batch, 1, 128, 128, device=args.device)) for _ in range(args.steps + 2)]
+    with busy_loops(busy):
+        step = time_steps(make_ours(args.device, bf16), batches, args.device)
+        loader, both = loader_rates(root, args.batch, args.workers, make_ours(args.device, bf16), args.steps,
+                                    args.device, args.image_size)
+    return {"step": step, "loader": loader, "both": both, "bound": bound(step, loader)}
+
+
+def reference_rows(args, bf16) -> list[tuple[str, float]]:
+    """Our step against the published network, in memory (no loader)."""
+    torch.manual_seed(0)
+    batches = [(torch.randn(args.batch, 3, 192, 192, device=args.device),
+                torch.randn(args.batch, 1, 128, 128, device=args.device)) for _ in range(args.steps + 2)]
+    return [("reference (published net, fp32 eager, Adam)", time_steps(make_reference(args.device), batches, args.device)),
+            ("ours fp32 channels-last", time_steps(make_ours(args.device, None), batches, args.device)),
+            (f"ours default (channels-last, autocast {bf16})", time_steps(make_ours(args.device, bf16), batches,
+                                                                        args.device))]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--data", type=Path, help="a SoundingEarth-format folder (default: generate 96 pairs)")
+    p.add_argument("--image-size", type=int, default=192, help="encoder input in pixels (default 192)")
+    p.add_argument("--data", type=Path, help="a SoundingEarth-format folder (default: generate 160 pairs)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--busy", type=int, default=2, help="background busy loops of the busy condition (0: idle only)")
+    p.add_argument("--no-reference", action="store_true", help="skip the comparison with the published network")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
-    device = args.device
-    torch.manual_seed(0)
-    batches = [(torch.randn(args.batch, 3, 192, 192, device=device), torch.randn(args.batch, 1, 128, 128, device=device))
-               for _ in range(args.steps + 2)]
-    bf16 = torch.bfloat16 if (device == "cuda" and torch.cuda.is_bf16_supported()) or cpu_supports_bf16() else None
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, default autocast {bf16}")
-    ref = time_steps(make_reference(device), batches, device)
-    ours32 = time_steps(make_ours(device, None), batches, device)
-    ours = time_steps(make_ours(device, bf16), batches, device)
-    root = synthetic_folder(args.data, 96)
-    load_alone, load_step = loader_rates(root, args.batch, args.workers, make_ours(device, bf16), args.steps, device)
-    rows = [("reference (published net, fp32 eager, Adam)", ref),
-            ("ours fp32 channels-last", ours32),
-            (f"ours default (channels-last, autocast {bf16})", ours),
-            (f"loader alone ({args.workers} workers)", load_alone),
-            ("loader + ours default", load_step)]
-    print(f"\n{'configuration':52s} {'samples/s':>10s} {'x reference':>12s}")
-    for name, rate in rows:
-        print(f"{name:52s} {rate:10.1f} {rate / ref:12.2f}")
-    print(f"\nloader headroom: loader alone is {load_alone / ours:.2f}x our in-memory step")
+    bf16 = torch.bfloat16 if (args.device == "cuda" and torch.cuda.is_bf16_supported()) or cpu_supports_bf16() else None
+    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, cores "
+          f"{os.cpu_count()}, batch {args.batch}, image {args.image_size} px, {args.workers} loader workers, "
+          f"default autocast {bf16}, OpenMP wait policy {WAIT_POLICY}")
+    if not args.no_reference:
+        rows = reference_rows(args, bf16)
+        ref = rows[0][1]
+        print(f"\n{'configuration (in memory, idle)':52s} {'samples/s':>10s} {'x reference':>12s}")
+        for name, rate in rows:
+            print(f"{name:52s} {rate:10.1f} {rate / ref:12.2f}")
+    root = synthetic_folder(args.data, 160)
+    conditions = [("idle", 0, 0.8)] + ([(f"busy ({args.busy} loops)", args.busy, 0.5)] if args.busy else [])
+    print(f"\n{'condition':16s} {'step':>8s} {'loader':>8s} {'both':>8s} {'bound':>8s} {'both/bound':>11s} {'target':>7s}")
+    for name, busy, target in conditions:
+        r = fed_rates(root, args, bf16, busy)
+        ratio = r["both"] / r["bound"]
+        print(f"{name:16s} {r['step']:8.1f} {r['loader']:8.1f} {r['both']:8.1f} {r['bound']:8.1f} "
+              f"{ratio:11.2f} {'>=' + format(target, '.2f'):>7s}{'' if ratio >= target else '  MISSED'}")
+    print("\nsamples/s; bound = 1 / (1/step + 1/loader), each measured under the same condition")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ The command line; the library is :mod:`model.train.baselines`.
 """
 from __future__ import annotations
 
+from model.train.threads import prepare_process
+
+prepare_process()  # before anything imports torch: OpenMP threads wait passively (model/train/threads.py)
+
 import argparse
 import sys
 from model.core.cli import run_cli

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from model.bundle.image_input import ImageInput
 from model.data import EVAL_CROP, SoundingEarthDataset, collate
 from model.data.errors import DatasetError
+from model.data.workers import worker_init
 
 MIN_PAIRS = 2  # a pair needs at least one other pair in its batch to be contrasted with
 
@@ -51,6 +52,7 @@ class SoundingEarthDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, collate_fn=collate,
                           persistent_workers=self.num_workers > 0, pin_memory=False,
+                          worker_init_fn=worker_init if self.num_workers > 0 else None,
                           generator=loader_generator(self.seed, stream))
 
     def train_dataloader(self) -> DataLoader:

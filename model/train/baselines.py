@@ -42,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from model.data.workers import worker_init
 from model.bundle.image_input import ImageInput
 from model.core.cli import fail
 from model.data.datamodule import loader_generator
@@ -254,7 +255,7 @@ def _loader(cfg: BaselineConfig, paths: list[Path], image_input: ImageInput) -> 
         fail(f"{cfg.data}: needs at least two training images for contrastive pairs, found {len(dataset)}")
     return DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True, drop_last=True,
                       num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                      generator=loader_generator(cfg.seed))
+                      worker_init_fn=worker_init if cfg.num_workers > 0 else None, generator=loader_generator(cfg.seed))
 
 
 def _trainer(cfg: BaselineConfig, out: Path) -> L.Trainer:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from model.data.workers import worker_init
 from model.core.atomic import write_atomic
 from model.bundle.image_input import ImageInput
 from model.data.transforms import centre_region, image_transform, read_image
@@ -136,7 +137,8 @@ class SceneDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         drop = shuffle and len(dataset) > self.batch_size  # no 1-sample batch for BatchNorm
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          worker_init_fn=worker_init if self.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

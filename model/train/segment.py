@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from model.data.workers import worker_init
 from model.bundle.image_input import ImageInput
 from model.train.classify import confusion_matrix
 from model.data.errors import DatasetError
@@ -160,7 +161,8 @@ class DeepGlobeDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         drop = len(self.train_set) > self.batch_size
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=drop,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          worker_init_fn=worker_init if self.num_workers > 0 else None)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=1, shuffle=False, num_workers=self.num_workers)
