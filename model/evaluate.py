@@ -9,6 +9,10 @@ bundle's distance. Writes FILE.json, FILE.csv and a recall-curve FILE.png beside
 probe (model/evaluation/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
 weighted F1 over 5 seeds on a fixed stratified 80/20 split.
 
+``gallery --bundle B --data DIR [--split test] [--k 5] [--out FILE.json]``: whether the nearest
+gallery recordings of each image (its own left out) have the ``dominant`` class of its own recording
+(model/evaluation/gallery_agreement.py: top-1 and top-k agreement next to the majority class).
+
 ``report RUNS... --out FILE.md [--title T]``: the paper-style comparison tables of downstream runs
 (model/evaluation/report.py): each run's ``metrics.json`` grouped by initialisation (rows) and by
 task, dataset and score (columns), ``mean ± std`` in percent over seeds; writes FILE.md and FILE.csv.
@@ -108,6 +112,33 @@ def _add_advance(sub) -> None:
     add_parser(sub)
 
 
+def gallery(args: argparse.Namespace) -> int:
+    """Class agreement of the gallery's nearest recordings; print it, write it to ``--out``."""
+    import model.bundle as bundle_mod
+    from model.evaluation.gallery_agreement import gallery_agreement
+
+    bundle = bundle_mod.load(args.bundle)
+    result = gallery_agreement(bundle, args.data, args.split, args.k)
+    print(f"gallery agreement ({result['n']} {args.split} images, {result['gallery_size']} recordings): "
+          f"top-1 {100 * result['top1']:.1f} %, top-{args.k} {100 * result['topk']:.1f} %, always "
+          f"{result['majority_class']!r} {100 * result['majority_share']:.1f} %")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.out, {**result, "bundle": str(bundle.path), "bundle_hash": bundle.content_hash()})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_gallery(sub) -> None:
+    p = sub.add_parser("gallery", help="dominant-class agreement of each image's nearest gallery recordings")
+    p.add_argument("--bundle", required=True, help="bundle with a gallery (python -m model.gallery)")
+    p.add_argument("--data", required=True, help="SoundingEarth-format folder with a dominant column")
+    p.add_argument("--split", default="test", help="train, val, test or all (default test)")
+    p.add_argument("--k", type=int, default=5, help="neighbours per image (default 5)")
+    p.add_argument("--out", help="FILE.json")
+    p.set_defaults(func=gallery)
+
+
 def report(args: argparse.Namespace) -> int:
     """Write the comparison tables of the runs (``.md`` and ``.csv``), print the Markdown."""
     from model.evaluation.report import build_report
@@ -127,7 +158,7 @@ def _add_report(sub) -> None:
     p.set_defaults(func=report)
 
 
-TASKS: list[Callable] = [_add_retrieval, _add_advance, _add_report]
+TASKS: list[Callable] = [_add_retrieval, _add_advance, _add_gallery, _add_report]
 
 
 def main(argv: list[str] | None = None) -> int:

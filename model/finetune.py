@@ -17,11 +17,16 @@ encoder with the ``landcover`` head; an init bundle's audio encoder comes along)
 model.train.baselines), or a torchvision-format ``.pth``/``.safetensors`` weights file (see model/nn/init.py).
 ``metrics.json`` records task, dataset (``--name``, default the data folder's name), init label
 (``--label``) and seed, for ``python -m model.evaluate report``, and what the run did
-(:func:`model.train.run_record.run_record`: epochs budget and run, steps, threads, ``truncated``).
+(:func:`model.train.run_record.run_record`: epochs budget and run, steps, threads, ``truncated``;
+the same record with the seconds goes into ``RUN/training.json``).
 The budget is ``--epochs``; ``--max-minutes`` is only a safety stop that marks the run truncated;
 the run is seeded and deterministic with ``--threads`` intra-op threads (:mod:`model.train.determinism`).
 """
 from __future__ import annotations
+
+from model.train.threads import prepare_process
+
+prepare_process()  # before anything imports torch: OpenMP threads wait passively (model/train/threads.py)
 
 import argparse
 import sys
@@ -69,7 +74,7 @@ def classify(args: argparse.Namespace) -> int:
     from model.nn.init import resolve_init
     from model.evaluation.report import write_run_metrics
     from model.train.determinism import make_deterministic
-    from model.train.run_record import run_record
+    from model.train.run_record import run_record, write_training_record
 
     started = time.time()
     init = resolve_init(args.init, args.arch, args.label)
@@ -96,6 +101,7 @@ def classify(args: argparse.Namespace) -> int:
               "n_test": len(test_idx), "test_ratio": args.test_ratio, "image_size": args.image_size,
               "freeze": args.freeze, **run_record(trainer, args.epochs, determinism)}
     write_run_metrics(out, record)
+    write_training_record(out, run_record(trainer, args.epochs, determinism), time.time() - started)
     print(f"{record['dataset']} / {init.label}: accuracy {100 * accuracy:.1f} % on {len(test_idx)} test images "
           f"-> {out / 'metrics.json'}")
     return 0
@@ -118,7 +124,7 @@ def segment(args: argparse.Namespace) -> int:
     from model.nn.landcover import ENCODERS, build_segmenter
     from model.evaluation.report import write_run_metrics
     from model.train.determinism import make_deterministic
-    from model.train.run_record import run_record
+    from model.train.run_record import run_record, write_training_record
     from model.train.segment import DeepGlobeDataModule, LandCoverSegmenter, segmentation_bundle, segmentation_scores
 
     started = time.time()
@@ -166,6 +172,7 @@ def segment(args: argparse.Namespace) -> int:
                                         head_extra={"metrics": provenance["metrics"]})
     bundle_mod.save(out / "bundle", meta, tensors, overwrite=(out / "bundle").exists())
     write_run_metrics(out, record)
+    write_training_record(out, run, time.time() - started)
     print(f"{record['dataset']} / {init.label}: OA {100 * scores['overall_accuracy']:.1f} %, "
           f"mIoU {100 * scores['miou']:.1f} % -> {out / 'metrics.json'}, {out / 'bundle'}")
     return 0
