@@ -3,10 +3,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PORT   ?= 8501
+# The app's address: this machine only by default; HOST=0.0.0.0 opens it to the network (docs/app.md).
+HOST   ?= 127.0.0.1
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.geoaudio-installed
 
-.PHONY: install browser test app demo bench clean-demo
+.PHONY: install browser test app demo bench clean-demo results results-report
 
 # Creates the virtual environment if it is missing and installs the project with its test tools.
 # Reruns only when pyproject.toml changed.
@@ -36,7 +38,7 @@ demo: install
 	$(BIN)/python -m app.demo
 
 app: install demo
-	$(BIN)/streamlit run app/main.py --server.port $(PORT) --server.headless true
+	$(BIN)/streamlit run app/main.py --server.address $(HOST) --server.port $(PORT) --server.headless true
 
 # The CPU-sized runs; benchmarks/mapping.py at its defaults (20,000 px at 192 px / 0.5 m) takes
 # hours on a 2-core CPU: run it by hand there, or on a GPU.
@@ -44,3 +46,14 @@ bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/mapping.py --size 20000 --tile-size 64 --gsd 6 --export
+
+# Every run behind docs/results.md (python -m model.results; the recipe is model/evaluation/recipe.py):
+# about 40 minutes on a 2-core CPU, data and bundles in runs/results-work, the small JSON files of
+# each run in docs/results/. Finished runs are skipped, so a killed run resumes.
+results: install
+	$(BIN)/python -m model.results run --out docs/results
+	$(BIN)/python -m model.results report --runs docs/results --out docs/results.md
+
+# Only docs/results.md, from the committed files under docs/results/.
+results-report: install
+	$(BIN)/python -m model.results report --runs docs/results --out docs/results.md

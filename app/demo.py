@@ -25,8 +25,9 @@ build (DemoError naming the step; a rerun retries it).
 Before declaring success the build checks its quality gates (:mod:`app.demo_gates`: gallery
 spread, held-out retrieval, soundscape head against its class-frequency baseline, land-cover
 accuracy on held-out tiles); a failed gate is a one-line DemoError naming the gate and the figure.
-``OUT/DONE.json`` is written last with the seed, the size (with the gate thresholds), the gates'
-figures, the versions, the paths and each step's wall-clock and CPU seconds; with it in place a
+The mapped scene is then scored against the scene's truth (land-cover agreement per pixel,
+soundscape agreement per cell; reported, not gated). ``OUT/DONE.json`` is written last with the
+seed, the size (with the gate thresholds), the gates' figures, the map's scores, the versions, the paths and each step's wall-clock and CPU seconds; with it in place a
 rerun returns at once. ``--quick`` builds a tiny demo (for tests, well under a minute on
 an idle 2-core machine); ``--force`` deletes ``OUT`` (only when it holds nothing but a demo) and builds again.
 
@@ -72,7 +73,9 @@ class DemoSize:
     ``pair_px`` pixels at ``tile_px`` (so its ground sample distance is 0.5 * crop * pair_px /
     tile_px metres per pixel); ``scene_px`` scene side at 0.5 m/px; ``epochs`` / ``seg_epochs`` the
     training budgets; ``*_safety_min`` wall-clock safety stops (hitting one fails the build);
-    ``threads`` torch intra-op threads of the trainers; ``gates`` the quality thresholds.
+    ``threads`` torch intra-op threads of the trainers; ``gates`` the quality thresholds;
+    ``map_overlap`` how many tiles cover a cell side when the scene is mapped (``stride =
+    tile_px / map_overlap``; 2: overlapping tiles, land cover blended with geo.blend's window).
     """
 
     name: str
@@ -96,6 +99,7 @@ class DemoSize:
     int8: bool
     threads: int
     gates: Thresholds
+    map_overlap: int = 1  # tiles per cell side when mapping: 2 = tiles overlap by half and land cover is blended
 
     @property
     def tile_gsd(self) -> float:
@@ -107,7 +111,7 @@ FULL = DemoSize("full", pairs=400, pair_px=256, duration_s=(4.0, 6.0), scene_px=
                 epochs=20, batch=32, pretrain_safety_min=30.0, deepglobe=40, deepglobe_px=192, seg_epochs=15,
                 seg_crops=4, seg_batch=16, decoder_channels=64, seg_safety_min=15.0, onnx=True, int8=True, threads=2,
                 gates=Thresholds(max_gallery_cosine=0.9, recall_k=10, min_recall_over_chance=2.0,
-                                 min_soundscape_margin=0.10, min_landcover_accuracy=0.80))
+                                 min_soundscape_margin=0.10, min_landcover_accuracy=0.80), map_overlap=2)
 # the quick demo trains for one step: its gates catch a collapsed gallery and a soundscape head below its
 # baseline; held-out retrieval and land cover are measured and recorded, not held to a threshold
 QUICK = DemoSize("quick", pairs=40, pair_px=128, duration_s=(3.0, 3.5), scene_px=384, tile_px=64, crop=0.5,
@@ -130,6 +134,12 @@ class Demo:
     seed: int
     size: str
     info: dict
+
+    @property
+    def map_stride(self) -> int:
+        """The stride (model pixels) the scene was mapped with: ``tile_px / map_overlap``."""
+        size = self.info["size"]
+        return int(size["tile_px"]) // int(size.get("map_overlap", 1))
 
 
 @dataclass
@@ -329,7 +339,8 @@ def _onnx(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
 def _map(lay: _Layout, size: DemoSize, seed: int, quiet: bool) -> None:
     from geo.map import MapOptions, map_files
 
-    result = map_files([lay.scene], lay.bundle, lay.maps, MAP_BACKEND, MapOptions(progress=not quiet))[0]
+    options = MapOptions(progress=not quiet, stride=size.tile_px // size.map_overlap)  # = Demo.map_stride
+    result = map_files([lay.scene], lay.bundle, lay.maps, MAP_BACKEND, options)[0]
     if result.status not in ("mapped", "skipped"):  # failed, or busy (another process maps it)
         raise DemoError(f"demo step map failed: {result.message}")
 
@@ -461,7 +472,26 @@ def build_demo(out: str | os.PathLike = DEFAULT_OUT, seed: int = 0, quick: bool 
         timings[step.name] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu_seconds() - c0, 1)}
         _log(quiet, f"[{i}/{len(steps)}] {step.name}: done in {timings[step.name]['wall_s']:.0f} s")
     gates = _check_gates(lay, size, quiet)
-    return _write_done(lay, size, seed, landcover, timings, gates, time.perf_counter() - started)
+    scores = _map_scores(lay, quiet)
+    return _write_done(lay, size, seed, landcover, timings, gates, scores, time.perf_counter() - started)
+
+
+def _map_scores(lay: _Layout, quiet: bool) -> dict:
+    """The mapped scene against the scene's truth (:func:`geo.evaluate.evaluate_map`): land-cover
+    overall accuracy and mIoU per pixel, soundscape agreement per cell with its baseline."""
+    from geo.evaluate import evaluate_map
+
+    report = evaluate_map(lay.map_dir, lay.scene_dir)
+    scores = {k: v for k, v in report.items() if k in ("landcover", "soundscape")}
+    if "landcover" in scores:
+        lc = scores["landcover"]
+        _log(quiet, f"map of the scene: land cover agrees with the truth on {lc['overall_accuracy']:.1%} of "
+                    f"{lc['pixels']} pixels (mIoU {lc['miou']:.1%})")
+    if "soundscape" in scores:
+        sc = scores["soundscape"]
+        _log(quiet, f"map of the scene: soundscape agrees on {sc['agreement']:.1%} of {sc['cells']} cells "
+                    f"(always '{sc['baseline_class']}': {sc['baseline']:.1%})")
+    return scores
 
 
 def _check_gates(lay: _Layout, size: DemoSize, quiet: bool) -> dict:
@@ -476,12 +506,13 @@ def _check_gates(lay: _Layout, size: DemoSize, quiet: bool) -> dict:
 
 
 def _write_done(lay: _Layout, size: DemoSize, seed: int, landcover: bool, timings: dict, gates: dict,
-                total_s: float) -> Demo:
+                map_scores: dict, total_s: float) -> Demo:
     from model.bundle import content_hash
 
     info = {
         "format": DEMO_FORMAT, "seed": seed, "size": asdict(size), "landcover": landcover,
         "map_backend": MAP_BACKEND, "bundle_hash": content_hash(lay.bundle), "gates": gates,
+        "map_scores": map_scores,
         "paths": {k: str(getattr(lay, k if k != "map" else "map_dir").relative_to(lay.root))
                   for k in ("bundle", "scene", "map", "pairs")},
         "timings": timings, "total_wall_s": round(total_s, 1), "cpu_count": os.cpu_count(),

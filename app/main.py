@@ -59,14 +59,15 @@ def _demo():
 def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path | None:
     """The finished map folder of the scene; maps it (button, progress bar) when needed."""
     folder = mapping.map_folder(scene.path, scene.input_id, choice.hash, backend, demo)
-    if mapping.finished_map(folder, scene.path, choice.hash):
+    stride = demo.map_stride if demo is not None and folder == demo.map_dir else None
+    if mapping.finished_map(folder, scene.path, choice.hash, stride):
         return folder
     try:
         plan = mapping.plan(scene.path, choice.bundle)
     except (GeoaudioError, OSError) as e:
         st.error(public(f"cannot map {scene.label}: {one_line(e)}", {choice.path: "the bundle"}))
         return None
-    refusal = mapping.too_many_tiles(scene.path, plan, choice.bundle.image_input.gsd)
+    refusal = plan.refusal or mapping.too_many_tiles(scene.path, plan, choice.bundle.image_input.gsd)
     if refusal:
         st.error(public(refusal))
         return None

@@ -35,23 +35,26 @@ class MapError(GeoaudioError, ValueError):
 @dataclass(frozen=True)
 class Plan:
     """What mapping a scene would take: ``tiles`` model tiles, the tile grid's ``cells`` (rows,
-    cols) and geo.map's resolution ``warning`` (or "")."""
+    cols), geo.map's resolution ``warning`` (or "") and its ``refusal`` of imagery more than 8x
+    coarser than the bundle (``geo.grid.resample_refusal``, or "": the app never maps it)."""
 
     tiles: int
     cells: tuple[int, int]
     warning: str
+    refusal: str = ""
 
 
 def plan(path: Path, bundle: Any) -> Plan:
-    """Tile count of ``path`` at the bundle's tile size and ground sample distance (``geo.grid``);
-    RasterError for a raster geo.map cannot use."""
-    from geo.grid import TileGrid, resolution_warning
+    """Tile count of ``path`` at the bundle's tile size and ground sample distance (``geo.grid``),
+    with geo.map's resolution warning and refusal (naming the file by its name); RasterError for a
+    raster geo.map cannot use."""
+    from geo.grid import TileGrid, resample_refusal, resolution_warning
     from geo.raster import open_raster
 
     image_input = bundle.image_input
     with open_raster(path) as src:
         grid = TileGrid.from_source(src, image_input.tile_size, image_input.gsd)
-    return Plan(len(grid), grid.cell_shape, resolution_warning(grid) or "")
+    return Plan(len(grid), grid.cell_shape, resolution_warning(grid) or "", resample_refusal(grid, path.name) or "")
 
 
 def too_many_tiles(path: Path, p: Plan, gsd: float) -> str:
@@ -62,12 +65,14 @@ def too_many_tiles(path: Path, p: Plan, gsd: float) -> str:
             f"({MAX_TILES:,}); use a bundle made for this resolution, a smaller extract, or python -m geo.map")
 
 
-def finished_map(folder: Path, source: Path, bundle_hash: str) -> bool:
-    """Whether ``folder`` holds a finished geo.map run of ``source`` with that bundle (default options)."""
+def finished_map(folder: Path, source: Path, bundle_hash: str, stride: int | None = None) -> bool:
+    """Whether ``folder`` holds a finished geo.map run of ``source`` with that bundle, made with the
+    default options and ``stride`` (None: the tile size; the demo's map has its own, see
+    :attr:`app.demo.Demo.map_stride`)."""
     from geo.map import MapOptions
     from geo.runinfo import input_fingerprint, is_complete
 
-    return is_complete(folder, bundle_hash, MapOptions().product_key(), input_fingerprint(source))
+    return is_complete(folder, bundle_hash, MapOptions(stride=stride).product_key(), input_fingerprint(source))
 
 
 def map_folder(source: Path, input_id: str, bundle_hash: str, backend: str, demo: Any = None) -> Path:

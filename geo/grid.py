@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from geo.raster import RasterSource
 
 WARN_FACTOR = 4.0  # warn when the input is this many times finer or coarser than the model
+MAX_UPSAMPLE = 8.0  # refuse an input more than this many times coarser than the model (--allow-resample)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,32 @@ def resolution_warning(grid: TileGrid, threshold: float = WARN_FACTOR) -> str | 
     if 1.0 / f >= threshold * (1 - tolerance):
         return f"input is {1.0 / f:.1f}x coarser than the model's {grid.gsd:g} m; mapping anyway"
     return None
+
+
+def resample_refusal(grid: TileGrid, name: str, limit: float = MAX_UPSAMPLE) -> str | None:
+    """The one-line refusal of an input whose pixels are more than ``limit`` times coarser than the
+    model's, i.e. ``resolution_factor = gsd / source_gsd < 1 / limit`` (every tile would be
+    upsampled more than ``limit`` times), else None. ``name`` starts the line (the file as the
+    caller shows it). Finer input (downsampling) is never refused. The one rule of ``geo.map``
+    (``--allow-resample`` lifts it) and the app, e.g. "X.tif: its pixels are 300 m, 600x coarser
+    than the bundle's 0.5 m; ..."."""
+    coarser = 1.0 / grid.resolution_factor
+    if coarser <= limit * (1 + 1e-9):
+        return None
+    return (f"{name}: its pixels are {_pixel_size(grid.source_gsd)}, {_times(coarser)} coarser than the bundle's "
+            f"{grid.gsd:g} m; mapping it would upsample every tile (more than {limit:g}x is refused; "
+            f"python -m geo.map --allow-resample maps it anyway)")
+
+
+def _pixel_size(source_gsd: tuple[float, float]) -> str:
+    """``source_gsd`` in metres to three significant digits: "300 m", or "30 x 20 m" when not square."""
+    x, y = (float(f"{v:.3g}") for v in source_gsd)
+    return f"{x:g} m" if x == y else f"{x:g} x {y:g} m"
+
+
+def _times(factor: float) -> str:
+    """A resolution factor as "600x" (100 and more: whole) or "8.1x" (one decimal)."""
+    return f"{factor:,.0f}x" if factor >= 100 else f"{factor:.1f}x"
 
 
 def _check_positive(**values: float) -> None:

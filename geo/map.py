@@ -10,7 +10,8 @@ backend, options and input are the same, and starts over otherwise (``--overwrit
 everything). Making and publishing the products are journaled phases too (:mod:`geo.journal`,
 :mod:`geo.publish`): a run killed at any moment resumes on rerun, and a product is published only
 after it reads back whole. A bad input (unreadable,
-corrupt, all nodata, unsupported) fails with a one-line error and leaves nothing in OUT; the other
+corrupt, all nodata, unsupported, more than 8x coarser than the bundle without
+``--allow-resample``) fails with a one-line error and leaves nothing in OUT; the other
 inputs are still mapped, and the exit status is 2 when any input failed.
 
 A file that cannot be written (disk full) fails its input with one line; nothing is published and
@@ -42,7 +43,7 @@ from tqdm import tqdm  # noqa: E402
 
 from geo.errors import FolderBusyError, NoSpaceError, RasterError, WriteError  # noqa: E402
 from geo.gdal_log import free_space_note  # noqa: E402
-from geo.grid import TileGrid, resolution_warning  # noqa: E402
+from geo.grid import TileGrid, resample_refusal, resolution_warning  # noqa: E402
 from geo.journal import JOURNAL, Checkpoint, kill_point  # noqa: E402
 from geo.landcover_grid import output_gsd  # noqa: E402
 from geo.lock import LOCK_FILE, folder_lock  # noqa: E402
@@ -78,7 +79,8 @@ class MapOptions:
     ``max_tiles``: an input whose grid has more tiles fails before anything is read or written
     (None: no limit, ``--force-large``); ``wait``: wait for another process mapping the same output
     folder instead of reporting it busy; ``check_space``: refuse an input whose estimated writes
-    exceed the free space."""
+    exceed the free space; ``allow_resample``: map an input more than 8x coarser than the bundle
+    (``geo.grid.resample_refusal``, refused by default before anything is read or written)."""
 
     stride: int | None = None
     bands: tuple[int, int, int] | None = None
@@ -94,6 +96,7 @@ class MapOptions:
     max_tiles: int | None = MAX_TILES
     wait: bool = False
     check_space: bool = True
+    allow_resample: bool = False
 
     def product_key(self) -> dict[str, Any]:
         """The options that change the products (compared with run.json to decide a skip)."""
@@ -305,6 +308,9 @@ def _plan(path: Path, model: _Model, options: MapOptions, warnings: list[str]) -
             grid = TileGrid.from_source(src, image_input.tile_size, image_input.gsd, options.stride)
         except RasterError as e:
             raise RasterError(f"{path}: {e}") from None
+        refusal = None if options.allow_resample else resample_refusal(grid, str(path))
+        if refusal:  # from the header alone, before the scaling reads any pixel
+            raise RasterError(refusal)
         scaling, source, crs = src.scaling, describe(src), src.crs
     _check_size(path, grid, options.max_tiles)
     warning = resolution_warning(grid)
@@ -511,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse an input of more than N tiles before reading it ({MAX_TILES:,}, about 2 h "
                         f"on two CPU cores)")
     p.add_argument("--force-large", action="store_true", help="map inputs of any size (no --max-tiles limit)")
+    p.add_argument("--allow-resample", action="store_true",
+                   help="map an input whose pixels are more than 8x coarser than the bundle's (refused by "
+                        "default: every tile would be upsampled)")
     p.add_argument("--checkpoint-every", type=_non_negative, default=CHECKPOINT_S, metavar="S",
                    help=f"seconds between checkpoints an interrupted run resumes from ({CHECKPOINT_S:g})")
     p.add_argument("--allow-ungeoreferenced", action="store_true",
@@ -544,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
                          checkpoint_s=args.checkpoint_every, on_progress=json_lines() if args.progress_json else None,
                          max_tiles=None if args.force_large else args.max_tiles, wait=args.wait,
-                         check_space=not args.ignore_free_space)
+                         check_space=not args.ignore_free_space, allow_resample=args.allow_resample)
     results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
     print(summary(results))
     return 2 if any(r.status in ("failed", "busy") for r in results) else 0

@@ -4,7 +4,7 @@ Covers: the page renders a deck.gl map of the demo (imagery, soundscape, tiles) 
 basemap; layer switches and opacities; a sound query with the shared robin recording adds the
 heatmap layer, its legend and its download; a gallery query and the tile listening panel; bad
 uploads (corrupt GeoTIFF, text named .wav, wrong type, too large) give one error line and the app
-keeps working; the Landsat sample is refused at the demo bundle's 0.5 m; an uploaded GeoTIFF is
+keeps working; the Landsat sample (600x coarser) is refused at the demo bundle's 0.5 m; an uploaded GeoTIFF is
 mapped through geo.map with a progress bar; bundle folders are validated; the app's file access
 rules (app.access): only its own bundles without --allow-server-paths, no server path in messages,
 gallery recordings outside their data folder are not played.
@@ -181,7 +181,9 @@ def test_landsat_sample_is_refused_at_the_demo_bundles_resolution(env):
     at.radio(key="scene_source").set_value(LANDSAT).run()
     _healthy(at)
     [error] = _errors(at)
-    assert error.startswith("RGB.byte.tif:") and "more than the app maps" in error
+    assert error == ("RGB.byte.tif: its pixels are 300 m, 600x coarser than the bundle's 0.5 m; mapping it would "
+                     "upsample every tile (more than 8x is refused; python -m geo.map --allow-resample maps it anyway)")
+    assert not at.button  # nothing is offered to map
 
 
 def _extract(src: Path, dst: Path, size: int) -> Path:

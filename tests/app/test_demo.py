@@ -106,6 +106,17 @@ def test_quick_demo_passes_its_quality_gates_and_records_them(quick_demo):
     assert quick_demo.info["size"]["threads"] == QUICK.threads
 
 
+def test_the_mapped_scene_is_scored_against_its_truth(quick_demo):
+    from geo.evaluate import evaluate_map
+
+    scores = quick_demo.info["map_scores"]
+    assert set(scores) == {"landcover", "soundscape"}
+    again = evaluate_map(quick_demo.map_dir, quick_demo.scene.parent)
+    assert scores["landcover"]["overall_accuracy"] == again["landcover"]["overall_accuracy"]
+    assert scores["landcover"]["pixels"] == QUICK.scene_px ** 2  # every scene pixel scored, on the scene's grid
+    assert 0.0 <= scores["soundscape"]["agreement"] <= 1.0 and scores["soundscape"]["cells"] > 0
+
+
 def test_a_failed_gate_is_one_line_naming_the_gate_and_its_figure(quick_demo):
     from dataclasses import replace
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from geo.grid import Tile, TileGrid, resolution_warning
+from geo.grid import Tile, TileGrid, resample_refusal, resolution_warning
 from geo.raster import open_raster, read_tiles
 
 
@@ -118,6 +118,19 @@ def test_very_coarse_input_reads_at_least_one_pixel():
     grid = TileGrid(791, 718, ORIGIN, (300.0, 300.0), tile_size=192, gsd=0.5)
     assert grid.window_size == (1, 1) and grid.step == (1, 1) and len(grid) == 791 * 718
     assert "600.0x coarser" in resolution_warning(grid)
+
+
+def test_resample_refusal_only_beyond_eight_times_coarser():
+    landsat = TileGrid(791, 718, ORIGIN, (300.0, 300.0), tile_size=192, gsd=0.5)
+    assert resample_refusal(landsat, "RGB.byte.tif") == (
+        "RGB.byte.tif: its pixels are 300 m, 600x coarser than the bundle's 0.5 m; mapping it would upsample "
+        "every tile (more than 8x is refused; python -m geo.map --allow-resample maps it anyway)")
+    just_over = TileGrid(64, 64, ORIGIN, (8.1, 8.1), tile_size=16, gsd=1.0)
+    assert "8.1x coarser" in resample_refusal(just_over, "a.tif")
+    oblong = TileGrid(64, 64, ORIGIN, (30.0, 20.0), tile_size=16, gsd=1.0)
+    assert resample_refusal(oblong, "b.tif").startswith("b.tif: its pixels are 30 x 20 m, 24.5x coarser")
+    for source in (8.0, 7.9, 0.01):  # exactly 8x, under 8x, and 100x finer (downsampling) are mapped
+        assert resample_refusal(TileGrid(64, 64, ORIGIN, (source, source), tile_size=16, gsd=1.0), "c.tif") is None
 
 
 def test_bad_arguments():
