@@ -18,8 +18,8 @@ Every write, close and copy runs under :func:`geo.gdal_log.gdal_errors`: a write
 or libtiff only reports (a full disk while a dataset is closed) fails it as loudly as one that
 rasterio raises, with one :class:`geo.errors.WriteError` line.
 
-Colour tables, band descriptions, nodata and dataset tags set on the staging file are carried
-over by the copy.
+Colour tables, band descriptions, nodata, dataset tags and band metadata set on the staging file
+are carried over by the copy (band metadata into the TIFF's ``GDAL_METADATA`` tag).
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ class StagedRaster:
 
     ``dtype`` is a NumPy dtype name; ``nodata`` the value of cells without data (255 for class
     rasters, NaN for floats); ``descriptions`` one name per band; ``colors`` a colour table
-    ``{value: (r, g, b)}`` for single-band class rasters; ``tags`` dataset metadata strings.
+    ``{value: (r, g, b)}`` for single-band class rasters; ``tags`` dataset metadata strings;
+    ``band_tags`` metadata strings of band 1 (class names, :mod:`geo.class_names`).
     ``resume=True`` reopens the staging file that an interrupted run left (after :meth:`flush`)
     instead of creating it; RasterError when it is missing or differs in size, bands or dtype.
     """
@@ -58,7 +59,8 @@ class StagedRaster:
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, count: int, dtype: str,
                  transform: Affine, crs: Any, nodata: float, descriptions: Sequence[str],
                  colors: Mapping[int, Sequence[int]] | None = None,
-                 tags: Mapping[str, str] | None = None, resume: bool = False) -> None:
+                 tags: Mapping[str, str] | None = None, band_tags: Mapping[str, str] | None = None,
+                 resume: bool = False) -> None:
         if len(descriptions) != count:
             raise ValueError(f"{path}: {count} bands but {len(descriptions)} descriptions")
         self.path = Path(path)
@@ -80,6 +82,8 @@ class StagedRaster:
                 self.dataset.write_colormap(1, {int(v): (*map(int, rgb[:3]), COLOR_ALPHA) for v, rgb in colors.items()})
             if tags:
                 self.dataset.update_tags(**{k: str(v) for k, v in tags.items()})
+            if band_tags:
+                self.dataset.update_tags(1, **{k: str(v) for k, v in band_tags.items()})
 
     def _reopen(self, shape: tuple[int, int]) -> Any:
         """The staging file opened for update, checked against the expected (rows, cols) ``shape``."""

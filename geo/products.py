@@ -3,15 +3,17 @@
 Raster products (cloud-optimised GeoTIFFs in the input's CRS, see :mod:`geo.cog`):
 
 - ``soundscape.tif``: uint8 class id (argmax of the soundscape scores) per tile cell, colour
-  table, nodata 255 — on the cell grid ``grid.cell_transform`` (an exact sub-grid of the input).
+  table, class names (:mod:`geo.class_names`), nodata 255 — on the cell grid
+  ``grid.cell_transform`` (an exact sub-grid of the input).
 - ``soundscape_scores.tif``: one float32 band per sound class, the probability
-  ``softmax_k(-d(z, prototype_k) / temperature)`` in 0..1, nodata NaN; band descriptions are the
-  class names.
+  ``softmax_k(-d(z, prototype_k) / temperature)`` in 0..1, then one band ``uncertainty``, the
+  normalised entropy of those K scores in 0..1 (:mod:`geo.uncertainty`); nodata NaN; band
+  descriptions are the class names and ``uncertainty``.
 - ``embeddings.tif``: one float32 band per embedding dimension (``emb_000`` ...), nodata NaN;
   tags ``geoaudio_bundle_hash``, ``geoaudio_distance`` say which model and distance they need.
 - ``landcover.tif``: uint8 class id per pixel of the input's grid (or of an integer multiple of
   it) within the input's extent (:mod:`geo.landcover_grid`), resampled from the blended model-pixel
-  land cover (:mod:`geo.blend`); colour table, nodata 255.
+  land cover (:mod:`geo.blend`); colour table, class names (:mod:`geo.class_names`), nodata 255.
 
 Vector products (see :mod:`geo.vectors`): ``tiles.gpkg`` and ``landcover.gpkg``.
 
@@ -39,12 +41,14 @@ import pandas as pd
 from affine import Affine
 
 from geo.blend import NODATA, finished_rows, make_mosaic, replay_start, trim_strips
+from geo.class_names import class_name_tags
 from geo.cog import StagedRaster, cog_from_staging, staging_path
 from geo.errors import RasterError
 from geo.grid import TileGrid
 from geo.journal import FINISHING, TILING, Checkpoint, kill_point, read_checkpoint, write_checkpoint
 from geo.landcover_grid import output_gsd, output_shape, output_transform, regrid
 from geo.pipeline import Batch
+from geo.uncertainty import UNCERTAINTY, normalised_entropy
 from geo.vectors import landcover_polygons, tiles_frame, write_gpkg
 from model.core.atomic import atomic_path
 
@@ -131,8 +135,9 @@ class ProductSet:
                                             [f"emb_{i:03d}" for i in range(self.embedding_dim)], resume=resume)
         if self.sound_classes:
             self.classes = self._cell_raster(SOUNDSCAPE, "uint8", ["soundscape_class"],
-                                             class_colors(self.sound_classes), resume)
-            self.scores = self._cell_raster(SCORES, "float32", [c["name"] for c in self.sound_classes], resume=resume)
+                                             class_colors(self.sound_classes), resume, class_name_tags(self.sound_classes))
+            self.scores = self._cell_raster(SCORES, "float32", [c["name"] for c in self.sound_classes] + [UNCERTAINTY],
+                                            resume=resume)
         if self.landcover_classes:
             self.landcover = self._landcover_raster(resume)
 
@@ -179,13 +184,14 @@ class ProductSet:
         return self.checkpoint.tiles_with_data + sum(len(r) for r in self.records)
 
     def _cell_raster(self, name: str, dtype: str, descriptions: list[str],
-                     colors: dict[int, tuple[int, int, int]] | None = None, resume: bool = False) -> StagedRaster:
+                     colors: dict[int, tuple[int, int, int]] | None = None, resume: bool = False,
+                     band_tags: dict[str, str] | None = None) -> StagedRaster:
         """A staged raster on the cell grid (nodata 255 for uint8 classes, NaN for floats)."""
         rows, cols = self.grid.cell_shape
         raster = StagedRaster(self.folder / name, width=cols, height=rows, count=len(descriptions), dtype=dtype,
                               transform=self.grid.cell_transform, crs=self.crs,
                               nodata=NODATA if dtype == "uint8" else math.nan, descriptions=descriptions,
-                              colors=colors, tags=self.tags, resume=resume)
+                              colors=colors, tags=self.tags, band_tags=band_tags, resume=resume)
         self.rasters.append(raster)
         return raster
 
@@ -200,7 +206,7 @@ class ProductSet:
         raster = StagedRaster(self.folder / LANDCOVER, width=cols, height=rows, count=1, dtype="uint8",
                               transform=landcover_transform(g), crs=self.crs, nodata=NODATA,
                               descriptions=["landcover_class"], colors=class_colors(self.landcover_classes),
-                              tags=self.tags, resume=resume)
+                              tags=self.tags, band_tags=class_name_tags(self.landcover_classes), resume=resume)
         self.rasters.append(raster)
         return raster
 
@@ -259,7 +265,8 @@ class ProductSet:
         if self.classes is not None and batch.scores is not None:
             cls = batch.scores.argmax(axis=1)[:, None] if len(batch.scores) else np.zeros((0, 1), np.int64)
             arrays.append((self.classes, self._cell_values(batch, cls, NODATA, "uint8")))
-            arrays.append((self.scores, self._cell_values(batch, batch.scores, math.nan, "float32")))
+            scores = np.concatenate([batch.scores, normalised_entropy(batch.scores)[:, None]], axis=1)
+            arrays.append((self.scores, self._cell_values(batch, scores, math.nan, "float32")))
         for start, stop in _row_runs(batch.tiles):
             row, col = batch.tiles[start].row, batch.tiles[start].col
             for raster, values in arrays:
@@ -341,7 +348,7 @@ class ProductSet:
         on_grid = StagedRaster(self.folder / LANDCOVER_ON_GRID, width=cols, height=rows, count=1, dtype="uint8",
                                transform=output_transform(self.grid), crs=self.crs, nodata=NODATA,
                                descriptions=["landcover_class"], colors=class_colors(self.landcover_classes),
-                               tags=self.tags)
+                               tags=self.tags, band_tags=class_name_tags(self.landcover_classes))
         regrid(staging_path(path), on_grid, self.grid)
         cog_from_staging(on_grid.staging, path, RESAMPLING[LANDCOVER])
 

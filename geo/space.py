@@ -14,7 +14,7 @@ end (staging files are deleted only after publishing, see :mod:`geo.journal`):
 The grids: cell rasters are ``rows x cols`` (the tile grid), land cover is staged at ``rows *
 stride x cols * stride`` model pixels and again on its output grid (:mod:`geo.landcover_grid`),
 which the product and landcover.gpkg have; embeddings have ``embedding_dim`` float32 bands, scores one float32 band per sound
-class, class rasters one uint8 band. It is an estimate, meant to stop a run that cannot fit
+class plus one (``uncertainty``, :mod:`geo.uncertainty`), class rasters one uint8 band. It is an estimate, meant to stop a run that cannot fit
 before it spends hours, not to predict the last byte.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def estimate(grid: TileGrid, embedding_dim: int, sound_classes: int, landcover: 
     rows, cols = grid.cell_shape
     rasters = [(rows, cols, embedding_dim, 4)]
     if sound_classes:
-        rasters += [(rows, cols, 1, 1), (rows, cols, sound_classes, 4)]
+        rasters += [(rows, cols, 1, 1), (rows, cols, sound_classes + 1, 4)]  # + 1: the uncertainty band
     staged = list(rasters)
     if landcover:
         out_rows, out_cols = output_shape(grid)

@@ -21,10 +21,12 @@ import rasterio
 from scipy.ndimage import binary_erosion
 
 from geo.blend import NODATA, OverlapBlender, TileMosaic, blend_window
+from geo.class_names import read_class_names
 from geo.cog import is_cog
 from geo.errors import RasterError
 from geo.grid import Tile
 from geo.map import MapOptions, main, map_files
+from geo.uncertainty import normalised_entropy
 from model.core.cli import run_cli
 from tests.bundles import GEOTIFF, LAND, RGB, RGBA, ROOT, SOUNDS, map_bundle as make_bundle
 
@@ -86,14 +88,14 @@ def test_rgb_products_lie_on_the_input_grid(rgb_map):
                 cells[name] = ds.read()
                 descriptions = ds.descriptions
             if name == "soundscape_scores":
-                assert descriptions == tuple(n for n, _ in SOUNDS)
+                assert descriptions == tuple(n for n, _ in SOUNDS) + ("uncertainty",)
             if name == "embeddings":
                 assert descriptions == tuple(f"emb_{i:03d}" for i in range(16))
     assert land.shape == (359, 396)  # ceil(718 / 2), ceil(791 / 2): the input's extent, to whole 2-px pixels
     assert input_valid.shape == (359, 395)  # the last output column's centre lies on the input's edge
     assert np.all(land[:, :395][~input_valid] == NODATA)  # partial tiles masked per pixel
     assert np.all(land[:, :395][input_valid] < len(LAND)) and np.all(land[:, 395] == NODATA)
-    classes, scores, emb = cells["soundscape"][0], cells["soundscape_scores"], cells["embeddings"]
+    classes, scores, emb = cells["soundscape"][0], cells["soundscape_scores"][:len(SOUNDS)], cells["embeddings"]
     has = classes != NODATA
     assert 0 < has.sum() < has.size  # RGB.byte has empty corner cells
     assert np.array_equal(classes[has], scores[:, has].argmax(axis=0))
@@ -111,6 +113,36 @@ def test_products_are_cloud_optimised_with_colour_tables(rgb_map):
     assert sorted(p.name for p in rgb_map.iterdir()) == sorted(
         ["embeddings.tif", "landcover.gpkg", "landcover.tif", "run.json", "soundscape.tif",
          "soundscape_scores.tif", "tiles.gpkg"])  # no staging or temp files left
+
+
+def test_class_rasters_name_their_classes_inside_the_cog(rgb_map):
+    for name, classes in (("soundscape", SOUNDS), ("landcover", LAND)):
+        path = rgb_map / f"{name}.tif"
+        assert not Path(f"{path}.aux.xml").exists()  # the names are in the TIFF, not in a sidecar
+        with rasterio.open(path) as ds:
+            tags = ds.tags(1)
+        assert json.loads(tags["class_names"]) == [n for n, _ in classes]
+        assert [tags[f"class_{i}"] for i in range(len(classes))] == [n for n, _ in classes]
+        assert read_class_names(path) == [n for n, _ in classes]
+
+
+def test_uncertainty_band_is_the_normalised_entropy_of_the_scores(rgb_map):
+    with rasterio.open(rgb_map / "soundscape_scores.tif") as ds:
+        assert ds.count == len(SOUNDS) + 1 and ds.descriptions[-1] == "uncertainty"
+        data = ds.read()
+    scores, uncertainty = data[:len(SOUNDS)].astype(np.float64), data[-1]
+    nodata = np.isnan(scores).any(axis=0)
+    assert 0 < nodata.sum() < nodata.size and np.array_equal(np.isnan(uncertainty), nodata)
+    p = scores[:, ~nodata]
+    expected = -(p * np.log(p)).sum(axis=0) / np.log(len(SOUNDS))  # random heads: no score is exactly 0
+    np.testing.assert_allclose(uncertainty[~nodata], expected, atol=1e-5)
+    assert np.all((uncertainty[~nodata] >= 0) & (uncertainty[~nodata] <= 1))
+
+
+def test_normalised_entropy_spans_certain_to_uniform():
+    h = normalised_entropy(np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [np.nan, np.nan, np.nan]]))
+    assert h.dtype == np.float32 and h[0] == 0.0 and h[1] == pytest.approx(1.0) and np.isnan(h[2])
+    assert np.array_equal(normalised_entropy(np.ones((2, 1))), np.zeros(2, np.float32))  # one class: certain
 
 
 def test_tiles_gpkg_has_one_cell_polygon_per_mapped_tile(rgb_map):
@@ -199,6 +231,51 @@ def test_far_resolution_is_mapped_with_a_warning(bundles, tmp_path):
     info = json.loads((tmp_path / "RGB.byte" / "run.json").read_text())
     assert any("10.0x finer" in w for w in info["warnings"]) and result.warnings == info["warnings"]
     assert info["grid"]["cell_shape"] == [2, 2]
+
+
+def _centre(src: Path, dst: Path, size: int) -> Path:
+    """The central ``size`` x ``size`` pixels of ``src`` as a GeoTIFF on the same grid (all valid on RGB.byte)."""
+    from affine import Affine
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as ds:
+        window = Window((ds.width - size) // 2, (ds.height - size) // 2, size, size)
+        corner = ds.transform @ Affine.translation(window.col_off, window.row_off)
+        profile = {**ds.profile, "width": size, "height": size, "transform": corner,
+                   "tiled": False, "blockxsize": None, "blockysize": None}
+        with rasterio.open(dst, "w", **{k: v for k, v in profile.items() if v is not None}) as out:
+            out.write(ds.read(window=window))
+    return dst
+
+
+def test_imagery_over_eight_times_coarser_is_refused_in_one_line(bundles, tmp_path):
+    """RGB.byte's 300 m pixels with a bundle at 300/8.1 m: every tile would be upsampled 8.1x."""
+    bundle = regrid_bundle(bundles["tiny3000"], tmp_path / "b8.1", 300 / 8.1)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "geo.map", str(RGB), "--bundle", str(bundle), "--out", str(out),
+                           "--backend", "torch", "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith(("error:", "warning:", "Traceback"))] == [
+        (f"error: {RGB}: its pixels are 300 m, 8.1x coarser than the bundle's 37.037 m; mapping it would upsample "
+         f"every tile (more than 8x is refused; python -m geo.map --allow-resample maps it anyway)")]
+    assert "0 mapped, 0 skipped (up to date), 1 failed" in proc.stdout
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_allow_resample_maps_it_and_under_eight_times_is_mapped_with_a_warning(bundles, tmp_path, capsys):
+    scene = _centre(RGB, tmp_path / "centre.tif", 64)  # 8 x 8 cells of 8 px at either resolution
+    over = regrid_bundle(bundles["tiny3000"], tmp_path / "b8.1", 300 / 8.1)
+    code = run_cli(lambda: main([str(scene), "--bundle", str(over), "--out", str(tmp_path / "a"), "--backend", "torch",
+                                 "--no-progress", "--allow-resample"]))
+    assert code == 0, capsys.readouterr().err
+    info = json.loads((tmp_path / "a" / "centre" / "run.json").read_text())
+    assert any("8.1x coarser" in w for w in info["warnings"]) and info["grid"]["cell_shape"] == [8, 8]
+    under = regrid_bundle(bundles["tiny3000"], tmp_path / "b7.9", 300 / 7.9)
+    [result] = map_files([scene], under, tmp_path / "b", "torch", QUIET)
+    assert result.status == "mapped", result.message
+    assert result.warnings == ["input is 7.9x coarser than the model's 37.9747 m; mapping anyway"]
 
 
 def test_tiles_gpkg_lists_the_nearest_gallery_recordings(bundles, tmp_path):

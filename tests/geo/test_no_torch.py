@@ -167,13 +167,13 @@ def test_the_child_really_has_no_torch(edge):
 def test_map_products_lie_on_the_input_grid(edge_runs, backend):
     folder = edge_runs[backend]
     with rasterio.open(RGB) as src:
-        for name, bands in (("embeddings", DIM), ("soundscape", 1), ("soundscape_scores", len(SOUNDS))):
+        for name, bands in (("embeddings", DIM), ("soundscape", 1), ("soundscape_scores", len(SOUNDS) + 1)):
             with rasterio.open(folder / f"{name}.tif") as ds:
                 assert ds.crs == src.crs and ds.count == bands and ds.shape == (3, 3)  # ceil(718|791 / 320)
                 assert ds.transform.a == pytest.approx(CELL_PX * src.transform.a)
                 assert ds.transform.e == pytest.approx(CELL_PX * src.transform.e)
                 assert ds.transform @ (0, 0) == pytest.approx(src.transform @ (0, 0))
-    scores = _cells(folder / "soundscape_scores.tif")
+    scores = _cells(folder / "soundscape_scores.tif")[:, :len(SOUNDS)]  # the last band is the uncertainty
     valid = np.isfinite(scores).all(axis=1)
     assert valid.sum() >= 6 and np.allclose(scores[valid].sum(axis=1), 1.0, atol=1e-4)
     info = json.loads((folder / "run.json").read_text())
