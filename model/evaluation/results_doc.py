@@ -169,4 +169,19 @@ def render(root: Path, runs_label: str = "docs/results", out_label: str = "docs/
     if downstream:
         lines += ["## Downstream: does audiovisual pretraining give a better backbone?", "", *downstream]
     lines += _heads(root, recipe)
+    lines += _not_run(root, recipe, runs_label)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _not_run(root: Path, recipe: dict, runs_label: str) -> list[str]:
+    """A closing note naming the recipe's runs that have no files in ``root`` yet (a partial run,
+    e.g. ``--only losses``), so the page never passes a missing table over in silence."""
+    missing = sorted(rid for rid in recipe["runs"] if not rid.startswith("data/") and not (root / rid).is_dir())
+    if not missing:
+        return []
+    sections = sorted({rid.split("/")[0] for rid in missing})
+    return ["## Not run yet", "",
+            f"{len(missing)} runs of the recipe have no files here yet (sections: {', '.join(sections)}; "
+            f"first: `{missing[0]}`), so their tables are missing from this page. "
+            f"`python -m model.results run --out {runs_label}` runs them (finished runs "
+            "are skipped).", ""]

@@ -102,3 +102,15 @@ def test_a_results_folder_of_other_sizes_is_refused(results, tmp_path):
 
     with pytest.raises(RecipeError, match="made with other sizes"):
         write_recipe_record(results, build_recipe(tmp_path / "work"), FULL)
+
+
+def test_a_partial_results_folder_names_what_is_not_run(results):
+    import shutil
+
+    assert "## Not run yet" not in render(results)  # every run of the recipe has its files
+    shutil.rmtree(results / "inits")
+    shutil.rmtree(results / "heads")
+    text = render(results)
+    assert "| batch-all triplet" in text and "## Downstream" not in text
+    note = text.split("## Not run yet", 1)[1]
+    assert "sections: heads, inits" in note and "python -m model.results run --out docs/results" in note

@@ -25,7 +25,15 @@ MEAN, STD = (0.3, 0.35, 0.4), (0.15, 0.2, 0.25)  # not ImageNet's
 def class_dir(tmp_path_factory) -> Path:
     from model.synth.downstream import write_classify
 
-    return write_classify(tmp_path_factory.mktemp("cls") / "scenes", 24, size=64, seed=8, workers=1, progress=False)
+    return write_classify(tmp_path_factory.mktemp("cls") / "scenes", 12, size=64, seed=8, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(tmp_path_factory) -> Path:
+    """Two scenes per land use (twelve classes), so that a half/half split tests every class."""
+    from model.synth.downstream import write_classify
+
+    return write_classify(tmp_path_factory.mktemp("cls") / "labelled", 24, size=64, seed=8, workers=1, progress=False)
 
 
 def soundingearth_images(class_dir: Path, out: Path, gsd: bool = True) -> Path:
@@ -85,7 +93,7 @@ def test_moco_trains_the_exported_backbone(pairs_dir, tmp_path):
     assert "train_loss_epoch" in logged
 
 
-def test_baseline_run_as_init_for_classification(simclr_run, class_dir, tmp_path):
+def test_baseline_run_as_init_for_classification(simclr_run, labelled_dir, tmp_path):
     from model.finetune import main as finetune
 
     init = resolve_init(str(simclr_run))
@@ -93,7 +101,7 @@ def test_baseline_run_as_init_for_classification(simclr_run, class_dir, tmp_path
     assert init.kind == "bundle" and init.label == "simclr"
     assert np.array_equal(init.backbone["layer3.1.conv2.weight"].numpy(), b.tensors["image_encoder.layer3.1.conv2.weight"])
     out = tmp_path / "cls"
-    finetune(["classify", "--data", str(class_dir), "--init", str(simclr_run), "--epochs", "1", "--out", str(out),
+    finetune(["classify", "--data", str(labelled_dir), "--init", str(simclr_run), "--epochs", "1", "--out", str(out),
               "--image-size", "32", "--batch-size", "4", "--test-ratio", "0.5", *FAST])
     m = json.loads((out / "metrics.json").read_text())
     assert (m["init"], m["init_kind"], m["n_test"]) == ("simclr", "bundle", 12)
