@@ -17,8 +17,8 @@ steps (``python -m MODULE ARGS`` command lines, or copying a bundle folder) in i
 4. ``heads``: the soundscape head and the gallery on a copy of the batch-all bundle of ``losses``.
 
 Every budget is in epochs (no wall-clock budget), every training run has ``--seed`` and
-``--threads``. :data:`FULL` is sized for about 40 minutes on a 2-core CPU (96 px encoder input,
-batch 32); :data:`QUICK` shrinks every size and epoch for a test.
+``--threads``. :data:`FULL` is sized for about an hour on a 2-core CPU (96 px encoder input,
+batch 32; its losses section took 20 minutes); :data:`QUICK` shrinks every size and epoch for a test.
 """
 from __future__ import annotations
 
