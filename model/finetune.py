@@ -95,13 +95,14 @@ def classify(args: argparse.Namespace) -> int:
     accuracy, per_class = accuracy_scores(model.confusion)
     plot_confusion(model.confusion, data.classes, out / "confusion.png",
                    title=f"{_dataset_name(args)}, init {init.label}: accuracy {100 * accuracy:.1f} %")
+    run = run_record(trainer, args.epochs, determinism)
     record = {"task": "classify", **_common_record(args, init, started), "scores": {"accuracy": accuracy},
               "accuracy": accuracy, "per_class_accuracy": dict(zip(data.classes, per_class)),
               "classes": data.classes, "confusion": model.confusion.tolist(), "n_train": len(train_idx),
               "n_test": len(test_idx), "test_ratio": args.test_ratio, "image_size": args.image_size,
-              "freeze": args.freeze, **run_record(trainer, args.epochs, determinism)}
+              "freeze": args.freeze, **run}
     write_run_metrics(out, record)
-    write_training_record(out, run_record(trainer, args.epochs, determinism), time.time() - started)
+    write_training_record(out, run, time.time() - started)
     print(f"{record['dataset']} / {init.label}: accuracy {100 * accuracy:.1f} % on {len(test_idx)} test images "
           f"-> {out / 'metrics.json'}")
     return 0
