@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
                    help="per-band standard deviation on the 0-1 scale (default ImageNet's)")
     p.add_argument("--audio-source", choices=["spectrogram", "audio"], help="spectrogram JPEGs or raw audio")
+    p.add_argument("--n-mels", type=int, help="mel bands of the audio input (default 128; other values need --audio-source audio)")
+    p.add_argument("--chunk-frames", type=int, help="spectrogram frames per audio chunk (default 128 = 2.97 s)")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False)
     p.add_argument("--num-workers", type=int, help="data loader processes (default 2)")
     p.add_argument("--devices", type=int, help="devices for data-parallel training (DDP when > 1)")
@@ -49,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--max-minutes", type=float,
                    help="safety stop, not a budget: a run cut short by it is recorded as truncated")
     p.add_argument("--limit-train-batches", type=float, help="fraction or number of train batches per epoch")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="also keep every N-th epoch's checkpoint (270 MB each for two ResNet-18s; default 0: "
+                        "only last.ckpt and best.ckpt)")
     p.add_argument("--resume", nargs="?", const="last", help="continue from RUN_DIR/checkpoints/last.ckpt or a path")
     args = vars(p.parse_args(argv))
     cfg_path = args.pop("config")

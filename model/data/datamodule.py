@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from model.bundle.audio import AudioConfig
 from model.bundle.image_input import ImageInput
 from model.data import EVAL_CROP, SoundingEarthDataset, collate
 from model.data.errors import DatasetError
@@ -25,16 +26,19 @@ class SoundingEarthDataModule(L.LightningDataModule):
     """Training batches: augmented images and one random audio chunk per recording.
     Validation batches: evaluation transform and one random (seeded) chunk, so that validation
     loss is comparable between epochs and with the training loss. Images are made for the encoder
-    input ``image_input`` (size, mean and std; default ``ImageInput()``)."""
+    input ``image_input`` (size, mean and std; default ``ImageInput()``), recordings for the audio
+    input ``audio_config`` (mel bands, frames per chunk; default ``AudioConfig()``)."""
 
     def __init__(self, root: str | Path, batch_size: int = 32, num_workers: int = 2,
                  image_input: ImageInput | None = None, crop: float = EVAL_CROP,
-                 audio_source: str = "spectrogram", augment: bool = True, seed: int = 0) -> None:
+                 audio_source: str = "spectrogram", augment: bool = True, seed: int = 0,
+                 audio_config: AudioConfig | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.common = dict(image_input=image_input or ImageInput(), crop=crop, audio_source=audio_source, seed=seed)
+        self.common = dict(image_input=image_input or ImageInput(), crop=crop, audio_source=audio_source, seed=seed,
+                           audio_config=audio_config or AudioConfig())
         self.augment = augment
         self.seed = int(seed)
 

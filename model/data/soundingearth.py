@@ -96,6 +96,7 @@ class SoundingEarthDataset(Dataset):
         self.split = normalise_split(split)
         self.audio_source = audio_source
         self.audio_config = audio_config or AudioConfig()
+        check_audio_source(root, audio_source, self.audio_config)
         self.image_size, self.crop, self.train_crop = int(image_size), float(crop), float(train_crop)
         self.augment = bool(augment)
         self.random_audio_chunk = self.split == "train" if random_audio_chunk is None else bool(random_audio_chunk)
@@ -222,6 +223,14 @@ class SoundingEarthDataset(Dataset):
         cache = f", image_cache={str(self.image_cache)!r}" if self.image_cache else ""
         return (f"{type(self).__name__}({str(self.root)!r}, split={self.split!r}, "
                 f"audio_source={self.audio_source!r}, samples={len(self)}, augment={self.augment}{cache})")
+
+
+def check_audio_source(root: str | os.PathLike, audio_source: str, audio_config: AudioConfig) -> None:
+    """DatasetError when ``audio_source`` cannot give ``audio_config``'s input: spectrogram JPEGs hold
+    ``SPECTROGRAM_CONFIG.n_mels`` mel bands, so another number needs the recordings themselves."""
+    if audio_source == "spectrogram" and audio_config.n_mels != SPECTROGRAM_CONFIG.n_mels:
+        raise DatasetError(f"{root}: spectrogram JPEGs hold {SPECTROGRAM_CONFIG.n_mels} mel bands and the audio input "
+                           f"has {audio_config.n_mels}; read the recordings instead (--audio-source audio)")
 
 
 def check_options(audio_source: str, image_size: int, crop: float, train_crop: float) -> None:

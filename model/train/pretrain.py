@@ -1,7 +1,8 @@
 """``python -m model.pretrain``: audiovisual pretraining on a SoundingEarth-format folder.
 
 Writes into ``--out RUN_DIR``: ``config.yaml`` (the full configuration), ``checkpoints/``
-(one per epoch, ``best.ckpt`` by validation loss, ``last.ckpt``), ``logs/`` (CSV and
+(``last.ckpt``, ``best.ckpt`` by validation loss, and every N-th epoch's with
+``--checkpoint-every N``), ``logs/`` (CSV and
 TensorBoard), ``training.json`` (:mod:`model.train.run_record`: steps and epochs done, seed,
 threads, seconds, ``truncated``) and finally ``bundle/`` (bundle.json + weights.safetensors) from
 the best checkpoint. ``--resume`` continues from ``RUN_DIR/checkpoints/last.ckpt`` (or a given path).
@@ -33,8 +34,12 @@ class PretrainConfig:
 
     image_mean, image_std: per-band normalisation of the encoder input on the 0-1 scale (None:
     :class:`~model.bundle.image_input.ImageInput`'s defaults, ImageNet's); the bundle records them.
+    n_mels, chunk_frames: the audio encoder's input, mel bands x frames per chunk
+    (:class:`~model.bundle.audio.AudioConfig`; 128 x 128 frames at 22,050 Hz and hop 512 = 2.97 s);
+    spectrogram JPEGs hold 128 bands, so other sizes need ``audio_source: audio``.
     epochs: the training budget; max_minutes > 0: a wall-clock safety stop that marks the run
-    truncated; threads: torch intra-op threads (0: torch's default).
+    truncated; threads: torch intra-op threads (0: torch's default); checkpoint_every N > 0: keep
+    every N-th epoch's checkpoint besides ``last.ckpt`` and ``best.ckpt`` (0: only those two).
     """
 
     data: str = ""
@@ -55,6 +60,8 @@ class PretrainConfig:
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     audio_source: str = "spectrogram"
+    n_mels: int = 128
+    chunk_frames: int = 128
     augment: bool = True
     num_workers: int = 2
     devices: int = 1
@@ -64,6 +71,7 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 0
     max_minutes: float = 0.0
+    checkpoint_every: int = 0
     resume: str = ""
     limit_train_batches: float = 1.0
 
@@ -83,13 +91,31 @@ class PretrainConfig:
         return {"tau": self.tau} if self.loss == "contrastive" else {"margin": self.margin}
 
 
-def _datamodule(cfg: PretrainConfig, image_input: ImageInput):
+def run_audio_config(cfg: PretrainConfig):
+    """The AudioConfig a run trains on and its bundle records: the defaults with ``cfg.n_mels`` mel
+    bands and ``cfg.chunk_frames`` frames per chunk. One CLIError line for a size out of range or one
+    the audio source cannot give (:func:`~model.data.soundingearth.check_audio_source`)."""
+    from model.bundle.audio import AudioConfig, AudioError
+    from model.data.errors import DatasetError
+    from model.data.soundingearth import check_audio_source
+
+    try:
+        config = AudioConfig(n_mels=int(cfg.n_mels), chunk_frames=int(cfg.chunk_frames))
+        check_audio_source(cfg.data, cfg.audio_source, config)
+    except AudioError as e:
+        fail(f"audio input: {one_line(e)}")
+    except DatasetError as e:
+        fail(one_line(e))
+    return config
+
+
+def _datamodule(cfg: PretrainConfig, image_input: ImageInput, audio_config):
     from model.data.datamodule import SoundingEarthDataModule
 
     return SoundingEarthDataModule(
         root=cfg.data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
         image_input=image_input, crop=cfg.crop, audio_source=cfg.audio_source,
-        augment=cfg.augment, seed=cfg.seed,
+        audio_config=audio_config, augment=cfg.augment, seed=cfg.seed,
     )
 
 
@@ -100,7 +126,7 @@ def _trainer(cfg: PretrainConfig, out: Path):
     best = best_checkpoint(out, monitor="val_loss")
     trainer = build_trainer(
         out, epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
-        callbacks=[last_checkpoints(out, every_epoch=True), best], max_minutes=cfg.max_minutes,
+        callbacks=[last_checkpoints(out, every=cfg.checkpoint_every), best], max_minutes=cfg.max_minutes,
         limit_train_batches=cfg.limit_train_batches,
     )
     return trainer, best
@@ -144,14 +170,13 @@ def run_image_input(cfg: PretrainConfig) -> ImageInput:
 def write_bundle(model, cfg: PretrainConfig, out: Path, provenance: dict[str, Any],
                  image_input: ImageInput | None = None):
     """Write ``out`` as a bundle from a trained AudioVisualModel; ``image_input`` is the input it
-    was trained on (default :func:`run_image_input`)."""
+    was trained on (default :func:`run_image_input`), its audio input :func:`run_audio_config`."""
     import model.bundle as bundle_mod
-    from model.bundle.audio import AudioConfig
 
     image_input = image_input or run_image_input(cfg)
     meta = bundle_mod.make_meta(
         image_spec=model.image_encoder.spec, audio_spec=model.audio_encoder.spec, distance=model.distance,
-        image_input=image_input, audio_config=AudioConfig(), provenance=provenance,
+        image_input=image_input, audio_config=run_audio_config(cfg), provenance=provenance,
     )
     tensors = {**bundle_mod.encoder_tensors("image_encoder", model.image_encoder),
                **bundle_mod.encoder_tensors("audio_encoder", model.audio_encoder)}
@@ -191,6 +216,7 @@ def run(cfg: PretrainConfig) -> Path:
     if not data.is_dir():
         fail(f"{data}: no such data folder")
     resume = resume_checkpoint(cfg.resume, out)
+    audio_config = run_audio_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -203,7 +229,7 @@ def run(cfg: PretrainConfig) -> Path:
     )
     trainer, best = _trainer(cfg, out)
     started = time.time()
-    trainer.fit(model, datamodule=_datamodule(cfg, image_input), ckpt_path=resume or None)
+    trainer.fit(model, datamodule=_datamodule(cfg, image_input, audio_config), ckpt_path=resume or None)
     if trainer.global_rank != 0:
         return out / "bundle"
     _best_state(model, best.best_model_path)

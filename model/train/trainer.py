@@ -46,13 +46,18 @@ def batch_limit(limit: float) -> float | int:
     return int(limit) if limit > 1 else float(limit)
 
 
-def last_checkpoints(out: str | Path, every_epoch: bool = False) -> "ModelCheckpoint":
-    """``OUT/checkpoints/last.ckpt`` after every epoch; with ``every_epoch`` also
-    ``epoch000.ckpt``, ``epoch001.ckpt``, ... kept for good."""
+def last_checkpoints(out: str | Path, every: int = 0) -> "ModelCheckpoint":
+    """``OUT/checkpoints/last.ckpt`` after every epoch (replacing the one before); with ``every`` = N > 0
+    instead ``epoch{N-1:03d}.ckpt``, ``epoch{2N-1:03d}.ckpt``, ... kept for good, each copied to
+    ``last.ckpt`` (so ``--resume`` continues from the last kept epoch). Each file holds the weights and
+    the optimiser state: 270 MB for two ResNet-18s with Adam."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    return ModelCheckpoint(dirpath=Path(out) / "checkpoints", filename="epoch{epoch:03d}",
-                           auto_insert_metric_name=False, save_top_k=-1 if every_epoch else 0, save_last=True)
+    folder = Path(out) / "checkpoints"
+    if every <= 0:  # no monitor and top 1: the newest epoch, under one name
+        return ModelCheckpoint(dirpath=folder, filename="last", save_top_k=1, enable_version_counter=False)
+    return ModelCheckpoint(dirpath=folder, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                           save_top_k=-1, every_n_epochs=int(every), save_last=True)
 
 
 def best_checkpoint(out: str | Path, monitor: str = "val_loss", mode: str = "min") -> "ModelCheckpoint":

@@ -28,7 +28,8 @@ def pairs(tmp_path_factory):
 def trained(pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = PretrainConfig(data=str(pairs), out=str(out), epochs=2, batch_size=8, image_size=48, num_workers=0,
-                         loss="contrastive", precision="32-true", **STATS)
+                         loss="contrastive", precision="32-true", checkpoint_every=1, audio_source="audio",
+                         n_mels=64, chunk_frames=48, **STATS)
     return out, run(cfg)
 
 
@@ -46,15 +47,20 @@ def test_run_writes_checkpoints_logs_and_a_valid_bundle(trained):
     # the normalisation the run trained with, from its config
     assert list(b.image_input.mean) == STATS["image_mean"] and list(b.image_input.std) == STATS["image_std"]
     assert b.meta["provenance"]["steps"] > 0 and b.meta["provenance"]["loss"] == "contrastive"
-    assert b.audio_config.n_mels == 128
+    # the audio input the run trained on: 64 mel bands, 48 frames per chunk
+    assert (b.audio_config.n_mels, b.audio_config.chunk_frames) == (64, 48)
 
 
 def test_resume_continues_from_the_last_checkpoint(trained, pairs):
     out, _ = trained
     cfg = PretrainConfig(data=str(pairs), out=str(out), epochs=3, batch_size=8, image_size=48, num_workers=0,
-                         loss="contrastive", precision="32-true", resume="last", **STATS)
+                         loss="contrastive", precision="32-true", resume="last", audio_source="audio",
+                         n_mels=64, chunk_frames=48, **STATS)
     run(cfg)
-    assert (out / "checkpoints" / "epoch002.ckpt").is_file()
+    assert not (out / "checkpoints" / "epoch002.ckpt").exists()  # checkpoint_every 0: only last and best
+    import torch
+
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2  # replaced each epoch
     b = bundle_mod.load(out / "bundle")
     assert b.meta["provenance"]["epochs_run"] == 3
 
@@ -63,7 +69,7 @@ def test_evaluate_retrieval_writes_json_csv_and_curve(trained, pairs, tmp_path):
     _, bundle_path = trained
     out = tmp_path / "ret.json"
     r = subprocess.run([sys.executable, "-m", "model.evaluate", "retrieval", "--bundle", str(bundle_path),
-                        "--data", str(pairs), "--split", "all", "--out", str(out)],
+                        "--data", str(pairs), "--split", "all", "--audio-source", "audio", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
@@ -91,6 +97,19 @@ def test_missing_data_folder_is_a_one_line_error(tmp_path):
                         "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "nope" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n-mels", "64"], "{pairs}: spectrogram JPEGs hold 128 mel bands and the audio input has 64; "
+                         "read the recordings instead (--audio-source audio)"),
+    (["--audio-source", "audio", "--chunk-frames", "0"], "audio input: "),
+])
+def test_an_audio_input_the_source_cannot_give_is_one_line_before_training(pairs, tmp_path, flags, message):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "model.pretrain", "--data", str(pairs), "--out", str(out), *flags],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {message.format(pairs=pairs)}"), r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not out.exists()
 
 
 def test_resume_from_a_bad_checkpoint_is_one_line_before_training(pairs, tmp_path):

@@ -28,17 +28,19 @@ def test_fine_tuning_trainer_has_no_validation_and_no_checkpoints(tmp_path):
     assert sorted(Path(logger.root_dir).name for logger in trainer.loggers) == ["csv", "tensorboard"]
 
 
-def test_pretraining_trainer_keeps_every_epoch_and_the_best(tmp_path):
+def test_pretraining_trainer_keeps_every_nth_epoch_and_the_best(tmp_path):
     best = best_checkpoint(tmp_path, monitor="val_loss")
     trainer = build_trainer(tmp_path, epochs=2, accelerator="cpu", precision="32-true",
-                            callbacks=[last_checkpoints(tmp_path, every_epoch=True), best])
+                            callbacks=[last_checkpoints(tmp_path, every=5), best])
     every, kept = trainer.checkpoint_callbacks
     assert kept is best and best.monitor == "val_loss" and best.save_top_k == 1
     assert every.save_top_k == -1 and every.save_last and Path(every.dirpath) == tmp_path / "checkpoints"
+    assert every._every_n_epochs == 5
     assert trainer.limit_val_batches == 1.0
     only_last = build_trainer(tmp_path, max_steps=10, accelerator="cpu", precision="32-true",
                               callbacks=[last_checkpoints(tmp_path)])
-    assert only_last.max_steps == 10 and only_last.checkpoint_callback.save_top_k == 0
+    last = only_last.checkpoint_callback
+    assert only_last.max_steps == 10 and last.save_top_k == 1 and last.filename == "last" and not last.save_last
 
 
 def test_a_time_limit_is_a_safety_stop_not_a_budget(tmp_path):
