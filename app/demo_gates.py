@@ -67,22 +67,24 @@ def gallery_gate(bundle, t: Thresholds) -> GateResult:
                       f"({'below' if ok else 'not below'} {t.max_gallery_cosine:g}; 1 = collapsed)")
 
 
-def held_out_recall(bundle, pairs: Path, k: int, crop: float) -> tuple[float, int]:
-    """(image -> audio Recall@k, n) over the held-out pairs of ``pairs`` (:data:`HELD_OUT` splits)."""
+def held_out_recall(bundle, pairs: Path, k: int, crop: float, audio_source: str) -> tuple[float, int]:
+    """(image -> audio Recall@k, n) over the held-out pairs of ``pairs`` (:data:`HELD_OUT` splits),
+    recordings read from ``audio_source`` ("spectrogram" JPEGs or "audio" files)."""
     from model.core.distance import pairwise_distance
     from model.evaluation.embed import embed_folder
     from model.evaluation.retrieval import retrieval_metrics
 
-    parts = [embed_folder(bundle, pairs, split=split, crop=crop, progress=False) for split in HELD_OUT]
+    parts = [embed_folder(bundle, pairs, split=split, audio_source=audio_source, crop=crop, progress=False)
+             for split in HELD_OUT]
     image = np.concatenate([p.image for p in parts])
     audio = np.concatenate([p.audio for p in parts])
     metrics = retrieval_metrics(pairwise_distance(image, audio, bundle.distance), ks=(k,))
     return metrics[f"recall@{k}"], len(image)
 
 
-def retrieval_gate(bundle, pairs: Path, crop: float, t: Thresholds) -> GateResult:
+def retrieval_gate(bundle, pairs: Path, crop: float, t: Thresholds, audio_source: str) -> GateResult:
     """Held-out image -> audio Recall@k >= ``t.min_recall_over_chance`` x chance (k / n)."""
-    recall, n = held_out_recall(bundle, pairs, t.recall_k, crop)
+    recall, n = held_out_recall(bundle, pairs, t.recall_k, crop, audio_source)
     chance = min(t.recall_k, n) / max(n, 1)
     ratio = recall / chance
     ok = bool(ratio >= t.min_recall_over_chance)
@@ -115,12 +117,13 @@ def landcover_gate(bundle, t: Thresholds) -> GateResult | None:
                       f"(needs {100 * t.min_landcover_accuracy:.1f} %)")
 
 
-def check_gates(bundle_path: Path, pairs: Path, crop: float, t: Thresholds) -> list[GateResult]:
+def check_gates(bundle_path: Path, pairs: Path, crop: float, t: Thresholds,
+                audio_source: str = "spectrogram") -> list[GateResult]:
     """Every gate of the demo bundle at ``bundle_path`` (module doc); gates without a head are left out."""
     from model.bundle import load
 
     bundle = load(bundle_path)
-    results = [gallery_gate(bundle, t), retrieval_gate(bundle, pairs, crop, t),
+    results = [gallery_gate(bundle, t), retrieval_gate(bundle, pairs, crop, t, audio_source),
                soundscape_gate(bundle, t), landcover_gate(bundle, t)]
     return [r for r in results if r is not None]
 

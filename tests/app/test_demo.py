@@ -26,6 +26,7 @@ def test_quick_demo_bundle_loads_with_its_heads_and_gallery(quick_demo):
     bundle = load(quick_demo.bundle)
     assert bundle.image_input.tile_size == QUICK.tile_px
     assert bundle.image_input.gsd == pytest.approx(QUICK.tile_gsd)
+    assert (bundle.audio_config.n_mels, bundle.audio_config.chunk_frames) == (QUICK.n_mels, QUICK.chunk_frames)
     assert set(bundle.heads) == {"soundscape", "landcover"}
     assert len(bundle.heads["soundscape"]["classes"]) == 6
     rows, embeddings = load_gallery(bundle)
@@ -115,6 +116,11 @@ def test_the_mapped_scene_is_scored_against_its_truth(quick_demo):
     assert scores["landcover"]["overall_accuracy"] == again["landcover"]["overall_accuracy"]
     assert scores["landcover"]["pixels"] == QUICK.scene_px ** 2  # every scene pixel scored, on the scene's grid
     assert 0.0 <= scores["soundscape"]["agreement"] <= 1.0 and scores["soundscape"]["cells"] > 0
+    # the soundscape truth is made on the map's own cells, so each mapped cell meets exactly one truth cell
+    with rasterio.open(quick_demo.map_dir / "soundscape.tif") as sound, \
+            rasterio.open(quick_demo.scene.parent / "soundscape_truth.tif") as truth:
+        assert truth.transform == sound.transform and truth.shape == sound.shape
+    assert scores["soundscape"]["cells"] == sound.width * sound.height
 
 
 def test_a_failed_gate_is_one_line_naming_the_gate_and_its_figure(quick_demo):
