@@ -27,6 +27,7 @@ class Query:
     array: np.ndarray
     profile: dict[str, Any]
     key: str
+    label: str = "query"  # short name of what was asked, for file names
 
     @property
     def similarity(self) -> np.ndarray:
@@ -63,8 +64,10 @@ def _audio(path: Path | None) -> None:
         st.audio(str(path), format=AUDIO_MIME.get(path.suffix.lower(), "audio/mpeg"))
 
 
-def _query_vector(choice: BundleChoice, backend: str, gallery: Gallery | None) -> tuple[np.ndarray, str] | None:
-    """The query vector and a one-line description, from the chosen source; None when not ready."""
+def _query_vector(choice: BundleChoice, backend: str,
+                  gallery: Gallery | None) -> tuple[np.ndarray, str, str] | None:
+    """The query vector, a one-line description and a short label for file names, from the chosen
+    source; None when not ready."""
     sources = ([UPLOAD] if choice.bundle.has("audio_encoder") else []) + ([GALLERY] if gallery is not None else []) + (
         [CLASS] if "soundscape" in choice.bundle.heads else [])
     if not sources:
@@ -83,20 +86,20 @@ def _query_vector(choice: BundleChoice, backend: str, gallery: Gallery | None) -
             st.error(public(f"audio rejected: {one_line(e)}"))
             return None
         st.audio(up.getvalue(), format=AUDIO_MIME.get(Path(up.name).suffix.lower(), "audio/wav"))
-        return vector, f"your recording {up.name}"
+        return vector, f"your recording {up.name}", Path(up.name).stem
     if source == GALLERY:
         keys = gallery.rows["key"].astype(int).tolist()
         _keep_valid("query_gallery", keys)
         key = st.selectbox("Gallery recording", keys, key="query_gallery",
                            format_func=lambda k: f"{k}: {gallery.title(k)}")
         _audio(gallery.audio_file(key))
-        return gallery.vector(key), f"gallery recording {key} ({gallery.title(key)})"
+        return gallery.vector(key), f"gallery recording {key} ({gallery.title(key)})", f"gallery-{key}"
     from geo.query import class_vector
 
     names = [c["name"] for c in choice.bundle.heads["soundscape"]["classes"]]
     _keep_valid("query_class", names)
     name = st.selectbox("Sound class", names, key="query_class")
-    return class_vector(choice.bundle, name), f"the sound class {name}"
+    return class_vector(choice.bundle, name), f"the sound class {name}", f"class-{name}"
 
 
 def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gallery | None) -> Query | None:
@@ -106,7 +109,7 @@ def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gall
     if found is None:
         st.caption("Upload a recording (or pick one) to see where the scene sounds most like it.")
         return None
-    vector, what = found
+    vector, what, label = found
     try:
         stamp = (map_dir / "embeddings.tif").stat().st_mtime_ns
         array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance)
@@ -118,12 +121,13 @@ def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gall
         cells = ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best)
         st.success(f"Most like {what}: {cells}")
     key = sound_query.query_key(vector, map_dir)
-    return Query(what, array, profile, key)
+    return Query(what, array, profile, key, label)
 
 
 def heat_file(query: Query) -> Path:
-    """The query's heatmap as a COG in ``CACHE/queries/heat-<key>.tif`` (written once)."""
-    out = cache_dir() / "queries" / f"heat-{query.key}.tif"
+    """The query's heatmap as a COG in ``CACHE/queries/`` named after the query
+    (:func:`~app.sound_query.heat_name`; written once)."""
+    out = cache_dir() / "queries" / sound_query.heat_name(query.label, query.key)
     if not out.is_file():
         sound_query.save_heatmap(query.array, query.profile, out, query.what)
     return out

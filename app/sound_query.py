@@ -131,6 +131,16 @@ def best_cells(similarity: np.ndarray, k: int = 3) -> list[tuple[int, int, float
     return [(int(i // cols), int(i % cols), float(flat[i])) for i in order if np.isfinite(flat[i])]
 
 
+def heat_name(label: str, key: str) -> str:
+    """The heatmap file's name: ``heat-<label>-<key[:8]>.tif``, the label (what was asked: a
+    recording's stem, ``gallery-<key>``, ``class-<name>``) with anything but letters, digits, ``.``,
+    ``_`` and ``-`` replaced by ``-`` and cut to 40 characters, so a download says what it shows."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.")[:40] or "query"
+    return f"heat-{slug}-{key[:8]}.tif"
+
+
 def query_key(vector: np.ndarray, map_dir: Path) -> str:
     """``sha256(vector bytes | map folder)[:16]``: names a query's heatmap file."""
     from app.state import sha256_hex

@@ -128,7 +128,8 @@ def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_aud
     assert at.success[0].value.startswith("Most like your recording robin.ogg: r")
     best = at.success[0].value.split(": ")[1].split(" (")[0]
     assert at.selectbox(key="listen_tile").value == best
-    assert any(b.label.startswith("heat-") for b in at.get("download_button"))
+    # the heatmap download is named after the query
+    assert any(b.label.startswith("heat-robin-") for b in at.get("download_button"))
     at.checkbox(key="layer_heatmap").uncheck().run()
     assert "heatmap" not in _layer_ids(at)
     at.get("file_uploader")[0].set_value(("notes.wav", b"this is not audio", "audio/wav")).run()
@@ -147,8 +148,20 @@ def test_gallery_query_and_listening_to_a_tile(env):
     at.selectbox(key="listen_tile").set_value("r0 c0").run()
     text = _markdown(at)
     assert "Top sounds:" in text and "recording 1000" in text
+    assert any(b.label.startswith("heat-gallery-1000") for b in at.get("download_button"))
     at.radio(key="query_source").set_value("a sound class").run()
     assert at.success[0].value.startswith("Most like the sound class")
+    name = at.selectbox(key="query_class").value
+    assert any(b.label.startswith(f"heat-class-{name.replace(' ', '-')}-") for b in at.get("download_button"))
+
+
+def test_heatmap_file_names_say_what_was_asked():
+    from app.sound_query import heat_name
+
+    assert heat_name("robin", "0123456789abcdef") == "heat-robin-01234567.tif"
+    assert heat_name("class-human activity", "ab" * 8) == "heat-class-human-activity-abababab.tif"
+    assert heat_name("../../etc/passwd", "f" * 16) == "heat-etc-passwd-ffffffff.tif"  # never a path
+    assert heat_name("???", "0" * 16) == "heat-query-00000000.tif"
 
 
 def test_bad_uploads_give_one_error_line_and_the_app_keeps_working(env):
