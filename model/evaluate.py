@@ -9,7 +9,7 @@ bundle's distance. Writes FILE.json, FILE.csv and a recall-curve FILE.png beside
 probe (model/evaluation/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
 weighted F1 over 5 seeds on a fixed stratified 80/20 split.
 
-``gallery --bundle B --data DIR [--split test] [--k 5] [--out FILE.json]``: whether the nearest
+``gallery --bundle B --data DIR [--split test] [--k 5] [--audio-source S] [--out FILE.json]``: whether the nearest
 gallery recordings of each image (its own left out) have the ``dominant`` class of its own recording
 (model/evaluation/gallery_agreement.py: top-1 and top-k agreement next to the majority class).
 
@@ -118,7 +118,7 @@ def gallery(args: argparse.Namespace) -> int:
     from model.evaluation.gallery_agreement import gallery_agreement
 
     bundle = bundle_mod.load(args.bundle)
-    result = gallery_agreement(bundle, args.data, args.split, args.k)
+    result = gallery_agreement(bundle, args.data, args.split, args.k, args.audio_source)
     print(f"gallery agreement ({result['n']} {args.split} images, {result['gallery_size']} recordings): "
           f"top-1 {100 * result['top1']:.1f} %, top-{args.k} {100 * result['topk']:.1f} %, always "
           f"{result['majority_class']!r} {100 * result['majority_share']:.1f} %")
@@ -135,6 +135,8 @@ def _add_gallery(sub) -> None:
     p.add_argument("--data", required=True, help="SoundingEarth-format folder with a dominant column")
     p.add_argument("--split", default="test", help="train, val, test or all (default test)")
     p.add_argument("--k", type=int, default=5, help="neighbours per image (default 5)")
+    p.add_argument("--audio-source", default="spectrogram", choices=["spectrogram", "audio"],
+                   help="read the folder's recordings as spectrogram JPEGs (default) or audio files")
     p.add_argument("--out", help="FILE.json")
     p.set_defaults(func=gallery)
 

@@ -48,14 +48,16 @@ def class_agreement(gallery: np.ndarray, gallery_keys: Sequence[int], gallery_cl
             "majority_class": majority, "majority_share": count / len(truth)}
 
 
-def gallery_agreement(bundle, data: str | Path, split: str = "test", k: int = 5) -> dict[str, Any]:
-    """:func:`class_agreement` of the images of ``split`` in ``data`` against the bundle's gallery."""
+def gallery_agreement(bundle, data: str | Path, split: str = "test", k: int = 5,
+                      audio_source: str = "spectrogram") -> dict[str, Any]:
+    """:func:`class_agreement` of the images of ``split`` in ``data`` against the bundle's gallery
+    (``audio_source``: where the folder's recordings are read from, as the gallery was built)."""
     from model.evaluation.embed import embed_folder
 
     rows, embeddings = load_gallery(bundle)
     if "dominant" not in rows.columns:
         raise GalleryAgreementError(f"{bundle.path}: the gallery has no dominant classes")
-    emb = embed_folder(bundle, data, split=split, progress=False)
+    emb = embed_folder(bundle, data, split=split, audio_source=audio_source, progress=False)
     result = class_agreement(embeddings, rows["key"].astype(int).tolist(), rows["dominant"].tolist(),
                              emb.image, emb.keys.tolist(), emb.dominant, bundle.distance, k)
     return {**result, "split": split, "gallery_size": len(rows), "data": str(data)}

@@ -17,8 +17,9 @@ steps (``python -m MODULE ARGS`` command lines, or copying a bundle folder) in i
 4. ``heads``: the soundscape head and the gallery on a copy of the batch-all bundle of ``losses``.
 
 Every budget is in epochs (no wall-clock budget), every training run has ``--seed`` and
-``--threads``. :data:`FULL` is sized for about an hour on a 2-core CPU (96 px encoder input,
-batch 32; its losses section took 20 minutes); :data:`QUICK` shrinks every size and epoch for a test.
+``--threads``. :data:`FULL` is sized for about an hour on a 2-core CPU (96 px images and 64 x 64
+log-mel chunks as encoder inputs, batch 32, 10 epochs of 600 pairs: 150 steps, where 5 epochs left the
+batch-all loss at chance); :data:`QUICK` shrinks every size and epoch for a test.
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ COPY = "copy"  # the module name of a step that copies a folder (argv: source, t
 
 @dataclass(frozen=True)
 class Sizes:
-    """Every size of the recipe: data (items, pixels, seconds), budgets (epochs), batch, seeds."""
+    """Every size of the recipe: data (items, pixels, seconds), budgets (epochs), batch, seeds, and the
+    audio input (``n_mels`` mel bands x ``chunk_frames`` frames, read from ``audio_source``: 128 bands
+    come from the spectrogram JPEGs, any other number needs the recordings, "audio")."""
 
     pairs: int
     pair_size: int
@@ -55,6 +58,9 @@ class Sizes:
     segment_batch: int
     decoder_channels: int
     seeds: tuple[int, ...]
+    n_mels: int = 128
+    chunk_frames: int = 128
+    audio_source: str = "spectrogram"
     threads: int = 2
     workers: int = 0
     data_seed: int = 1
@@ -65,11 +71,13 @@ class Sizes:
 
 
 FULL = Sizes(pairs=600, pair_size=256, duration=(6.0, 10.0), scenes=240, scene_size=128, tiles=48,
-             tile_size=256, image_size=96, batch_size=32, pretrain_epochs=5, classify_epochs=4,
-             segment_epochs=3, segment_batch=8, decoder_channels=64, seeds=(0, 1, 2))
+             tile_size=256, image_size=96, batch_size=32, pretrain_epochs=10, classify_epochs=4,
+             segment_epochs=3, segment_batch=8, decoder_channels=64, seeds=(0, 1, 2), n_mels=64, chunk_frames=64,
+             audio_source="audio")
 QUICK = Sizes(pairs=60, pair_size=64, duration=(3.0, 3.5), scenes=24, scene_size=64, tiles=6, tile_size=64,
               image_size=32, batch_size=16, pretrain_epochs=1, classify_epochs=1, segment_epochs=1,
-              segment_batch=4, decoder_channels=32, seeds=(0, 1), quick=True)
+              segment_batch=4, decoder_channels=32, seeds=(0, 1), n_mels=64, chunk_frames=64, audio_source="audio",
+              quick=True)
 
 
 @dataclass(frozen=True)
@@ -127,14 +135,19 @@ def _pretrain_args(work: Path, s: Sizes, out: Path, seed: int) -> tuple:
             "--seed", seed, "--threads", s.threads)
 
 
+def _audio_args(s: Sizes) -> tuple:
+    """The audio input of audiovisual pretraining."""
+    return ("--audio-source", s.audio_source, "--n-mels", s.n_mels, "--chunk-frames", s.chunk_frames)
+
+
 def _loss_runs(work: Path, s: Sizes) -> list[Run]:
     runs = []
     for loss in LOSSES:
         out = work / "losses" / loss
         runs.append(Run("losses", loss, (
-            _step("model.pretrain", *_pretrain_args(work, s, out, 0), "--loss", loss),
+            _step("model.pretrain", *_pretrain_args(work, s, out, 0), *_audio_args(s), "--loss", loss),
             _step("model.evaluate", "retrieval", "--bundle", out / "bundle", "--data", work / "data" / "pairs",
-                  "--split", "test", "--out", out / "retrieval.json")),
+                  "--split", "test", "--audio-source", s.audio_source, "--out", out / "retrieval.json")),
             keep={"retrieval.json": METRICS_FILE, TRAINING_FILE: TRAINING_FILE}, needs=("data/pairs",)))
     return runs
 
@@ -142,7 +155,7 @@ def _loss_runs(work: Path, s: Sizes) -> list[Run]:
 def _pretrain_step(work: Path, s: Sizes, init: str, seed: int, out: Path) -> Step:
     args = _pretrain_args(work, s, out, seed)
     if init == "audiovisual":
-        return _step("model.pretrain", *args, "--loss", "batch_all_triplet")
+        return _step("model.pretrain", *args, *_audio_args(s), "--loss", "batch_all_triplet")
     return _step("model.baselines", init, *args)
 
 
@@ -196,10 +209,10 @@ def _head_runs(work: Path, s: Sizes) -> list[Run]:
     pairs = work / "data" / "pairs"
     return [Run("heads", "batch_all_triplet", (
         _step(COPY, source / "bundle", out / "bundle"),
-        _step("model.soundscape", "--bundle", out / "bundle", "--data", pairs),
-        _step("model.gallery", "--bundle", out / "bundle", "--data", pairs),
+        _step("model.soundscape", "--bundle", out / "bundle", "--data", pairs, "--audio-source", s.audio_source),
+        _step("model.gallery", "--bundle", out / "bundle", "--data", pairs, "--audio-source", s.audio_source),
         _step("model.evaluate", "gallery", "--bundle", out / "bundle", "--data", pairs, "--split", "test",
-              "--out", out / "gallery.json")),
+              "--audio-source", s.audio_source, "--out", out / "gallery.json")),
         keep={"gallery.json": "gallery.json", "bundle/bundle.json": "bundle.json"},
         needs=("data/pairs", "losses/batch_all_triplet"))]
 

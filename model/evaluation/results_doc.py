@@ -54,7 +54,8 @@ def _intro(recipe: dict, runs_label: str, out_label: str) -> list[str]:
              "on a 2-core CPU; finished runs are skipped, so a killed run resumes). Do not edit "
              "this page by hand: change the recipe (`model/evaluation/recipe.py`) and rerun.", "",
              f"Every budget is in epochs; every run is seeded and uses {s['threads']} intra-op threads; "
-             f"encoder input {s['image_size']} px, batch {s['batch_size']}. The exact command lines of "
+             f"encoder inputs {s['image_size']} px images and {s.get('n_mels', 128)} x {s.get('chunk_frames', 128)} "
+             f"log-mel chunks, batch {s['batch_size']}. The exact command lines of "
              f"every run are in `{runs_label}/{RECIPE_FILE}`.", ""]
     if s.get("quick"):
         lines += ["**These files come from `--quick` (every size and epoch shrunk for a test): the "
