@@ -48,7 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/mapping.py --size 20000 --tile-size 64 --gsd 6 --export
 
 # Every run behind docs/results.md (python -m model.results; the recipe is model/evaluation/recipe.py):
-# over an hour on a 2-core CPU (the losses section alone: 20 min), data and bundles in runs/results-work, the small JSON files of
+# about an hour on a 2-core CPU (the 8 pretrainings and 24 fine-tunings of its inits section: 41 min), data and bundles in runs/results-work, the small JSON files of
 # each run in docs/results/. Finished runs are skipped, so a killed run resumes.
 results: install
 	$(BIN)/python -m model.results run --out docs/results
