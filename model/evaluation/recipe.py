@@ -18,7 +18,7 @@ steps (``python -m MODULE ARGS`` command lines, or copying a bundle folder) in i
 
 Every budget is in epochs (no wall-clock budget), every training run has ``--seed`` and
 ``--threads``. :data:`FULL` is sized for about an hour on a 2-core CPU (96 px images and 64 x 64
-log-mel chunks as encoder inputs, batch 32, 10 epochs of 600 pairs: 150 steps, where 5 epochs left the
+log-mel chunks as encoder inputs, batch 32, 10 epochs of the 600 pairs' training split: 130 steps, where 5 epochs left the
 batch-all loss at chance); :data:`QUICK` shrinks every size and epoch for a test.
 """
 from __future__ import annotations
