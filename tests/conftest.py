@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import os
+import shutil
 
 import pytest
 
@@ -18,6 +19,28 @@ def _small_thread_budget():
 
     torch.set_num_threads(2)
     yield
+
+
+SESSION_DIRS = {"quick-demo"}  # made under the base temp folder by session fixtures shared across modules
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_temp(request, tmp_path_factory):
+    """Removes the temp folders a test module made once the module has passed.
+
+    Module fixtures build runs, bundles and exports of hundreds of MB; pytest keeps them until the
+    session ends (a whole suite would hold about 11 GB). A module with a failure keeps its folders
+    for inspection, as ``tmp_path_retention_policy = "failed"`` does for single tests.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = {p.name for p in base.iterdir()}
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in base.iterdir():
+        if path.name not in before and path.name not in SESSION_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
