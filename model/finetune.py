@@ -100,9 +100,11 @@ def classify(args: argparse.Namespace) -> int:
               "accuracy": accuracy, "per_class_accuracy": dict(zip(data.classes, per_class)),
               "classes": data.classes, "confusion": model.confusion.tolist(), "n_train": len(train_idx),
               "n_test": len(test_idx), "test_ratio": args.test_ratio, "image_size": args.image_size,
-              "freeze": args.freeze, **run}
+              "freeze": args.freeze, **data.left_out.record(), **run}
     write_run_metrics(out, record)
     write_training_record(out, run, time.time() - started)
+    if data.left_out:
+        print(data.left_out.summary("images"))
     print(f"{record['dataset']} / {init.label}: accuracy {100 * accuracy:.1f} % on {len(test_idx)} test images "
           f"-> {out / 'metrics.json'}")
     return 0
@@ -120,6 +122,7 @@ def _check_segment_args(args: argparse.Namespace) -> None:
 def segment(args: argparse.Namespace) -> int:
     """Train and test a DeepLabV3+ land-cover segmenter; write metrics.json and a bundle into ``--out``."""
     import model.bundle as bundle_mod
+    from model.data.bad_items import LeftOut
     from model.data.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
     from model.nn.init import resolve_init
     from model.nn.landcover import ENCODERS, build_segmenter
@@ -135,7 +138,8 @@ def segment(args: argparse.Namespace) -> int:
     if spec.arch not in ENCODERS:
         fail(f"{init.source}: image encoder is a {spec.arch} ResNet (stem {spec.stem_width}, widths "
              f"{list(spec.widths)}); segmentation needs a standard-width resnet18 or resnet50")
-    tiles = scan_deepglobe(args.data)
+    left_out = LeftOut()
+    tiles = scan_deepglobe(args.data, left_out)
     if not tiles["test"]:
         tiles = split_tiles(tiles["train"], args.test_ratio, args.split_seed)
     window = args.window or args.crop_size
@@ -162,7 +166,7 @@ def segment(args: argparse.Namespace) -> int:
               "classes": list(DEEPGLOBE_CLASSES), "confusion": model.confusion.tolist(),
               "n_train": len(tiles["train"]), "n_test": len(tiles["test"]), "crop_size": args.crop_size,
               "window": window, "stride": stride, "gsd": args.gsd, "decoder": decoder,
-              "freeze_encoder": args.freeze_encoder}
+              "freeze_encoder": args.freeze_encoder, **left_out.record()}
     run = run_record(trainer, args.epochs, determinism)
     record.update(run)
     provenance = {"trained_by": "geoaudio model.finetune segment", "init": init.label, "init_source": init.source,
@@ -174,6 +178,8 @@ def segment(args: argparse.Namespace) -> int:
     bundle_mod.save(out / "bundle", meta, tensors, overwrite=(out / "bundle").exists())
     write_run_metrics(out, record)
     write_training_record(out, run, time.time() - started)
+    if left_out:
+        print(left_out.summary("tiles"))
     print(f"{record['dataset']} / {init.label}: OA {100 * scores['overall_accuracy']:.1f} %, "
           f"mIoU {100 * scores['miou']:.1f} % -> {out / 'metrics.json'}, {out / 'bundle'}")
     return 0

@@ -11,18 +11,22 @@ writes them):
 - ADVANCE: ``ROOT/vision/<class>/<id>.jpg`` with the recording ``ROOT/sound/<class>/<id>.wav``.
 
 Every reader raises :class:`~model.data.errors.DatasetError` with one line naming the folder or
-file and the problem.
+file and the problem. A bad item inside a set (an image or mask that does not decode) is not an
+error: the scanners decode every file once, cheaply (:func:`model.data.transforms.check_image`),
+and leave the bad ones out, named and counted (:mod:`model.data.bad_items`); a class or split left
+with nothing is an error.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from model.core.errors import one_line
+from model.data.bad_items import LeftOut, keep_readable, problem_of
 from model.data.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -60,37 +64,51 @@ def _class_dirs(root: Path) -> list[Path]:
 # Class folders
 
 
+def _check_image(path: Path) -> None:
+    from model.data.transforms import check_image
+
+    check_image(path)
+
+
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images with class labels: ``paths[i]`` belongs to ``classes[labels[i]]``."""
+    """Images with class labels: ``paths[i]`` belongs to ``classes[labels[i]]``; ``left_out`` the
+    files that did not decode."""
 
     paths: list[Path]
     labels: np.ndarray
     classes: list[str]
+    left_out: LeftOut = field(default_factory=LeftOut)
 
     def __len__(self) -> int:
         return len(self.paths)
 
 
-def scan_class_folders(root: str | os.PathLike) -> LabelledImages:
-    """Every image of ``ROOT/<class>/``; classes are the sub-folders in sorted order.
+def scan_class_folders(root: str | os.PathLike, check: bool = True) -> LabelledImages:
+    """Every readable image of ``ROOT/<class>/``; classes are the sub-folders in sorted order.
 
-    Empty class folders are an error (a label the model could never learn), as is a root with
-    fewer than two classes.
+    check: decode each image once and leave out (named, counted) those that fail. Empty class
+    folders are an error (a label the model could never learn), as is a root with fewer than two
+    classes.
     """
     root = _check_dir(root)
     classes, paths, labels = [], [], []
+    left_out = LeftOut()
     for folder in _class_dirs(root):
         images = _files(folder, IMAGE_SUFFIXES)
         if not images:
             raise DatasetError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        if check:
+            images = keep_readable(images, _check_image, left_out)
+            if not images:
+                raise DatasetError(f"{folder}: class folder holds no readable image")
         paths += images
         labels += [len(classes)] * len(images)
         classes.append(folder.name)
     if len(classes) < 2:
         raise DatasetError(f"{root}: a class-folder dataset needs at least two class sub-folders, "
                            f"found {len(classes)}")
-    return LabelledImages(paths, np.asarray(labels, dtype=np.int64), classes)
+    return LabelledImages(paths, np.asarray(labels, dtype=np.int64), classes, left_out)
 
 
 def stratified_split(labels: np.ndarray, test_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,12 +161,14 @@ def _pair_tiles(image_dir: Path, mask_dir: Path) -> list[SegmentationTile]:
     return tiles
 
 
-def scan_deepglobe(root: str | os.PathLike) -> dict[str, list[SegmentationTile]]:
+def scan_deepglobe(root: str | os.PathLike, left_out: LeftOut | None = None,
+                   check: bool = True) -> dict[str, list[SegmentationTile]]:
     """Tiles by split: ``{"train": [...], "test": [...]}``.
 
     The split layout (``training_data/`` + ``test_data/``) fills both; the original layout
     (``train/``, or ``*_sat`` files directly in ROOT) fills "train" only and leaves the test split
-    to the caller (see :func:`split_tiles`).
+    to the caller (see :func:`split_tiles`). check: decode each image and mask once and leave out a
+    tile with either unreadable (named in ``left_out`` when given); a split left empty is an error.
     """
     root = _check_dir(root)
     if (root / SPLIT_LAYOUT["train"]).is_dir():
@@ -157,10 +177,30 @@ def scan_deepglobe(root: str | os.PathLike) -> dict[str, list[SegmentationTile]]
             base = root / name
             if not (base / "images").is_dir() or not (base / "masks").is_dir():
                 raise DatasetError(f"{base}: expected images/ and masks/ sub-folders")
-            out[split] = _pair_tiles(base / "images", base / "masks")
+            out[split] = _readable_tiles(_pair_tiles(base / "images", base / "masks"), base, left_out, check)
         return out
     folder = root / "train" if (root / "train").is_dir() else root
-    return {"train": _pair_tiles(folder, folder), "test": []}
+    return {"train": _readable_tiles(_pair_tiles(folder, folder), folder, left_out, check), "test": []}
+
+
+def _check_tile(tile: SegmentationTile) -> None:
+    """DatasetError naming the tile's image when the image or its mask does not decode."""
+    _check_image(tile.image)
+    try:
+        _check_image(tile.mask)
+    except DatasetError as e:
+        raise DatasetError(f"{tile.image}: its mask {tile.mask.name} is unreadable "
+                           f"({problem_of(e, tile.mask)})") from None
+
+
+def _readable_tiles(tiles: list[SegmentationTile], folder: Path, left_out: LeftOut | None,
+                    check: bool) -> list[SegmentationTile]:
+    if not check:
+        return tiles
+    kept = keep_readable(tiles, _check_tile, LeftOut() if left_out is None else left_out, file_of=lambda t: t.image)
+    if not kept:
+        raise DatasetError(f"{folder}: none of the {len(tiles)} tiles has a readable image and mask")
+    return kept
 
 
 def split_tiles(tiles: list[SegmentationTile], test_ratio: float, seed: int) -> dict[str, list[SegmentationTile]]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model.core.atomic import write_atomic, write_text_atomic
-from model.data.errors import DatasetError
+from model.data.errors import DatasetError, UnreadableItemError
 
 MANIFEST = "prepared.json"
 FORMAT = "npy-uint8-hwc"
@@ -133,9 +133,9 @@ def load_cached_image(folder: str | os.PathLike, key: int) -> torch.Tensor:
     try:
         pixels = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"{path}: unreadable cached image ({e}); delete it and rerun "
+        raise UnreadableItemError(f"{path}: unreadable cached image ({e}); delete it and rerun "
                            "python -m model.data.prepare") from None
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise DatasetError(f"{path}: cached image has shape {pixels.shape} {pixels.dtype}, "
+        raise UnreadableItemError(f"{path}: cached image has shape {pixels.shape} {pixels.dtype}, "
                            "expected (S, S, 3) uint8")
     return torch.from_numpy(pixels).permute(2, 0, 1)

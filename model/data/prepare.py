@@ -9,7 +9,10 @@ a ``prepared.json`` describing it; :class:`SoundingEarthDataset` finds and uses 
 - training with augmentation: ``--size 256 --crop 0.5`` (the 512 px region the random crops are
   drawn from, at the same 512 px per tile side); it serves evaluation too.
 
-Reruns skip keys already prepared; each file is written atomically.
+Reruns skip keys already prepared; each file is written atomically. An image that does not decode
+is reported by name, left out (a ``{key}.bad`` marker in the cache folder, which
+:class:`SoundingEarthDataset` reads, leaves the key out of training) and counted at the end; the
+rest goes on. A rerun tries marked images again.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from model.data.bad_items import LeftOut, clear_bad, mark_bad, problem_of
 from model.data.errors import DatasetError
 from model.data.image_cache import (
     ImageCacheSpec, cache_file, default_image_cache_dir, read_manifest, save_cached_image,
@@ -37,9 +41,17 @@ def prepare_image(source: Path, out: Path, key: int, size: int, crop: float) -> 
     return save_cached_image(out, key, resize_square(region, size).contiguous())
 
 
-def _prepare_job(job: tuple[Path, Path, int, int, float]) -> int:
-    prepare_image(*job)
-    return job[2]
+def _prepare_job(job: tuple[Path, Path, int, int, float]) -> tuple[int, str]:
+    """(key, "" or the problem of an image that does not decode, which is then marked bad)."""
+    source, out, key = job[0], job[1], job[2]
+    try:
+        prepare_image(*job)
+    except DatasetError as e:
+        problem = problem_of(e, source)
+        mark_bad(out, key, f"{source}: {problem}")
+        return key, problem
+    clear_bad(out, key)
+    return key, ""
 
 
 def prepare_images(
@@ -54,8 +66,8 @@ def prepare_images(
 
     size: output side in px; crop: fraction of the tile side kept around the centre; out: the
     cache folder (default ``ROOT/.cache/images-{size}-{crop}``); workers: processes (0 = this one).
-    A folder prepared with other settings is refused with DatasetError, as is a corrupt image
-    (named; the entries written before it are kept, so a rerun resumes).
+    A folder prepared with other settings is refused with DatasetError. A corrupt image is named,
+    marked bad in the cache and counted in one line on stderr; the rest goes on.
     """
     if int(size) < 1 or not 0.0 < float(crop) <= 1.0:
         raise DatasetError(f"size must be >= 1 px and crop in (0, 1], got size={size}, crop={crop}")
@@ -67,10 +79,15 @@ def prepare_images(
     _claim_folder(out, spec)
     todo = [(images[k], out, int(k), spec.size, spec.crop) for k in keys
             if k in images and not cache_file(out, k).is_file()]
+    left_out = LeftOut()
     bar = tqdm(total=len(todo), desc=f"prepare {out.name}", unit="img", disable=not progress)
     with bar:
-        for _ in _run(todo, workers):
+        for key, problem in _run(todo, workers):
+            if problem:
+                left_out.add(images[key], problem)
             bar.update()
+    if left_out:
+        print(left_out.summary("images"), file=sys.stderr)
     return out
 
 
@@ -89,7 +106,7 @@ def _claim_folder(out: Path, spec: ImageCacheSpec) -> None:
         raise DatasetError(f"{out}: cannot create the image cache ({e.strerror or e}); choose another --out") from None
 
 
-def _run(jobs: list[tuple[Path, Path, int, int, float]], workers: int) -> Iterator[int]:
+def _run(jobs: list[tuple[Path, Path, int, int, float]], workers: int) -> Iterator[tuple[int, str]]:
     if workers <= 0 or len(jobs) < 2:
         for job in jobs:
             yield _prepare_job(job)

@@ -1,7 +1,10 @@
 """SoundingEarth-format image/audio pairs as a torch Dataset.
 
 A sample is one key of ``metadata.csv`` that has an image and a recording of the chosen audio
-source; keys missing either are dropped (counted in ``dataset.dropped`` and logged). Each sample
+source; keys missing either are dropped (counted in ``dataset.dropped`` and logged), as are keys
+a cache has marked unreadable (:mod:`model.data.bad_items`). A sample whose image or recording
+turns out unreadable while training is reported by name, marked in the log-mel cache, and replaced
+by the next readable sample, so one bad recording among thousands does not stop a run. Each sample
 is a dict:
 
 - ``image``: float32 (3, S, S), normalised with the dataset's ``image_input`` mean and std (see
@@ -32,9 +35,11 @@ from torch.utils.data import Dataset
 
 from model.bundle.audio import AudioConfig, AudioError, convert_levels, read_spectrogram_jpeg, to_chunks
 from model.bundle.image_input import ImageInput
+from model.core.errors import one_line
 from model.data.audio_cache import LogmelCache, default_logmel_cache_dir
+from model.data.bad_items import LeftOut, bad_keys, mark_bad
 from model.data.collate import collate
-from model.data.errors import DatasetError
+from model.data.errors import DatasetError, UnreadableItemError
 from model.data.image_cache import (
     ImageCacheSpec, cached_keys, check_image_cache, find_image_cache, load_cached_image,
 )
@@ -108,13 +113,16 @@ class SoundingEarthDataset(Dataset):
         self._images = files_by_key(self.root / IMAGE_DIR, IMAGE_SUFFIXES)
         self._audio = self._audio_files()
         self.keys = self._select_keys(table, split_files)
+        self.logmel_cache = (LogmelCache(cache_dir or default_logmel_cache_dir(self.root, self.audio_config),
+                                         self.audio_config) if audio_source == "audio" else None)
+        self.image_cache, self.image_cache_spec, self._cached = self._open_image_cache(image_cache)
+        self.keys = self._drop_marked(self.keys)
+        self.left_out = LeftOut()  # met while reading, in this process
+        self._left_keys: set[int] = set()
         self.metadata = table.loc[self.keys]
         self._lonlat = self.metadata[["longitude", "latitude"]].to_numpy(dtype=np.float64)
         self._dominant = (self.metadata["dominant"].fillna("").astype(str).tolist()
                           if "dominant" in self.metadata.columns else None)
-        self.logmel_cache = (LogmelCache(cache_dir or default_logmel_cache_dir(self.root, self.audio_config),
-                                         self.audio_config) if audio_source == "audio" else None)
-        self.image_cache, self.image_cache_spec, self._cached = self._open_image_cache(image_cache)
 
     # ---- construction helpers -------------------------------------------------------------
 
@@ -144,6 +152,21 @@ class SoundingEarthDataset(Dataset):
                 f"{len(no_image)} without an image in {IMAGE_DIR}/, {len(no_audio)} without "
                 f"{self.audio_source} in {self._audio_dir_name()}/)")
         return keys
+
+    def _drop_marked(self, keys: list[int]) -> list[int]:
+        """``keys`` less those the image or log-mel cache marked unreadable (``dropped["unreadable"]``)."""
+        marked = bad_keys(self.image_cache)
+        if self.logmel_cache is not None:
+            marked.update(bad_keys(self.logmel_cache.folder))
+        kept = [k for k in keys if k not in marked]
+        self.dropped["unreadable"] = len(keys) - len(kept)
+        if len(kept) < len(keys):
+            log.warning("%s split %s: %d keys marked unreadable are left out (first: %s)", self.root, self.split,
+                        len(keys) - len(kept), next(marked[k] for k in keys if k in marked))
+        if not kept:
+            raise DatasetError(f"{self.root}: split {self.split!r} has no readable samples "
+                               f"({len(keys)} marked unreadable)")
+        return kept
 
     def _audio_dir_name(self) -> str:
         return SPECTROGRAM_DIR if self.audio_source == "spectrogram" else AUDIO_DIR
@@ -178,6 +201,28 @@ class SoundingEarthDataset(Dataset):
         return len(self.keys)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """The sample at ``index``, or, when it is unreadable, the next readable one (module doc)."""
+        for step in range(len(self.keys)):
+            i = (index + step) % len(self.keys)
+            try:
+                return self._sample(i)
+            except UnreadableItemError as e:
+                self._leave_out(self.keys[i], e)
+        raise DatasetError(f"{self.root}: no sample of split {self.split!r} is readable")
+
+    def _leave_out(self, key: int, error: UnreadableItemError) -> None:
+        """Report an unreadable key (once per process) and mark it in the log-mel cache, if any."""
+        if key in self._left_keys:
+            return
+        self._left_keys.add(key)
+        self.left_out.add(f"key {key}", one_line(error))
+        if self.logmel_cache is not None:
+            try:
+                mark_bad(self.logmel_cache.folder, key, one_line(error))
+            except OSError:
+                pass  # a read-only cache: the key is still left out in this process
+
+    def _sample(self, index: int) -> dict[str, Any]:
         key = self.keys[index]
         needs_rng = self.augment or self.random_audio_chunk
         rng = self._rng(index) if needs_rng else None
@@ -207,7 +252,7 @@ class SoundingEarthDataset(Dataset):
             levels = read_spectrogram_jpeg(path, n_mels=self.audio_config.n_mels)
             return convert_levels(levels, SPECTROGRAM_CONFIG, self.audio_config)
         except AudioError as e:
-            raise DatasetError(str(e)) from None
+            raise UnreadableItemError(str(e)) from None
 
     def audio_chunks(self, key: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """(n, 1, n_mels, chunk_frames) float32: every chunk, or one random chunk when ``rng`` is given."""

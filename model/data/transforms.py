@@ -33,7 +33,7 @@ from torchvision.transforms.v2 import functional as F
 
 from model.bundle.image_input import ImageInput
 from model.core.errors import one_line
-from model.data.errors import DatasetError
+from model.data.errors import DatasetError, UnreadableItemError
 
 EVAL_CROP = 384 / 1024  # fraction of the tile side fed to the published models at evaluation
 TRAIN_CROP = 512 / 1024  # fraction of the tile side the reference drew training crops from
@@ -47,10 +47,28 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
             im.load()
             pixels = np.array(im.convert("RGB"))
     except FileNotFoundError:
-        raise DatasetError(f"{path}: no such image file") from None
+        raise UnreadableItemError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: corrupt image ({one_line(e)})") from None
+        raise UnreadableItemError(f"{path}: corrupt image ({one_line(e)})") from None
     return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def check_image(path: str | os.PathLike, draft_side: int = 128) -> None:
+    """DatasetError naming the file when it is not a decodable image; nothing is returned.
+
+    Every byte of the file is decoded, cheaply: a JPEG at a reduced scale (libjpeg's DCT scaling,
+    down to about ``draft_side`` px, which still reads all of its entropy-coded data, so a truncated
+    file fails), other formats in full.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (draft_side, draft_side))
+            im.load()
+    except FileNotFoundError:
+        raise UnreadableItemError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UnreadableItemError(f"{path}: corrupt image ({one_line(e)})") from None
 
 
 def centre_region(image: torch.Tensor, fraction: float) -> torch.Tensor:

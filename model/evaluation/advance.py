@@ -35,41 +35,64 @@ import torch
 from tqdm import tqdm
 
 from model.core.cli import fail, run_cli
+from model.data.bad_items import LeftOut, map_readable
 from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
 
+def _read_part(paths: Sequence[Path], read, left_out: LeftOut | None) -> tuple[list, list[int]]:
+    """``read`` of each path and the indices read; with ``left_out``, unreadable paths are left out
+    there instead of stopping the run (:mod:`model.data.bad_items`)."""
+    if left_out is None:
+        return [read(p) for p in paths], list(range(len(paths)))
+    return map_readable(paths, read, left_out)
+
+
+def _scatter(rows: np.ndarray | None, kept: list[int], n: int, dim: int) -> np.ndarray:
+    """(n, dim) float32: ``rows`` at the ``kept`` positions, NaN elsewhere."""
+    part = np.full((n, dim), np.nan, np.float32)
+    if rows is not None:
+        part[kept] = rows
+    return part
+
+
 @torch.no_grad()
 def embed_images(bundle, paths: Sequence[Path], crop: float = 1.0, batch_size: int = 32,
-                 progress: bool = True) -> np.ndarray:
-    """(N, D) image embeddings: centre ``crop`` of each image, resized to the bundle's tile size."""
+                 progress: bool = True, left_out: LeftOut | None = None) -> np.ndarray:
+    """(N, D) image embeddings: centre ``crop`` of each image, resized to the bundle's tile size.
+    With ``left_out``, an unreadable image is named there and its row is NaN."""
     from model.data.transforms import EvalTransform, centre_region, read_image
 
     encoder = image_encoder_from_bundle(bundle)
     transform = EvalTransform(bundle.image_input)
-    out = []
+    out: list[np.ndarray] = []
     for i in tqdm(range(0, len(paths), batch_size), desc="embedding images", unit="batch", disable=not progress):
-        batch = torch.stack([transform(centre_region(read_image(p), crop)) for p in paths[i:i + batch_size]])
-        out.append(encoder(batch).numpy())
+        part = paths[i:i + batch_size]
+        images, kept = _read_part(part, lambda p: transform(centre_region(read_image(p), crop)), left_out)
+        rows = encoder(torch.stack(images)).numpy() if images else None
+        out.append(_scatter(rows, kept, len(part), bundle.embedding_dim))
     return np.concatenate(out).astype(np.float32)
 
 
 @torch.no_grad()
 def embed_recordings(bundle, paths: Sequence[Path], recordings_per_pass: int = 16,
-                     progress: bool = True) -> np.ndarray:
-    """(N, D) audio embeddings: mean over each recording's whole log-mel chunks."""
+                     progress: bool = True, left_out: LeftOut | None = None) -> np.ndarray:
+    """(N, D) audio embeddings: mean over each recording's whole log-mel chunks. With ``left_out``,
+    an empty, silent or undecodable recording is named there and its row is NaN."""
     from model.bundle.audio import load_logmel, to_chunks
 
     encoder = audio_encoder_from_bundle(bundle)
     config = bundle.audio_config
-    out = []
+    out: list[np.ndarray] = []
     bar = tqdm(total=len(paths), desc="embedding audio", unit="rec", disable=not progress)
     for i in range(0, len(paths), recordings_per_pass):
-        chunks = [to_chunks(load_logmel(p, config), config, source=str(p)) for p in paths[i:i + recordings_per_pass]]
-        z = encoder.embed_recordings(torch.from_numpy(np.concatenate(chunks)), [len(c) for c in chunks], batch_size=64)
-        out.append(z.numpy())
-        bar.update(len(chunks))
+        part = paths[i:i + recordings_per_pass]
+        chunks, kept = _read_part(part, lambda p: to_chunks(load_logmel(p, config), config, source=str(p)), left_out)
+        rows = (encoder.embed_recordings(torch.from_numpy(np.concatenate(chunks)), [len(c) for c in chunks],
+                                         batch_size=64).numpy() if chunks else None)
+        out.append(_scatter(rows, kept, len(part), bundle.embedding_dim))
+        bar.update(len(part))
     bar.close()
     return np.concatenate(out).astype(np.float32)
 
@@ -95,6 +118,21 @@ def probe_f1(features: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, te
     return scores
 
 
+def check_probe_size(data: Any, labels: np.ndarray, classes: Sequence[str],
+                     splits: dict[int, tuple[np.ndarray, np.ndarray]], left_out: LeftOut) -> None:
+    """DatasetError (one line) when a split's training part has fewer than two classes or its test
+    part no sample: too few usable samples for the probe (after ``left_out``)."""
+    from model.data.errors import DatasetError
+
+    for train_idx, test_idx in splits.values():
+        if len(np.unique(labels[train_idx])) < 2 or len(test_idx) == 0:
+            present = len(np.unique(labels))
+            dropped = f" after {len(left_out)} unreadable left out" if left_out else ""
+            raise DatasetError(f"{data}: {len(labels)} usable samples in {present} of {len(classes)} classes{dropped} "
+                               "are too few for the probe (it needs two classes in training and a test sample; "
+                               "a class needs two samples to be in both)")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Embed the ADVANCE folder, probe each feature set, write ``--out``/metrics.json; return the record."""
     import model.bundle as bundle_mod
@@ -110,14 +148,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fail(f"{args.bundle}: neither a bundle (bundle.json) nor a run folder with bundle/")
     bundle = bundle_mod.load(path)
     samples, classes = scan_advance(args.data)
-    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    left_out = LeftOut()
+    features = {"image": embed_images(bundle, [s.image for s in samples], args.crop, args.batch_size,
+                                      left_out=left_out)}
+    if bundle.has("audio_encoder"):
+        features["audio"] = embed_recordings(bundle, [s.audio for s in samples], left_out=left_out)
+    usable = np.all([np.isfinite(x).all(axis=1) for x in features.values()], axis=0)
+    features = {name: x[usable] for name, x in features.items()}
+    if "audio" in features:
+        features["concat"] = np.concatenate([features["image"], features["audio"]], axis=1)
+    labels = np.asarray([s.label for s in samples], dtype=np.int64)[usable]
     seeds = list(args.seeds)
     splits = {seed: stratified_split(labels, args.test_ratio, seed if args.vary_split else args.split_seed)
               for seed in seeds}
-    features = {"image": embed_images(bundle, [s.image for s in samples], args.crop, args.batch_size)}
-    if bundle.has("audio_encoder"):
-        features["audio"] = embed_recordings(bundle, [s.audio for s in samples])
-        features["concat"] = np.concatenate([features["image"], features["audio"]], axis=1)
+    check_probe_size(args.data, labels, classes, splits, left_out)
     per_seed = {name: [probe_f1(x, labels, *splits[seed], [seed], args.C)[0] for seed in seeds]
                 for name, x in tqdm(features.items(), desc="probing", unit="set")}
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
@@ -128,8 +172,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "bundle": str(path), "bundle_hash": bundle.content_hash(), "split_seed": None if args.vary_split else args.split_seed,
               "vary_split": args.vary_split, "test_ratio": args.test_ratio, "classes": classes,
               "n_train": len(splits[seeds[0]][0]), "n_test": len(splits[seeds[0]][1]), "crop": args.crop, "C": args.C, "data": str(Path(args.data).resolve()),
-              "seconds": round(time.time() - started, 1)}
+              **left_out.record(), "seconds": round(time.time() - started, 1)}
     write_run_metrics(args.out, record)
+    if left_out:
+        print(left_out.summary("samples"))
     for name, s in summary.items():
         print(f"{name}: weighted F1 {100 * s['mean']:.1f} ± {100 * s['std']:.1f} % over {len(seeds)} seeds")
     print(f"wrote {Path(args.out) / 'metrics.json'}")

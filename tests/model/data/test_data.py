@@ -229,7 +229,7 @@ def test_keys_missing_files_are_dropped(pairs_copy):
     (pairs_copy / "images" / f"{keys[0]}.jpg").unlink()
     (pairs_copy / "spectrograms" / f"{keys[1]}.jpg").unlink()
     ds = dataset(pairs_copy)
-    assert ds.keys == keys[2:] and ds.dropped == {"no_image": 1, "no_audio": 1}
+    assert ds.keys == keys[2:] and ds.dropped == {"no_image": 1, "no_audio": 1, "unreadable": 0}
     assert len(dataset(pairs_copy, audio_source="audio")) == len(keys) - 1  # its mp3 is still there
 
 
@@ -251,19 +251,48 @@ def test_bad_folders_give_one_line_errors(pairs_copy, tmp_path):
         dataset(pairs_copy, audio_source="video")
 
 
-def test_corrupt_files_are_named(pairs_copy, tmp_path):
-    ds_keys = metadata_keys(pairs_copy)
-    image = pairs_copy / "images" / f"{ds_keys[0]}.jpg"
+def test_a_corrupt_image_is_named_left_out_and_the_rest_goes_on(pairs_copy, tmp_path, caplog):
+    keys = metadata_keys(pairs_copy)
+    image = pairs_copy / "images" / f"{keys[0]}.jpg"
+    good = image.read_bytes()
     image.write_bytes(b"not a jpeg at all")
     ds = dataset(pairs_copy)
-    with pytest.raises(DatasetError, match=f"{image.name}: corrupt image"):
-        ds[0]
-    with pytest.raises(DatasetError, match=f"{image.name}: corrupt image"):
-        prepare_images(pairs_copy, size=SIZE, out=tmp_path / "cache", progress=False)
-    sound = pairs_copy / "audio" / f"{ds_keys[1]}.mp3"
+    with caplog.at_level("WARNING"):
+        sample = ds[0]
+    assert sample["key"] == keys[1]  # the next readable sample stands in
+    assert [f for f, _ in ds.left_out.items] == [f"key {keys[0]}"]
+    assert f"{image.name}: corrupt image" in ds.left_out.items[0][1]
+    assert any(image.name in r.getMessage() and "left out" in r.getMessage() for r in caplog.records)
+
+    cache = tmp_path / "cache"
+    prepare_images(pairs_copy, size=SIZE, out=cache, progress=False)  # goes on past the bad image
+    assert (cache / f"{keys[0]}.bad").read_text().startswith(str(image))
+    assert len(list(cache.glob("*.npy"))) == len(keys) - 1
+    prepared = dataset(pairs_copy, image_cache=cache)
+    assert keys[0] not in prepared.keys and prepared.dropped["unreadable"] == 1
+    image.write_bytes(good)  # fixed: a rerun takes it in again
+    prepare_images(pairs_copy, size=SIZE, out=cache, progress=False)
+    assert not (cache / f"{keys[0]}.bad").exists() and keys[0] in dataset(pairs_copy, image_cache=cache).keys
+
+
+def test_a_bad_recording_is_marked_in_the_logmel_cache_and_left_out_from_then_on(pairs_copy, tmp_path):
+    keys = metadata_keys(pairs_copy)
+    sound = pairs_copy / "audio" / f"{keys[1]}.mp3"
     sound.write_bytes(b"\x00" * 64)
-    with pytest.raises(DatasetError, match=sound.name):
-        dataset(pairs_copy, audio_source="audio", cache_dir=tmp_path / "logmel")[1]
+    ds = dataset(pairs_copy, audio_source="audio", cache_dir=tmp_path / "logmel")
+    assert ds[1]["key"] == keys[2]
+    assert sound.name in ds.left_out.items[0][1]
+    assert (tmp_path / "logmel" / f"{keys[1]}.bad").is_file()
+    again = dataset(pairs_copy, audio_source="audio", cache_dir=tmp_path / "logmel")
+    assert keys[1] not in again.keys and again.dropped["unreadable"] == 1
+
+
+def test_a_bad_cache_folder_is_not_a_bad_item(pairs_copy, tmp_path):
+    """A problem of the whole set (a log-mel cache of another config) still stops with one line."""
+    (tmp_path / "logmel").mkdir()
+    (tmp_path / "logmel" / "config.json").write_text("{}")
+    with pytest.raises(DatasetError, match="another audio config"):
+        dataset(pairs_copy, audio_source="audio", cache_dir=tmp_path / "logmel")[0]
 
 
 def test_rows_without_a_valid_place_are_left_out_and_reported(pairs_copy, caplog):

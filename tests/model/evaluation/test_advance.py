@@ -99,3 +99,47 @@ def test_registers_on_evaluate_and_fails_in_one_line(advance_dir, tmp_path, caps
     code = run_cli(lambda: main(["--data", str(advance_dir), "--bundle", str(tmp_path), "--out", str(tmp_path / "o")]))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "neither a bundle" in err and len(err.splitlines()) == 1
+
+
+def _spoil(sample, what: str) -> None:
+    """Make one ADVANCE item bad in a real way: a silent recording (same rate and length) or a
+    truncated JPEG."""
+    import soundfile as sf
+
+    if what == "silent":
+        info = sf.info(sample.audio)
+        sf.write(sample.audio, np.zeros(info.frames, np.float32), info.samplerate)
+    else:
+        data = sample.image.read_bytes()
+        sample.image.write_bytes(data[: len(data) // 3])
+
+
+def test_bad_items_are_named_left_out_and_counted(advance_dir, bundles, tmp_path, capsys):
+    import shutil
+
+    data = shutil.copytree(advance_dir, tmp_path / "advance")
+    samples, _ = scan_advance(data)
+    _spoil(samples[0], "silent")
+    _spoil(samples[5], "truncated")
+    out = tmp_path / "run"
+    assert main(["--data", str(data), "--bundle", str(bundles["full"].parent), "--out", str(out), "--seeds", "0"]) == 0
+    m = read_run_metrics(out)
+    assert m["left_out"] == 2 and m["n_train"] + m["n_test"] == 34
+    named = {item["file"]: item["problem"] for item in m["left_out_items"]}
+    assert "silent" in named[str(samples[0].audio)] and "corrupt image" in named[str(samples[5].image)]
+    assert "2 samples could not be read and were left out" in capsys.readouterr().out
+
+
+def test_a_set_too_small_for_the_probe_is_one_line(advance_dir, bundles, tmp_path, capsys):
+    import shutil
+
+    data = shutil.copytree(advance_dir, tmp_path / "advance")
+    samples, _ = scan_advance(data)
+    for s in samples[3:]:  # only the first class keeps its recordings
+        _spoil(s, "silent")
+    code = run_cli(lambda: main(["--data", str(data), "--bundle", str(bundles["full"].parent),
+                                 "--out", str(tmp_path / "run"), "--seeds", "0"]))
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]  # beside progress bars
+    assert code == 2
+    assert "3 usable samples in 1 of 12 classes after 33 unreadable left out are too few" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()

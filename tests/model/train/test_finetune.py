@@ -194,17 +194,40 @@ def test_classify_random_init_end_to_end(class_dir, tmp_path):
     assert list((out / "logs" / "csv").rglob("metrics.csv"))
 
 
-def test_classify_from_a_torchvision_state_dict_frozen(class_dir, tmp_path):
+def test_classify_from_a_torchvision_state_dict_frozen_leaves_a_corrupt_image_out(class_dir, tmp_path, capsys):
     import torchvision
 
+    data = shutil.copytree(class_dir, tmp_path / "ucm")
+    bad = sorted(data.glob("*/*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
     weights = tmp_path / "resnet18-imagenet.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
     out = tmp_path / "run"
-    main(["classify", "--data", str(class_dir), "--init", str(weights), "--epochs", "1", "--out", str(out),
+    main(["classify", "--data", str(data), "--init", str(weights), "--epochs", "1", "--out", str(out),
           "--image-size", "64", "--batch-size", "4", "--freeze", "--name", "UCM", "--label", "imagenet", *FAST])
     m = json.loads((out / "metrics.json").read_text())
     assert (m["dataset"], m["init"], m["init_kind"], m["freeze"]) == ("UCM", "imagenet", "weights", True)
     assert 0.0 <= m["accuracy"] <= 1.0
+    assert m["left_out"] == 1 and m["n_train"] + m["n_test"] == 11
+    assert m["left_out_items"][0]["file"] == str(bad) and "corrupt image" in m["left_out_items"][0]["problem"]
+    assert "1 images could not be read and were left out" in capsys.readouterr().out
+
+
+def test_unreadable_images_and_masks_are_left_out_until_nothing_is_left(class_dir, deepglobe_dirs, tmp_path):
+    from model.data.bad_items import LeftOut
+
+    data = shutil.copytree(class_dir, tmp_path / "ucm")
+    for image in sorted((data / KEEP[0]).iterdir()):
+        image.write_bytes(b"")
+    with pytest.raises(ValueError, match=f"{KEEP[0]}: class folder holds no readable image"):
+        scan_class_folders(data)
+    tiles = shutil.copytree(deepglobe_dirs["single"], tmp_path / "dg")
+    first = scan_deepglobe(tiles)["train"][0]
+    first.mask.write_bytes(first.mask.read_bytes()[:100])
+    left_out = LeftOut()
+    assert len(scan_deepglobe(tiles, left_out)["train"]) == 4
+    [(file, problem)] = left_out.items
+    assert file == str(first.image) and problem.startswith(f"its mask {first.mask.name} is unreadable")
 
 
 def test_segment_single_layout_random_init_writes_metrics_and_bundle(deepglobe_dirs, tmp_path):
