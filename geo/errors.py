@@ -1,5 +1,6 @@
 """The error types of geo/: a raster or mapping option that cannot be used, a product that cannot be
-written, a run that will not fit on the disk, an output folder another run is mapping."""
+written, a run that will not fit on the disk, an output folder another run is mapping, a query that
+cannot be answered."""
 from __future__ import annotations
 
 from model.core.errors import GeoaudioError
@@ -20,3 +21,7 @@ class NoSpaceError(GeoaudioError, OSError):
 
 class FolderBusyError(GeoaudioError, BlockingIOError):
     """An output folder locked by another running mapping process (named by PID and host)."""
+
+
+class QueryError(GeoaudioError, ValueError):
+    """A query that cannot be answered; the one-line message names the file or the problem."""

@@ -1,7 +1,9 @@
 """``python -m geo.query``: where on a mapped scene does it sound like this? A heatmap per tile cell.
 
-The query vector ``v`` is an audio clip embedded by the bundle's audio encoder (``--audio``) or
-the soundscape prototype of a class (``--class``). It is compared with every cell's stored image
+The query vector ``v`` is an audio clip embedded by the bundle's audio encoder (``--audio``),
+the soundscape prototype of a class (``--class``) or a description matched against the titles and
+descriptions of the bundle's gallery (``--text``: the weighted mean of the stored audio embeddings
+of the best-matching recordings, :mod:`geo.text_query`). It is compared with every cell's stored image
 embedding ``z`` from ``embeddings.tif`` (written by ``python -m geo.map``); the image encoder is
 not run again. The output ``heat.tif`` is a float32 cloud-optimised GeoTIFF on the same cell grid
 with two bands (nodata NaN where the map has no data):
@@ -30,15 +32,13 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from geo.cog import StagedRaster
+from geo.errors import QueryError
+from geo.text_query import DEFAULT_TOP_K, clean_text, text_query_vector
 from model.bundle.audio import QUERY_MAX_SECONDS
 from model.core.distance import DISTANCES, pairwise_distance
-from model.core.errors import GeoaudioError, one_line
+from model.core.errors import one_line
 
 BANDS = ("similarity", "distance")
-
-
-class QueryError(GeoaudioError, ValueError):
-    """A query that cannot be answered; the one-line message names the file or the problem."""
 
 
 def cell_distances(embeddings: np.ndarray, vector: np.ndarray, distance: str) -> np.ndarray:
@@ -160,12 +160,47 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--audio", metavar="CLIP", help="audio clip (wav, mp3, ogg, flac ...) to search for")
     what.add_argument("--class", dest="sound_class", metavar="NAME",
                       help="a soundscape class of the bundle (its prototype is the query)")
+    what.add_argument("--text", metavar="WORDS",
+                      help="a description (\"church bells and traffic\") matched against the titles and "
+                           "descriptions of the bundle's gallery; the query is the score-weighted mean of the "
+                           "best-matching recordings' stored audio embeddings")
     p.add_argument("--out", required=True, metavar="HEAT.tif", help="output heatmap (float32 COG)")
     p.add_argument("--backend", default="auto", help="backend that embeds --audio (default: auto)")
     p.add_argument("--max-audio-seconds", type=_positive_seconds, default=QUERY_MAX_SECONDS, metavar="S",
                    help=f"refuse an --audio clip longer than this, read from its header before decoding "
                         f"(default {QUERY_MAX_SECONDS:g} s, 10 minutes)")
+    p.add_argument("--text-top", type=_positive_int, default=DEFAULT_TOP_K, metavar="K",
+                   help=f"a --text query uses at most the K best-matching gallery recordings "
+                        f"(default {DEFAULT_TOP_K})")
     return p
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type of ``--text-top``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def text_query(bundle: Any, text: str, top_k: int) -> tuple[np.ndarray, str]:
+    """The query vector of a description over the bundle's gallery (:mod:`geo.text_query`) and what
+    was asked (``text "..."``); prints the recordings used (key, score, title). QueryError when the
+    bundle has no gallery or no recording matches."""
+    from model.bundle.gallery import gallery_path, load_gallery
+
+    if not gallery_path(bundle).is_file():
+        raise QueryError(f"{bundle.path}: bundle has no gallery, so --text cannot be used "
+                         f"(build one with python -m model.gallery, or try --audio or --class)")
+    rows, embeddings = load_gallery(bundle)
+    vector, used = text_query_vector(rows, embeddings, text, top_k)
+    print(f"text query \"{clean_text(text)}\": {len(used)} gallery recordings")
+    for match in used:
+        print(f"  key {match.key}  score {match.score:.3f}  weight {match.weight:.3f}  {match.title}")
+    return vector, f"text \"{clean_text(text)}\""
 
 
 def _positive_seconds(text: str) -> float:
@@ -192,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"embeddings of different models cannot be compared")
     if args.sound_class is not None:
         vector, what = class_vector(bundle, args.sound_class), f"class {args.sound_class}"
+    elif args.text is not None:
+        vector, what = text_query(bundle, args.text, args.text_top)
     else:
         from export.runtime import open_backend
 
