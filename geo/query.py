@@ -6,7 +6,7 @@ descriptions of the bundle's gallery (``--text``: the weighted mean of the store
 of the best-matching recordings, :mod:`geo.text_query`). It is compared with every cell's stored image
 embedding ``z`` from ``embeddings.tif`` (written by ``python -m geo.map``); the image encoder is
 not run again. The output ``heat.tif`` is a float32 cloud-optimised GeoTIFF on the same cell grid
-with two bands (nodata NaN where the map has no data):
+with three bands (nodata NaN where the map has no data):
 
 1. ``similarity``, 0..1: the rank-normalised closeness, ``1 - rank(d) / (n - 1)`` over the n cells
    with data (rank 0 = smallest distance, ties share their mean rank). 1 is the cell that sounds
@@ -15,6 +15,11 @@ with two bands (nodata NaN where the map has no data):
 2. ``distance``: the bundle's embedding distance ``d(z, v)``, comparable across maps of the same
    bundle: ``euclidean`` ``||z - v||_2`` (embedding units), ``cosine`` ``1 - z.v / (||z|| ||v||)``
    (0 = same direction, 2 = opposite). Smaller is more similar.
+3. ``probability``, 0..1: the probability that the cell and the query come from the same place,
+   ``p(d) = 1 / (1 + exp(-(alpha + beta d)))``, at even prior odds, with the calibration fitted on
+   validation pairs of the bundle's training data (:mod:`model.heads.query_calibration`, stored
+   with its soundscape head). NaN everywhere when the bundle has no calibration. Unlike band 1 it
+   can say that no cell of a map sounds like the query (:data:`LIKELY`).
 
 Python API (for the app): :func:`query_embeddings`.
 """
@@ -38,7 +43,22 @@ from model.bundle.audio import QUERY_MAX_SECONDS
 from model.core.distance import DISTANCES, pairwise_distance
 from model.core.errors import one_line
 
-BANDS = ("similarity", "distance")
+BANDS = ("similarity", "distance", "probability")
+LIKELY = 0.5  # a cell "sounds like" the query when band 3 is at least this (same place more likely than not)
+
+
+def query_calibration(bundle: Any) -> dict[str, Any] | None:
+    """The bundle's query calibration (``alpha``, ``beta`` ...), or None when it has none."""
+    return (bundle.heads.get("soundscape") or {}).get("query_calibration")
+
+
+def calibrated_probability(d: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """float32 ``1 / (1 + exp(-(alpha + beta d)))`` (module doc, band 3); NaN without a calibration."""
+    d = np.asarray(d, np.float64)
+    if not calibration:
+        return np.full(d.shape, np.nan, np.float32)
+    logit = float(calibration["alpha"]) + float(calibration["beta"]) * d
+    return (0.5 * (1.0 + np.tanh(0.5 * logit))).astype(np.float32)  # the logistic, without overflow
 
 
 def cell_distances(embeddings: np.ndarray, vector: np.ndarray, distance: str) -> np.ndarray:
@@ -92,12 +112,13 @@ def _read_embeddings(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def query_embeddings(embeddings_path: str | os.PathLike, vector: np.ndarray,
-                     distance: str) -> tuple[np.ndarray, dict[str, Any]]:
+                     distance: str, calibration: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Heatmap of one query over an ``embeddings.tif``.
 
-    Returns ``array`` float32 (2, rows, cols) — band 0 ``similarity`` (0..1, 1 = most alike),
-    band 1 ``distance`` (see the module doc), NaN where the map has no data — and a rasterio
-    ``profile`` (GTiff, count 2, float32, nodata NaN, the embeddings' CRS and cell transform).
+    Returns ``array`` float32 (3, rows, cols) — band 0 ``similarity`` (0..1, 1 = most alike),
+    band 1 ``distance``, band 2 ``probability`` (NaN without ``calibration``; see the module doc),
+    NaN where the map has no data — and a rasterio ``profile`` (GTiff, count 3, float32, nodata
+    NaN, the embeddings' CRS and cell transform).
     """
     path = Path(embeddings_path)
     data, profile = _read_embeddings(path)
@@ -110,21 +131,22 @@ def query_embeddings(embeddings_path: str | os.PathLike, vector: np.ndarray,
     d_bands, rows, cols = data.shape
     z = data.reshape(d_bands, -1).T
     ok = np.all(np.isfinite(z), axis=1)
-    out = np.full((2, rows * cols), np.nan, np.float32)
+    out = np.full((len(BANDS), rows * cols), np.nan, np.float32)
     d = cell_distances(z[ok], v, distance)
     out[1, ok] = d
     out[0, ok] = rank_similarity(d)
-    profile.update(driver="GTiff", count=2, dtype="float32", nodata=math.nan)
+    out[2, ok] = calibrated_probability(d, calibration)
+    profile.update(driver="GTiff", count=len(BANDS), dtype="float32", nodata=math.nan)
     for key in ("blockxsize", "blockysize", "tiled", "interleave", "compress", "photometric"):
         profile.pop(key, None)
-    return out.reshape(2, rows, cols), profile
+    return out.reshape(len(BANDS), rows, cols), profile
 
 
 def write_heatmap(array: np.ndarray, profile: dict[str, Any], out: str | os.PathLike,
                   tags: dict[str, str] | None = None) -> Path:
-    """Write a :func:`query_embeddings` result as a two-band float32 COG, atomically."""
+    """Write a :func:`query_embeddings` result as a three-band float32 COG, atomically."""
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    staged = StagedRaster(out, width=profile["width"], height=profile["height"], count=2, dtype="float32",
+    staged = StagedRaster(out, width=profile["width"], height=profile["height"], count=len(BANDS), dtype="float32",
                           transform=profile["transform"], crs=profile.get("crs"), nodata=math.nan,
                           descriptions=list(BANDS), tags=tags)
     try:
@@ -234,12 +256,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         backend = open_backend(bundle, name=args.backend)
         vector, what = backend.embed_audio_file(args.audio, args.max_audio_seconds), f"audio {args.audio}"
-    array, profile = query_embeddings(args.embeddings, vector, bundle.distance)
+    array, profile = query_embeddings(args.embeddings, vector, bundle.distance, query_calibration(bundle))
     out = write_heatmap(array, profile, args.out, {"geoaudio_query": what, "geoaudio_distance": bundle.distance,
                                                     "geoaudio_bundle_hash": bundle_hash})
     best = np.unravel_index(np.nanargmax(array[0]), array[0].shape) if np.isfinite(array[0]).any() else None
     print(f"wrote {out} ({what}; most similar cell row {best[0]}, col {best[1]})" if best else f"wrote {out}")
+    print(answer(array[2]))
     return 0
+
+
+def answer(probability: np.ndarray, likely: float = LIKELY) -> str:
+    """One line on band 3: how many cells are at least ``likely`` to share the query's place, or
+    that none is (or that the bundle has no calibration)."""
+    p = probability[np.isfinite(probability)]
+    if p.size == 0:
+        return "no calibrated probability: the bundle has no query calibration (python -m model.soundscape fits one)"
+    n = int((p >= likely).sum())
+    if n == 0:
+        return f"no place in this map sounds like this: the highest probability of the same place is {p.max():.2f} (< {likely:g})"
+    return f"{n} of {p.size} cells ({100 * n / p.size:.1f} %) are more likely than not from the same place (p >= {likely:g}); highest {p.max():.2f}"
 
 
 if __name__ == "__main__":

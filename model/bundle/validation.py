@@ -22,7 +22,8 @@ and narrow enough that nothing they allow exhausts a workstation:
   ``layers`` 1-256 blocks per stage;
 - ``heads`` an object of objects; each head's ``classes`` a list of 1-1024 ``{"name": non-empty
   text, "color": [r, g, b] with 0-255 ints}`` with distinct names; ``soundscape.temperature``
-  1e-6-1e6 (distance units); ``landcover.tile_size`` and ``landcover.gsd`` as the image input's.
+  1e-6-1e6 (distance units), its optional ``query_calibration`` ``alpha`` -1e6-1e6 and ``beta``
+  -1e6-0 (logits); ``landcover.tile_size`` and ``landcover.gsd`` as the image input's.
 
 Torch-free; raises :class:`BundleValueError`, which ``model.bundle.load`` turns into a
 ``BundleError`` naming the bundle.
@@ -63,6 +64,8 @@ GSD = Range(0.001, 100_000, "m per pixel")
 MEAN = Range(0.0, 1.0, "0-1 pixel scale")
 STD = Range(0.001, 1.0, "0-1 pixel scale")
 MAX_BANDS = 16
+CALIBRATION_ALPHA = Range(-1e6, 1e6, "logit")
+CALIBRATION_BETA = Range(-1e6, 0.0, "logit per distance unit")
 EMBEDDING_DIM = Range(1, 8192, whole=True)
 IN_CHANNELS = Range(1, MAX_BANDS, "channels", whole=True)
 WIDTH = Range(1, 8192, "channels", whole=True)
@@ -167,6 +170,17 @@ def check_classes(prefix: str, classes: Any) -> None:
             check_number(f"{where}.color[{k}]", v, COLOUR)
 
 
+def check_query_calibration(calibration: Any) -> None:
+    """The soundscape head's optional ``query_calibration``: finite ``alpha`` and ``beta`` <= 0
+    (``p(d) = 1 / (1 + exp(-(alpha + beta d)))`` must not grow with the distance)."""
+    if calibration is None:
+        return
+    if not isinstance(calibration, Mapping):
+        raise _fail("heads.soundscape.query_calibration", calibration, 'an object {"alpha": a, "beta": b, ...}')
+    check_number("heads.soundscape.query_calibration.alpha", calibration.get("alpha"), CALIBRATION_ALPHA)
+    check_number("heads.soundscape.query_calibration.beta", calibration.get("beta"), CALIBRATION_BETA)
+
+
 def check_heads(heads: Any) -> None:
     """``heads`` is an object of head objects, each with a valid class list and in-range numbers."""
     if not isinstance(heads, Mapping):
@@ -177,6 +191,7 @@ def check_heads(heads: Any) -> None:
         check_classes(f"heads.{name}.classes", head.get("classes"))
     if "soundscape" in heads:
         check_number("heads.soundscape.temperature", heads["soundscape"].get("temperature"), TEMPERATURE)
+        check_query_calibration(heads["soundscape"].get("query_calibration"))
     landcover = heads.get("landcover")
     if landcover is not None:
         for key, allowed in IMAGE_RANGES.items():

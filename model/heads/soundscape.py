@@ -17,8 +17,12 @@
    baseline (always the most frequent training class), and the NLL at T next to the NLL of the
    training class frequencies.
 
-The head is written into the bundle (``meta["heads"]["soundscape"]`` and tensor
-``soundscape.prototypes``, replacing an earlier soundscape head).
+5. Query calibration: on the same pairs, the probability that an image and a recording come from
+   the same place given their distance (:mod:`model.heads.query_calibration`), which ``geo.query``
+   writes as the heatmap's ``probability`` band.
+
+The head is written into the bundle (``meta["heads"]["soundscape"]``, with ``query_calibration``,
+and tensor ``soundscape.prototypes``, replacing an earlier soundscape head).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import numpy as np
 from model.core.distance import COSINE, pairwise_distance, unit_rows
 from model.core.errors import GeoaudioError
 from model.data.sound_classes import SoundClasses, class_ids, default_classes
+from model.heads.query_calibration import fit_query_calibration
 
 SPLITS = ("train", "val", "test")
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
@@ -198,13 +203,16 @@ def fit_head(image: np.ndarray, audio: np.ndarray, pairs: LabelledPairs, classes
 # ---- the bundle -----------------------------------------------------------------------------------
 
 def write_head(bundle, classes: SoundClasses, prototypes: np.ndarray, temperature: float,
-               report: dict[str, Any]):
-    """Store the head in ``bundle`` (replacing an earlier soundscape head); returns it reloaded."""
+               report: dict[str, Any], calibration: dict[str, Any] | None = None):
+    """Store the head in ``bundle`` (replacing an earlier soundscape head), with the query distances'
+    calibration when given (:mod:`model.heads.query_calibration`); returns it reloaded."""
     from model.bundle import save
     from model.nn.soundscape_head import HEAD, soundscape_meta, soundscape_tensors
 
     meta = copy.deepcopy(bundle.meta)
     meta.setdefault("heads", {})[HEAD] = soundscape_meta(classes.to_meta(), temperature, report)
+    if calibration is not None:
+        meta["heads"][HEAD]["query_calibration"] = calibration
     tensors = {k: v for k, v in bundle.tensors.items() if not k.startswith(f"{HEAD}.")}
     tensors.update(soundscape_tensors(prototypes))
     return save(bundle.path, meta, tensors, overwrite=True)
@@ -220,7 +228,11 @@ def fit_soundscape(bundle, root: str | Path, classes: SoundClasses | None = None
     image, audio = embed_pairs(bundle, pairs, batch_size, workers, device, progress)
     protos, temperature, report = fit_head(image, audio, pairs, classes, bundle.distance)
     report.update({"data": str(root), "audio_source": audio_source})
-    return write_head(bundle, classes, protos, temperature, report), report
+    fit_on = report["temperature_fitted_on"]
+    on = pairs.splits == fit_on
+    calibration = fit_query_calibration(image[on], audio[on], bundle.distance, fit_on)
+    report["query_calibration_auc"] = None if calibration is None else calibration["auc"]
+    return write_head(bundle, classes, protos, temperature, report, calibration), report
 
 
 # ---- command line ---------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def test_a_cells_own_embedding_is_its_best_match(mapped):
     has = np.isfinite(emb).all(axis=0)
     r, c = np.argwhere(has)[len(np.argwhere(has)) // 2]
     heat, profile = query_embeddings(path, emb[:, r, c], "euclidean")
-    assert heat.shape == (2,) + emb.shape[1:] and heat.dtype == np.float32
-    assert profile["transform"] == transform and profile["crs"] == crs and profile["count"] == 2
-    similarity, distance = heat
+    assert heat.shape == (3,) + emb.shape[1:] and heat.dtype == np.float32
+    assert profile["transform"] == transform and profile["crs"] == crs and profile["count"] == 3
+    similarity, distance, probability = heat
+    assert np.all(np.isnan(probability))  # no calibration given
     assert similarity[r, c] == 1.0 and distance[r, c] == pytest.approx(0.0, abs=1e-3)
     assert np.array_equal(np.isnan(similarity), ~has) and np.nanmin(similarity) == 0.0
     expected = np.linalg.norm(emb[:, has] - emb[:, r, c][:, None], axis=0)
@@ -55,12 +56,13 @@ def test_class_query_writes_an_aligned_heatmap(mapped, tmp_path, capsys):
     bundle, path = mapped
     out = tmp_path / "heat.tif"
     assert run_cli(lambda: main([str(path), "--bundle", str(bundle), "--class", "water", "--out", str(out)])) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "the bundle has no query calibration" in printed
     emb, transform, crs = _embeddings(path)
     assert is_cog(out)
     with rasterio.open(out) as ds:
         assert ds.transform == transform and ds.crs == crs and ds.shape == emb.shape[1:]
-        assert ds.descriptions == ("similarity", "distance") and math.isnan(ds.nodata)
+        assert ds.descriptions == ("similarity", "distance", "probability") and math.isnan(ds.nodata)
         heat = ds.read()
     proto = load(bundle).tensors["soundscape.prototypes"][2]  # "water" is class 2
     has = np.isfinite(emb).all(axis=0)
@@ -124,3 +126,23 @@ def test_distances_and_ranks_follow_their_formulas():
     # ranks 0, 1, (2+3)/2 tied: similarity 1 - rank / 3
     assert np.allclose(rank_similarity(np.array([0.0, 1.0, 5.0, 5.0])), [1, 2 / 3, 1 / 6, 1 / 6])
     assert rank_similarity(np.array([2.0])).tolist() == [1.0]
+
+
+def test_the_probability_band_applies_the_bundles_calibration(mapped):
+    from geo.query import answer, calibrated_probability
+
+    _, path = mapped
+    emb, _, _ = _embeddings(path)
+    has = np.isfinite(emb).all(axis=0)
+    r, c = np.argwhere(has)[0]
+    calibration = {"alpha": 1.5, "beta": -0.75}
+    heat, _ = query_embeddings(path, emb[:, r, c], "euclidean", calibration)
+    d = heat[1][has].astype(np.float64)
+    assert np.allclose(heat[2][has], 1.0 / (1.0 + np.exp(-(1.5 - 0.75 * d))), atol=1e-6)
+    assert heat[2][r, c] == pytest.approx(1.0 / (1.0 + math.exp(-1.5)), abs=1e-3)  # its own cell, d = 0
+    assert np.all(np.isnan(heat[2][~has]))
+    assert calibrated_probability(np.array([1e6, -1e6]), calibration).tolist() == [0.0, 1.0]  # no overflow
+    assert answer(np.array([[0.2, 0.7], [0.9, np.nan]])) == (
+        "2 of 3 cells (66.7 %) are more likely than not from the same place (p >= 0.5); highest 0.90")
+    assert answer(np.array([0.1, 0.3])).startswith("no place in this map sounds like this: the highest "
+                                                   "probability of the same place is 0.30")

@@ -111,7 +111,7 @@ def test_a_text_matching_one_recording_maps_like_that_recording(mapped, tmp_path
     assert "key 1000" in printed and "Church bells in town" in printed and "score" in printed
     assert "key 1001" not in printed
     with rasterio.open(out) as ds:
-        assert ds.count == 2 and ds.descriptions == ("similarity", "distance")
+        assert ds.count == 3 and ds.descriptions == ("similarity", "distance", "probability")
         assert ds.tags()["geoaudio_query"] == 'text "church bells"'
         heat = ds.read()
     expected, _ = query_embeddings(embeddings, z[0], "euclidean")

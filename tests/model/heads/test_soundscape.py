@@ -32,6 +32,9 @@ def test_head_is_fitted_and_stored(tmp_path, pairs):
     assert [c["name"] for c in head["classes"]] == SYNTHETIC_CLASSES.names
     assert len({tuple(c["color"]) for c in head["classes"]}) == 6
     assert head["temperature"] > 0 and head["report"]["accuracy"] == report["accuracy"]
+    calibration = head.get("query_calibration")  # a random bundle's distances may say nothing about places
+    assert (calibration is None) == (report["query_calibration_auc"] is None)
+    assert calibration is None or (calibration["beta"] < 0 and calibration["fitted_on"] == "val")
     protos = reloaded.tensors[PROTOTYPES]
     assert protos.shape == (6, EMBED_DIM) and protos.dtype == np.float32
 
