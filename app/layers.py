@@ -28,6 +28,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as warp_transform
 
 MAX_PREVIEW_PX = 1024  # longest side of the imagery bitmap
+AVERAGE_MAX_PIXELS = 4096 * 4096  # the imagery is averaged from at most this many pixels, else decimated (nearest)
 MIN_CLASS_PX = 512  # class rasters coarser than this are enlarged (nearest) so they stay crisp
 WEB_MERCATOR_M_PER_PX = 78_271.517  # metres per screen pixel at zoom 0 on the equator (512 px world)
 FIT_MARGIN = 0.85  # share of the map height the scene fills
@@ -108,22 +109,63 @@ def _out_shape(height: int, width: int, max_px: int) -> tuple[int, int]:
     return max(1, round(height * f)), max(1, round(width * f))
 
 
+def imagery_resampling(ds: Any, band: int, shape: tuple[int, ...],
+                       max_pixels: int = AVERAGE_MAX_PIXELS) -> Resampling:
+    """How to shrink the raster ``ds`` to ``shape`` (pixels): ``average`` when GDAL reads it from at
+    most ``max_pixels`` pixels (the raster itself, or the overview it picks: the coarsest one still
+    at least as fine as ``shape``), else ``nearest``, a decimated read that skips the pixels between
+    the ones it keeps, so a huge raster without overviews stays cheap to preview."""
+    decimation = ds.width / shape[-1]
+    factor = max([1] + [f for f in ds.overviews(band) if f <= decimation])
+    read = (ds.width / factor) * (ds.height / factor)
+    return Resampling.average if read <= max_pixels else Resampling.nearest
+
+
 def imagery(path: str | Path, max_px: int = MAX_PREVIEW_PX) -> tuple[str, Footprint]:
-    """The scene as a data URL (at most ``max_px`` per side, the mapping's own RGB bands and
-    contrast stretch, nodata transparent) and its footprint."""
+    """The scene as a data URL (at most ``max_px`` per side, from an overview or a decimated read:
+    :func:`imagery_resampling`; the mapping's own RGB bands and contrast stretch, nodata
+    transparent) and its footprint. Works on any raster ``geo.raster.open_raster`` opens, mapped
+    or not."""
     from geo.raster import open_raster
     from geo.scaling import apply, valid_pixels
 
     with open_raster(path) as src:
         ds = src.dataset
         shape = (3, *_out_shape(ds.height, ds.width, max_px))
-        data = src.guarded_read(lambda: ds.read(list(src.bands), out_shape=shape, resampling=Resampling.average))
+        how = imagery_resampling(ds, src.bands[0], shape)
+        data = src.guarded_read(lambda: ds.read(list(src.bands), out_shape=shape, resampling=how))
         masks = src.guarded_read(lambda: ds.read_masks(list(src.bands), out_shape=shape, resampling=Resampling.nearest))
         ok = valid_pixels(data, masks)
         rgb = np.where(ok, apply(src.scaling, data), 0).transpose(1, 2, 0)
         alpha = (ok * 255).astype(np.uint8)[..., None]
         fp = footprint(ds.transform, ds.width, ds.height, ds.crs)
     return _data_url(np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2)), lossless=False), fp
+
+
+def _metres(value: float) -> str:
+    """A length to 3 significant digits: "300 m", "28.6 km"."""
+    return f"{float(f'{value / 1000:.3g}'):g} km" if value >= 1000 else f"{float(f'{value:.3g}'):g} m"
+
+
+def _crs_name(facts: dict[str, Any]) -> str:
+    """"EPSG:32618 (WGS 84 / UTM zone 18N)" from ``geo.raster.describe``'s ``epsg`` / ``crs_wkt``."""
+    from pyproj import CRS
+
+    name = CRS.from_wkt(facts["crs_wkt"]).name if facts.get("crs_wkt") else "none"
+    return f"EPSG:{facts['epsg']} ({name})" if facts.get("epsg") else name
+
+
+def preview_caption(label: str, fp: Footprint, facts: dict[str, Any]) -> str:
+    """One line under an imagery preview: what it shows, the footprint (metres, centre in degrees),
+    the CRS and the resolution (metres per pixel, and the size in pixels) from
+    ``geo.raster.describe``'s ``facts``."""
+    lon, lat = fp.center
+    where = f"{abs(lat):.4f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.4f}° {'E' if lon >= 0 else 'W'}"
+    gx, gy = (float(f"{v:.3g}") for v in facts["gsd_m"])
+    gsd = f"{gx:g} m" if gx == gy else f"{gx:g} x {gy:g} m"
+    return (f"Imagery of {label} (preview, not mapped): footprint {_metres(fp.width_m)} x {_metres(fp.height_m)} "
+            f"around {where}; CRS {_crs_name(facts)}; {gsd} per pixel ({facts['width']:,} x {facts['height']:,} "
+            "pixels).")
 
 
 def colorize(classes: np.ndarray, colors: Sequence[RGB], nodata: int | None = 255) -> np.ndarray:

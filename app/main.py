@@ -24,13 +24,14 @@ from app import layers, mapping  # noqa: E402
 from app.access import SERVER_PATHS_NOTE, public  # noqa: E402
 from app.downloads import download_buttons, product_files  # noqa: E402
 from app.panels import Query, heat_file, listen_panel, load_gallery, query_panel  # noqa: E402
-from app.pickers import (BundleChoice, LayerChoice, file_stamp, pick_backend, pick_bundle,  # noqa: E402
-                         pick_layers, pick_scene)
+from app.pickers import (BundleChoice, LayerChoice, concrete_backend, file_stamp, keep_values,  # noqa: E402
+                         pick_backend, pick_bundle, pick_layers, pick_scene)
 from app.scenes import Scene  # noqa: E402
 from app.state import MAX_TILES, demo_dir, parse_options  # noqa: E402
 from model.bundle.gallery import collapse_warning  # noqa: E402
 from model.core.errors import GeoaudioError, one_line  # noqa: E402
 
+QUERY_KEYS = ("query_source", "query_gallery", "query_class", "query_text", "listen_tile")  # kept while not drawn
 HEAT_CAPTION = ("Similarity heatmap of {what}: 1 = the cells that sound most like it, 0 = the least alike "
                 "(a ranking within this map).")
 
@@ -46,6 +47,13 @@ def _class_image(path: str, stamp: tuple, colors: tuple) -> tuple[str, layers.Fo
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+def _facts(path: str, stamp: tuple) -> dict:
+    from app.scenes import check_raster
+
+    return check_raster(Path(path))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
 def _tiles(path: str, stamp: tuple) -> list[dict]:
     return layers.tile_records(path)
 
@@ -56,8 +64,24 @@ def _demo():
     return read_demo(demo_dir())
 
 
+def show_preview(scene: Scene, why: str) -> None:
+    """A scene the app will not map: the line saying ``why`` (and what bundle would fit), then its
+    imagery alone on the map and one caption with its footprint, CRS and resolution."""
+    st.warning(public(why))
+    try:
+        url, fp = _imagery(str(scene.path), file_stamp(scene.path))
+        facts = _facts(str(scene.path), file_stamp(scene.path))
+    except (GeoaudioError, OSError, ValueError) as e:
+        st.caption(public(f"no imagery preview: {one_line(e)}"))
+        return
+    deck = layers.make_deck([layers.bitmap_layer("imagery", url, fp)], layers.view_state(fp))
+    st.pydeck_chart(deck, height=layers.MAP_HEIGHT_PX)
+    st.caption(public(layers.preview_caption(scene.label, fp, facts)))
+
+
 def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path | None:
-    """The finished map folder of the scene; maps it (button, progress bar) when needed."""
+    """The finished map folder of the scene with this bundle and (concrete) backend; maps it
+    (button, progress bar) when needed; a scene the app will not map gets :func:`show_preview`."""
     folder = mapping.map_folder(scene.path, scene.input_id, choice.hash, backend, demo)
     stride = demo.map_stride if demo is not None and folder == demo.map_dir else None
     if mapping.finished_map(folder, scene.path, choice.hash, stride):
@@ -67,15 +91,18 @@ def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path |
     except (GeoaudioError, OSError) as e:
         st.error(public(f"cannot map {scene.label}: {one_line(e)}", {choice.path: "the bundle"}))
         return None
-    refusal = plan.refusal or mapping.too_many_tiles(scene.path, plan, choice.bundle.image_input.gsd)
-    if refusal:
-        st.error(public(refusal))
+    why = mapping.not_mapped(scene.path, plan, choice.bundle.image_input.gsd)
+    if why:
+        show_preview(scene, why)
         return None
     rows, cols = plan.cells
     note = f" Note: {public(plan.warning)}." if plan.warning else ""
-    st.info(f"{scene.label} is not mapped yet with this bundle and backend: {plan.tiles:,} tiles "
-            f"({rows} x {cols} cells, at most {MAX_TILES:,} in the app).{note}")
-    if not st.button("Map this scene", type="primary", key="map_button"):
+    box = st.empty()  # the "not mapped yet" box and its button, cleared once the map is made
+    with box.container():
+        st.info(f"{scene.label} is not mapped yet with this bundle and backend: {plan.tiles:,} tiles "
+                f"({rows} x {cols} cells, at most {MAX_TILES:,} in the app).{note}")
+        clicked = st.button("Map this scene", type="primary", key="map_button")
+    if not clicked:
         return None
     bar = st.progress(0.0, text="starting geo.map ...")
     try:
@@ -86,6 +113,7 @@ def ensure_map(scene: Scene, choice: BundleChoice, backend: str, demo) -> Path |
         st.error(public(f"mapping failed: {one_line(e)}", {choice.path: "the bundle"}))
         return None
     bar.progress(1.0, text="mapped")
+    box.empty()
     for w in warnings:
         st.warning(public(w))
     return folder
@@ -152,6 +180,7 @@ def main() -> None:
     st.title("geoaudio")
     st.caption("What places sound like, from what they look like from above.")
     options = parse_options(sys.argv[1:])
+    keep_values(QUERY_KEYS)
     demo = _demo()
     if demo is None:
         st.info(public(f"The built-in demo is not built in {demo_dir()}: run `python -m app.demo` (or `make app`). "
@@ -160,8 +189,13 @@ def main() -> None:
         st.caption(SERVER_PATHS_NOTE)
     scene = pick_scene(options, demo)
     choice = pick_bundle(options, demo)
-    backend = pick_backend(choice) if choice is not None else "auto"
+    picked = pick_backend(choice) if choice is not None else "auto"
     if scene is None or choice is None:
+        return
+    try:
+        backend = concrete_backend(choice, picked)  # maps are keyed by it; queries use the backend picked (opened once)
+    except (GeoaudioError, OSError) as e:
+        st.error(public(f"backend not usable: {one_line(e)}", {choice.path: "the bundle"}))
         return
     map_dir = ensure_map(scene, choice, backend, demo)
     if map_dir is None:
@@ -183,7 +217,7 @@ def main() -> None:
     records = _tiles(str(tiles_path), file_stamp(tiles_path)) if tiles_path.is_file() else []
     left, right = st.columns(2)
     with left:
-        query = query_panel(choice, backend, map_dir, gallery)
+        query = query_panel(choice, picked, map_dir, gallery)
     with right:
         listen_panel(records, gallery, query)
     deck_layers, fp, legends = build_layers(scene, map_dir, choice, shown, records, query)

@@ -14,6 +14,7 @@ the first run and then finds the map finished ("skipped"), instead of failing or
 """
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -36,12 +37,14 @@ class MapError(GeoaudioError, ValueError):
 class Plan:
     """What mapping a scene would take: ``tiles`` model tiles, the tile grid's ``cells`` (rows,
     cols), geo.map's resolution ``warning`` (or "") and its ``refusal`` of imagery more than 8x
-    coarser than the bundle (``geo.grid.resample_refusal``, or "": the app never maps it)."""
+    coarser than the bundle (``geo.grid.resample_refusal``, or "": the app never maps it), and the
+    grid's ``resolution_factor`` (bundle metres per pixel / the scene's, ``geo.grid.TileGrid``)."""
 
     tiles: int
     cells: tuple[int, int]
     warning: str
     refusal: str = ""
+    resolution_factor: float = 1.0
 
 
 def plan(path: Path, bundle: Any) -> Plan:
@@ -54,7 +57,8 @@ def plan(path: Path, bundle: Any) -> Plan:
     image_input = bundle.image_input
     with open_raster(path) as src:
         grid = TileGrid.from_source(src, image_input.tile_size, image_input.gsd)
-    return Plan(len(grid), grid.cell_shape, resolution_warning(grid) or "", resample_refusal(grid, path.name) or "")
+    return Plan(len(grid), grid.cell_shape, resolution_warning(grid) or "", resample_refusal(grid, path.name) or "",
+                grid.resolution_factor)
 
 
 def too_many_tiles(path: Path, p: Plan, gsd: float) -> str:
@@ -63,6 +67,37 @@ def too_many_tiles(path: Path, p: Plan, gsd: float) -> str:
         return ""
     return (f"{path.name}: {p.tiles:,} tiles at the bundle's {gsd:g} m per pixel is more than the app maps "
             f"({MAX_TILES:,}); use a bundle made for this resolution, a smaller extract, or python -m geo.map")
+
+
+def fitting_gsd(p: Plan, gsd: float) -> tuple[float, bool]:
+    """The finest bundle ground sample distance (metres per pixel, rounded up to 3 digits) at which
+    the app would map the scene of ``p`` (planned at the bundle's ``gsd``), from the two refusal
+    rules themselves, and whether that figure is a rough one: the scene's pixels at most
+    ``geo.grid.MAX_UPSAMPLE`` times coarser (``gsd / resolution_factor / MAX_UPSAMPLE``, exact), and
+    at most :data:`MAX_TILES` tiles (the count falls with the square of the GSD:
+    ``gsd * sqrt(tiles / MAX_TILES)``, rough, as tiles are whole)."""
+    from geo.grid import MAX_UPSAMPLE
+
+    upsample = gsd / (p.resolution_factor * MAX_UPSAMPLE) if p.refusal else 0.0
+    tiles = gsd * math.sqrt(p.tiles / MAX_TILES) if p.tiles > MAX_TILES else 0.0
+    return _round_up(max(upsample, tiles, gsd)), tiles > upsample
+
+
+def _round_up(x: float, digits: int = 3) -> float:
+    """``x`` > 0 rounded up to ``digits`` significant digits (37.51 -> 37.6, 37.5 -> 37.5)."""
+    unit = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return float(f"{math.ceil(x / unit - 1e-9) * unit:.{digits}g}")
+
+
+def not_mapped(path: Path, p: Plan, gsd: float) -> str:
+    """The one line saying why the app will not map ``path`` with a bundle at ``gsd`` metres per
+    pixel (``p.refusal`` or :func:`too_many_tiles`) and what bundle would (:func:`fitting_gsd`);
+    "" when it maps it."""
+    refusal = p.refusal or too_many_tiles(path, p, gsd)
+    if not refusal:
+        return ""
+    fit, rough = fitting_gsd(p, gsd)
+    return f"Not mapped: {refusal}; a bundle trained at ≥ {'~' if rough else ''}{fit:g} m per pixel would fit it."
 
 
 def finished_map(folder: Path, source: Path, bundle_hash: str, stride: int | None = None) -> bool:
@@ -77,11 +112,24 @@ def finished_map(folder: Path, source: Path, bundle_hash: str, stride: int | Non
 
 def map_folder(source: Path, input_id: str, bundle_hash: str, backend: str, demo: Any = None) -> Path:
     """Where the map of ``source`` with this bundle and backend lives (or will): the demo's own map
-    when it matches, else ``CACHE/maps/<key>/<stem>``."""
+    when it matches, else ``CACHE/maps/<key>/<stem>``. ``backend`` is a concrete name (``auto``
+    resolved first, ``app.pickers.concrete_backend``), so a map made with ``auto`` is the map of the
+    backend ``auto`` took; the demo's map (made with ``auto``) matches that backend as recorded in
+    its run.json, and ``auto`` itself."""
     if (demo is not None and source.resolve() == demo.scene.resolve()
-            and bundle_hash == demo.info.get("bundle_hash") and backend == demo.backend):
+            and bundle_hash == demo.info.get("bundle_hash") and backend in _demo_backends(demo)):
         return demo.map_dir
     return map_root(input_id, bundle_hash, backend) / source.stem
+
+
+def _demo_backends(demo: Any) -> set[str]:
+    """The backend names the demo's map answers to: the one it was asked for and the one its
+    run.json records (what ``auto`` took)."""
+    from geo.runinfo import read_run_info
+
+    recorded = (read_run_info(demo.map_dir) or {}).get("backend")
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    return {demo.backend} | ({str(name)} if name else set())
 
 
 def _follow(stream: Any, on_progress: Progress | None) -> list[str]:

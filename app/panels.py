@@ -12,16 +12,17 @@ from app import sound_query
 from app.access import public
 from app.pickers import BundleChoice, open_backend
 from app.sound_query import AUDIO_LIMITS, AUDIO_TYPES, Gallery
+from geo.query import query_calibration
 from app.state import MAX_AUDIO_MB, cache_dir
 from model.core.errors import GeoaudioError, one_line
 
-UPLOAD, GALLERY, CLASS = "a recording you upload", "a gallery recording", "a sound class"
+UPLOAD, GALLERY, CLASS, TEXT = "a recording you upload", "a gallery recording", "a sound class", "a description"
 AUDIO_MIME = {".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".flac": "audio/flac", ".wav": "audio/wav"}
 
 
 @dataclass(frozen=True)
 class Query:
-    """A finished query: what was asked (one line), the heatmap (2, rows, cols) and its profile."""
+    """A finished query: what was asked (one line), the heatmap (3, rows, cols) and its profile."""
 
     what: str
     array: np.ndarray
@@ -40,8 +41,9 @@ def _embed_upload(path: str, bundle_hash: str, backend: str, name: str, data: by
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _heatmap(map_dir: str, stamp: tuple, vector: np.ndarray, distance: str) -> tuple[np.ndarray, dict[str, Any]]:
-    return sound_query.heatmap(Path(map_dir), vector, distance)
+def _heatmap(map_dir: str, stamp: tuple, vector: np.ndarray, distance: str,
+             calibration: tuple[tuple[str, Any], ...] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    return sound_query.heatmap(Path(map_dir), vector, distance, dict(calibration) if calibration else None)
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
@@ -69,7 +71,7 @@ def _query_vector(choice: BundleChoice, backend: str,
     """The query vector, a one-line description and a short label for file names, from the chosen
     source; None when not ready."""
     sources = ([UPLOAD] if choice.bundle.has("audio_encoder") else []) + ([GALLERY] if gallery is not None else []) + (
-        [CLASS] if "soundscape" in choice.bundle.heads else [])
+        [CLASS] if "soundscape" in choice.bundle.heads else []) + ([TEXT] if gallery is not None else [])
     if not sources:
         st.caption("This bundle cannot be queried by sound: it has no audio encoder, gallery or soundscape head.")
         return None
@@ -94,12 +96,38 @@ def _query_vector(choice: BundleChoice, backend: str,
                            format_func=lambda k: f"{k}: {gallery.title(k)}")
         _audio(gallery.audio_file(key))
         return gallery.vector(key), f"gallery recording {key} ({gallery.title(key)})", f"gallery-{key}"
+    if source == TEXT:
+        return _text_vector(gallery)
     from geo.query import class_vector
 
     names = [c["name"] for c in choice.bundle.heads["soundscape"]["classes"]]
     _keep_valid("query_class", names)
     name = st.selectbox("Sound class", names, key="query_class")
     return class_vector(choice.bundle, name), f"the sound class {name}", f"class-{name}"
+
+
+def _text_vector(gallery: Gallery) -> tuple[np.ndarray, str, str] | None:
+    """A description matched against the gallery's titles and descriptions (``geo.text_query``):
+    the vector, what was asked and ``text-<words>``; lists the recordings used, with players for those
+    on this machine; a warning (one line) and None when none matches."""
+    from geo.text_query import clean_text
+
+    text = clean_text(st.text_input("Describe the sound (matched against the gallery's titles and descriptions)",
+                                    key="query_text", placeholder="church bells and traffic"))
+    if not text:
+        return None
+    try:
+        vector, used = sound_query.text_vector(gallery, text)
+    except GeoaudioError as e:
+        st.warning(one_line(e))
+        return None
+    st.markdown(f"**Recordings matching \"{text}\"** (their embeddings, weighted by score, are the query):")
+    for match in used:
+        st.markdown(f"- {match.title or '(untitled)'} (recording {match.key}, score {match.score:.2f})")
+        path = gallery.audio_file(match.key)
+        if path is not None:
+            _audio(path)
+    return vector, f"the description \"{text}\"", "text-" + "-".join(text.split())
 
 
 def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gallery | None) -> Query | None:
@@ -112,16 +140,41 @@ def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gall
     vector, what, label = found
     try:
         stamp = (map_dir / "embeddings.tif").stat().st_mtime_ns
-        array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance)
+        calibration = query_calibration(choice.bundle)
+        array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance,
+                                  tuple(sorted(calibration.items())) if calibration else None)
     except (GeoaudioError, OSError) as e:
         st.error(public(f"query failed: {one_line(e)}"))
         return None
-    best = sound_query.best_cells(array[0])
-    if best:
-        cells = ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best)
-        st.success(f"Most like {what}: {cells}")
+    _answer(array, what, calibration is not None)
     key = sound_query.query_key(vector, map_dir)
     return Query(what, array, profile, key, label)
+
+
+def _answer(array: np.ndarray, what: str, calibrated: bool) -> None:
+    """Where it sounds like the query: the best cells with their probability of the same place
+    (band 3), or "no place in this scene sounds like this" when none reaches ``geo.query.LIKELY``;
+    without a calibration, the best cells by rank alone, said to be relative."""
+    from geo.query import LIKELY
+
+    best = sound_query.best_cells(array[0])
+    if not best:
+        return
+    if not calibrated:
+        cells = ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best)
+        st.success(f"Most like {what}: {cells}")
+        st.caption("Ranks within this map only: the bundle has no query calibration to say how likely a match is.")
+        return
+    probability = array[2]
+    top = float(np.nanmax(probability))
+    if top < LIKELY:
+        st.warning(f"No place in this scene sounds like {what}: the most likely cell has a {top:.0%} probability "
+                   f"of being the same place (below {LIKELY:.0%}).")
+        return
+    cells = ", ".join(f"r{r} c{c} (p {probability[r, c]:.0%})" for r, c, _ in best if probability[r, c] >= LIKELY)
+    likely = int(np.nansum(probability >= LIKELY))
+    st.success(f"Most like {what}: {cells}; {likely} cells are more likely than not the same place "
+               f"(p >= {LIKELY:.0%}).")
 
 
 def heat_file(query: Query) -> Path:

@@ -3,6 +3,11 @@
 Loaded bundles, backends and layer images are cached by Streamlit (``st.cache_resource`` /
 ``st.cache_data``) under keys that change when the files change (size and modification time),
 so a rerun after any widget change costs almost nothing.
+
+Choices stay when their widgets are not drawn for a while (a scene, bundle or backend that is not
+mapped shows no layers and no query): the layer widgets keep their values (``persist_state``), and
+:func:`keep_values` keeps those of the query panel's widgets; the keys of these widgets do not
+depend on the scene, bundle or backend.
 """
 from __future__ import annotations
 
@@ -94,7 +99,7 @@ def pick_scene(options: AppOptions, demo: Any) -> Scene | None:
 
 def _uploaded_scene() -> Scene | None:
     up = st.sidebar.file_uploader(f"GeoTIFF, RGB, georeferenced (at most {MAX_UPLOAD_MB} MB)", type=["tif", "tiff"],
-                                  key="scene_upload")
+                                  key="scene_upload", max_upload_size=MAX_UPLOAD_MB)  # Streamlit refuses more itself
     if up is None:
         st.sidebar.caption("Upload a GeoTIFF to map it.")
         return None
@@ -167,6 +172,25 @@ def pick_backend(choice: BundleChoice) -> str:
     return backend
 
 
+def concrete_backend(choice: BundleChoice, name: str) -> str:
+    """The backend ``name`` stands for: itself, or for ``auto`` the one ``export.runtime`` opens
+    (``torch``, ``onnx-int8`` ...; opened once and cached, as queries use it too). Maps are keyed
+    by this name, so a map made with ``auto`` is found again when its backend is picked by name.
+    BackendError (one line) when it cannot be opened."""
+    if name != "auto":
+        return name
+    return str(open_backend(str(choice.path), choice.hash, name, choice.bundle).name)
+
+
+def keep_values(keys: tuple[str, ...]) -> None:
+    """Keep the values of the widgets ``keys`` through runs that do not draw them (Streamlit drops
+    a widget's value then): each value is written back as session state before any widget is
+    drawn, the documented way to keep it. Call once per run, first."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 @dataclass(frozen=True)
 class LayerChoice:
     """Which layers are on, and their opacities (0..1)."""
@@ -186,12 +210,12 @@ def pick_layers(has_landcover: bool, has_soundscape: bool) -> LayerChoice:
     """Layer toggles and opacity sliders (those of missing products are not shown)."""
     sb = st.sidebar
     sb.header("Layers")
-    imagery = sb.checkbox("Imagery", value=True, key="layer_imagery")
+    imagery = sb.checkbox("Imagery", value=True, key="layer_imagery", persist_state="page")
     landcover, lc_opacity = _toggle("Land cover", "landcover", has_landcover, False, 0.5)
     soundscape, ss_opacity = _toggle("Soundscape (top sound per tile)", "soundscape", has_soundscape, True, 0.45)
-    tiles = sb.checkbox("Tile outlines and tooltips", value=True, key="layer_tiles")
+    tiles = sb.checkbox("Tile outlines and tooltips", value=True, key="layer_tiles", persist_state="page")
     heatmap, heat_opacity = _toggle("Similarity heatmap (after a sound query)", "heatmap", True, True, 0.6)
-    web = sb.checkbox("Web basemap (needs internet)", value=False, key="layer_web",
+    web = sb.checkbox("Web basemap (needs internet)", value=False, key="layer_web", persist_state="page",
                       help="Off: nothing is fetched; the imagery is the base layer.")
     return LayerChoice(imagery, landcover, lc_opacity, soundscape, ss_opacity, tiles, heatmap, heat_opacity, web)
 
@@ -199,7 +223,7 @@ def pick_layers(has_landcover: bool, has_soundscape: bool) -> LayerChoice:
 def _toggle(label: str, key: str, present: bool, default: bool, opacity: float) -> tuple[bool, float]:
     if not present:
         return False, opacity
-    on = st.sidebar.checkbox(label, value=default, key=f"layer_{key}")
+    on = st.sidebar.checkbox(label, value=default, key=f"layer_{key}", persist_state="page")
     value = st.sidebar.slider(f"{label.split(' (')[0]} opacity", 0.0, 1.0, opacity, 0.05, key=f"opacity_{key}",
-                              disabled=not on)
+                              disabled=not on, persist_state="page")
     return on, float(value)

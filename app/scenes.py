@@ -2,7 +2,8 @@
 
 Uploads are checked before anything is mapped: the name must end in .tif/.tiff, the size must be
 within :data:`app.state.MAX_UPLOAD_MB`, and the file must open as a georeferenced RGB raster
-whose pixels can be read (``geo.raster.open_raster``). A bad upload is one :class:`UploadError`
+whose pixels can be read (``geo.raster.open_raster``) and hold at least one pixel that is not
+nodata (``geo.raster.has_valid_pixels``, a decimated read). A bad upload is one :class:`UploadError`
 or ``RasterError`` line and leaves no file behind. Good uploads are stored once per content in
 ``CACHE/uploads/<sha256[:16]>/<name>`` (written to a temporary file, then renamed).
 """
@@ -50,11 +51,13 @@ def sources(demo_scene: Path | None, landsat: Path | None, allow_server_paths: b
 
 
 def check_raster(path: Path) -> dict[str, Any]:
-    """Open ``path`` as geo.map would (RasterError, one line, when it cannot be mapped); returns
-    ``geo.raster.describe`` of it (size, bands, CRS, GSD ...)."""
-    from geo.raster import describe, open_raster
+    """Open ``path`` as geo.map would (RasterError, one line, when it cannot be mapped; UploadError
+    when every pixel is nodata); returns ``geo.raster.describe`` of it (size, bands, CRS, GSD ...)."""
+    from geo.raster import describe, has_valid_pixels, open_raster
 
     with open_raster(path) as src:
+        if not has_valid_pixels(src):
+            raise UploadError(f"{path}: every pixel is nodata, nothing to map")
         return describe(src)
 
 

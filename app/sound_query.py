@@ -8,10 +8,15 @@ The query vector ``v`` is one of
   by the bundle's audio encoder through the chosen backend (``embed_audio_file``: the mean of its
   chunk embeddings);
 - a recording of the bundle's gallery (its stored embedding; nothing is recomputed);
-- a soundscape class (its prototype, ``geo.query.class_vector``).
+- a soundscape class (its prototype, ``geo.query.class_vector``);
+- a description matched against the gallery's titles and descriptions (TF-IDF, :mod:`geo.text_query`):
+  the score-weighted mean of the stored embeddings of at most ``DEFAULT_TOP_K`` (10) matching
+  recordings (:func:`text_vector`).
 
 The heatmap is ``geo.query.query_embeddings(OUT/<stem>/embeddings.tif, v, distance)``: band 0 the
-rank-normalised similarity 0..1 (1 = the cell most like the sound), band 1 the embedding distance.
+rank-normalised similarity 0..1 (1 = the cell most like the sound), band 1 the embedding distance,
+band 2 the probability that the cell and the sound come from the same place (the bundle's
+calibration; NaN without one).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from app.state import MAX_AUDIO_MB, cache_dir
-from model.bundle.audio import QUERY_MAX_SECONDS
+from model.bundle.audio import AUDIO_FORMATS, QUERY_MAX_SECONDS
 from model.core.errors import GeoaudioError, one_line
 
 AUDIO_TYPES = ("wav", "mp3", "ogg", "flac")
@@ -86,6 +91,15 @@ def load_gallery(bundle: Any) -> Gallery | None:
                    int(rows.attrs.get("refused_audio", 0)))
 
 
+def text_vector(gallery: Gallery, text: str) -> tuple[np.ndarray, list[Any]]:
+    """The query vector (D,) of a description over the gallery and the recordings it is made of
+    (``geo.text_query.TextMatch``: key, title, score, weight; best first). QueryError (one line)
+    when no recording's title or description matches."""
+    from geo.text_query import DEFAULT_TOP_K, text_query_vector
+
+    return text_query_vector(gallery.rows, gallery.embeddings, text, DEFAULT_TOP_K)
+
+
 def check_audio_upload(name: str, size: int, limit_mb: float = MAX_AUDIO_MB) -> None:
     """AudioUploadError for an unsupported extension, an empty file or one over ``limit_mb`` MB."""
     suffix = Path(name).suffix.lower().lstrip(".")
@@ -111,16 +125,20 @@ def embed_upload(backend: Any, name: str, data: bytes) -> np.ndarray:
             return np.asarray(backend.embed_audio_file(tmp, QUERY_MAX_SECONDS), np.float32)
         except GeoaudioError as e:  # AudioError and friends name the temporary file: name the upload
             message = one_line(e)
+            if "cannot decode audio" in message:  # a decoder's own words (pipes, formats): say what it means
+                raise AudioUploadError(f"{name}: not a readable audio file ({AUDIO_FORMATS})") from None
             raise AudioUploadError(message.replace(tmp, name).replace(Path(tmp).name, name)) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def heatmap(map_dir: Path, vector: np.ndarray, distance: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """``geo.query.query_embeddings`` over the map's embeddings.tif: (2, rows, cols) and profile."""
+def heatmap(map_dir: Path, vector: np.ndarray, distance: str,
+            calibration: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """``geo.query.query_embeddings`` over the map's embeddings.tif: (3, rows, cols) (similarity,
+    distance, probability of the same place with the bundle's ``calibration``) and profile."""
     from geo.query import query_embeddings
 
-    return query_embeddings(map_dir / "embeddings.tif", vector, distance)
+    return query_embeddings(map_dir / "embeddings.tif", vector, distance, calibration)
 
 
 def best_cells(similarity: np.ndarray, k: int = 3) -> list[tuple[int, int, float]]:
@@ -133,7 +151,7 @@ def best_cells(similarity: np.ndarray, k: int = 3) -> list[tuple[int, int, float
 
 def heat_name(label: str, key: str) -> str:
     """The heatmap file's name: ``heat-<label>-<key[:8]>.tif``, the label (what was asked: a
-    recording's stem, ``gallery-<key>``, ``class-<name>``) with anything but letters, digits, ``.``,
+    recording's stem, ``gallery-<key>``, ``class-<name>``, ``text-<words>``) with anything but letters, digits, ``.``,
     ``_`` and ``-`` replaced by ``-`` and cut to 40 characters, so a download says what it shows."""
     import re
 

@@ -22,7 +22,8 @@ from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-MAX_UPLOAD_MB = 200  # also .streamlit/config.toml's server.maxUploadSize
+MAX_UPLOAD_MB = 200  # the GeoTIFF uploader's own max_upload_size (app/pickers.py); also .streamlit/config.toml's
+# server.maxUploadSize, the most any upload box may take (Streamlit's default is 200 MB too)
 MAX_AUDIO_MB = 50  # the audio uploader's own max_upload_size (app/panels.py); 10 minutes at most too
 MAX_TILES = 20_000  # the app refuses to map more tiles than this (python -m geo.map has no limit)
 

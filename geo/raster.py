@@ -38,6 +38,7 @@ ROTATION_TOLERANCE = 1e-9  # |b|, |d| below this fraction of the pixel size coun
 DISTORTION_TOLERANCE = 0.01  # projection scale off 1 by more than this is corrected in gsd_metres
 EDGE_EPS = 1e-6  # model pixels; absorbs float error when locating the raster edge inside a tile
 PROBE_MAX_PIXELS = 2048 * 2048  # the overview probe reads at most this many pixels per band
+DATA_PROBE_PIXELS = 1024 * 1024  # the nodata probe (has_valid_pixels) reads at most this many pixels per band
 MAX_PIXEL_ASPECT = 20.0  # ground pixel sides differing more than this: a geographic CRS near a pole
 RASTER_READ_ERRORS = (RasterioError, CPLE_BaseError)
 
@@ -402,6 +403,25 @@ def describe(src: RasterSource) -> dict[str, Any]:
         "alpha_band": src.alpha,
         "overviews": list(ds.overviews(src.bands[0])),
     }
+
+
+def has_valid_pixels(src: RasterSource, max_pixels: int = DATA_PROBE_PIXELS) -> bool:
+    """Whether any pixel of the selected bands is valid (``geo.scaling.valid_pixels``: a mask that
+    is not nodata, finite values), judged on one nearest-neighbour read of at most ``max_pixels``
+    pixels per band (GDAL takes it from an overview when the raster has one, so it stays cheap).
+
+    Exact for a raster of at most ``max_pixels`` pixels; a larger one is decimated by
+    ``sqrt(width * height / max_pixels)`` pixels per side, so a valid patch narrower than that
+    step may be missed and the raster taken for empty (about 8 px for 200 MB of uncompressed RGB).
+    RasterError (one line) when it cannot be read."""
+    ds, bands = src.dataset, list(src.bands)
+    step = max(1.0, math.sqrt(ds.width * ds.height / max_pixels))
+    shape = (len(bands), max(1, math.floor(ds.height / step)), max(1, math.floor(ds.width / step)))
+    data = src.guarded_read(lambda: ds.read(bands, out_shape=shape, resampling=Resampling.nearest),
+                            " of the nodata probe")
+    masks = src.guarded_read(lambda: ds.read_masks(bands, out_shape=shape, resampling=Resampling.nearest),
+                             " of the nodata probe")
+    return bool(valid_pixels(data, masks).any())
 
 
 def _json_number(value: float | None) -> float | str | None:

@@ -2,12 +2,14 @@
 
 Covers: the page renders a deck.gl map of the demo (imagery, soundscape, tiles) without a web
 basemap; layer switches and opacities; a sound query with the shared robin recording adds the
-heatmap layer, its legend and its download; a gallery query and the tile listening panel; bad
+heatmap layer, its legend and its download; a gallery query and the tile listening panel; a query by
+description (the recordings used, or one warning when none matches); bad
 uploads (corrupt GeoTIFF, text named .wav, wrong type, too large) give one error line and the app
-keeps working; the Landsat sample (600x coarser) is refused at the demo bundle's 0.5 m; an uploaded GeoTIFF is
-mapped through geo.map with a progress bar; bundle folders are validated; the app's file access
-rules (app.access): only its own bundles without --allow-server-paths, no server path in messages,
-gallery recordings outside their data folder are not played.
+keeps working; the Landsat sample (600x coarser) is not mapped at the demo bundle's 0.5 m but shown, with why;
+an all-nodata upload is refused at upload; an uploaded GeoTIFF is mapped through geo.map with a progress bar (the
+box offering it goes); layers and the query stay through backend, bundle and scene switches; bundle folders are
+validated; the app's file access rules (app.access): only its own bundles without --allow-server-paths, no server
+path in messages, gallery recordings outside their data folder are not played.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from streamlit.testing.v1 import AppTest
 from app import mapping
 from app.access import SERVER_PATHS_NOTE
 from app.scenes import LANDSAT, SERVER, UPLOAD, UploadError, check_upload_name, sources
-from app.state import MAX_AUDIO_MB, MAX_UPLOAD_MB, parse_options
+from app.state import MAX_AUDIO_MB, MAX_UPLOAD_MB, map_key, parse_options, sha256_hex
 from model.bundle.files import META_FILE, WEIGHTS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +157,24 @@ def test_gallery_query_and_listening_to_a_tile(env):
     assert any(b.label.startswith(f"heat-class-{name.replace(' ', '-')}-") for b in at.get("download_button"))
 
 
+def test_a_description_queries_the_gallerys_titles_and_descriptions(env):
+    at = _start()
+    at.radio(key="query_source").set_value("a description").run()
+    at.text_input(key="query_text").input("a dog barking").run()  # only recording 100021 has a dog
+    _healthy(at)
+    assert _errors(at) == [] and "heatmap" in _layer_ids(at)
+    assert any('Similarity heatmap of the description "a dog barking"' in c for c in _captions(at))
+    assert "Water on lakeshore (recording 100021, score" in _markdown(at)
+    players = len(at.get("audio"))
+    assert any(b.label.startswith("heat-text-a-dog-barking-") for b in at.get("download_button"))
+    at.text_input(key="query_text").input("thunder").run()
+    _healthy(at)
+    assert ('no gallery recording\'s title or description matches "thunder" (the gallery has 40 recordings with text)'
+            in [w.value for w in at.warning])
+    assert "heatmap" not in _layer_ids(at)
+    assert players - len(at.get("audio")) == 1  # the matching recording's player (the same tile is listened to)
+
+
 def test_heatmap_file_names_say_what_was_asked():
     from app.sound_query import heat_name
 
@@ -178,6 +198,25 @@ def test_bad_uploads_give_one_error_line_and_the_app_keeps_working(env):
     assert _errors(at) == [] and "imagery" in _layer_ids(at)
 
 
+def test_an_all_nodata_upload_is_refused_at_upload_with_its_reason(env, tmp_path):
+    from rasterio.transform import from_origin
+
+    empty = tmp_path / "empty.tif"
+    with rasterio.open(empty, "w", driver="GTiff", width=256, height=192, count=3, dtype="uint8", nodata=0,
+                       crs="EPSG:32618", transform=from_origin(500_000, 4_000_000, 0.5, 0.5)) as ds:
+        ds.write(np.zeros((3, 192, 256), np.uint8))
+    at = _start()
+    at.radio(key="scene_source").set_value(UPLOAD).run()
+    uploader = at.get("file_uploader")[0]
+    assert uploader.proto.max_upload_size_mb == MAX_UPLOAD_MB  # the widget's own limit is the one its label states
+    assert f"at most {MAX_UPLOAD_MB} MB" in uploader.proto.label
+    uploader.set_value(("empty.tif", empty.read_bytes(), "image/tiff")).run()
+    _healthy(at)
+    assert _errors(at) == ["upload rejected: empty.tif: every pixel is nodata, nothing to map"]
+    assert not at.button and not at.get("deck_gl_json_chart")  # refused at upload: nothing to map or preview
+    assert not list((Path(os.environ["GEOAUDIO_CACHE"]) / "uploads").glob("**/*"))  # no file left behind
+
+
 def test_upload_limits_match_the_server_setting():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MB
@@ -187,16 +226,45 @@ def test_upload_limits_match_the_server_setting():
         check_upload_name("photo.png", 10)
 
 
-def test_landsat_sample_is_refused_at_the_demo_bundles_resolution(env):
+def test_landsat_sample_is_not_mapped_at_the_demo_bundles_resolution_but_shown(env):
     if not (SHARED / "geotiff" / "RGB.byte.tif").is_file():
         pytest.skip("../shared/data/geotiff/RGB.byte.tif is not present")
     at = _start()
     at.radio(key="scene_source").set_value(LANDSAT).run()
     _healthy(at)
-    [error] = _errors(at)
-    assert error == ("RGB.byte.tif: its pixels are 300 m, 600x coarser than the bundle's 0.5 m; mapping it would "
-                     "upsample every tile (more than 8x is refused; python -m geo.map --allow-resample maps it anyway)")
+    assert _errors(at) == []
+    [line] = [w.value for w in at.warning]  # why it is not mapped (geo.map's own refusal) and what bundle would fit
+    assert line == ("Not mapped: RGB.byte.tif: its pixels are 300 m, 600x coarser than the bundle's 0.5 m; mapping it "
+                    "would upsample every tile (more than 8x is refused; python -m geo.map --allow-resample maps it "
+                    "anyway); a bundle trained at ≥ 37.6 m per pixel would fit it.")
+    assert _layer_ids(at) == ["imagery"]  # the imagery preview alone
+    preview = _deck(at)["layers"][0]
+    assert preview["image"].startswith("data:image/png") and len(preview["bounds"]) == 4  # PNG: nodata is clear
+    [caption] = [c for c in _captions(at) if c.startswith("Imagery of the Landsat sample")]
+    assert caption.endswith("; CRS EPSG:32618 (WGS 84 / UTM zone 18N); 300 m per pixel (791 x 718 pixels).")
+    assert "footprint 237 km x 216 km around 24.5570° N, 77.7578° W" in caption
     assert not at.button  # nothing is offered to map
+    assert str(SHARED) not in line + caption
+
+
+def test_the_fitting_bundle_resolution_follows_geo_maps_own_refusal():
+    from geo.grid import TileGrid, resample_refusal
+    from geo.raster import open_raster
+
+    landsat = SHARED / "geotiff" / "RGB.byte.tif"
+    if not landsat.is_file():
+        pytest.skip("../shared/data/geotiff/RGB.byte.tif is not present")
+    with open_raster(landsat) as src:
+        plan = mapping.Plan(1, (1, 1), "", "refused", TileGrid.from_source(src, 64, 0.5).resolution_factor)
+        fit, rough = mapping.fitting_gsd(plan, 0.5)
+        assert (fit, rough) == (37.6, False)
+        assert resample_refusal(TileGrid.from_source(src, 64, fit), "x") is None  # mapped at that resolution
+        assert resample_refusal(TileGrid.from_source(src, 64, 37.5), "x")  # refused just below it
+    too_many = mapping.Plan(80_000, (200, 400), "")
+    assert mapping.fitting_gsd(too_many, 0.5) == (1.0, True)  # 4x the tiles: twice the metres per pixel, roughly
+    assert mapping.not_mapped(Path("big.tif"), too_many, 0.5).endswith(
+        "; a bundle trained at ≥ ~1 m per pixel would fit it.")
+    assert mapping.not_mapped(Path("ok.tif"), mapping.Plan(100, (10, 10), ""), 0.5) == ""
 
 
 def _extract(src: Path, dst: Path, size: int) -> Path:
@@ -239,11 +307,18 @@ def test_an_uploaded_geotiff_is_mapped_with_a_progress_bar(env, tmp_path):
     at.button(key="map_button").click().run()
     _healthy(at)
     assert _errors(at) == []
+    assert not [i.value for i in at.info if "not mapped yet" in i.value] and not at.button  # the box is gone
     assert at.get("progress")[0].proto.value == 100
     deck = _deck(at)
     assert len(deck["layers"][-1]["data"]) == 4
     assert at.selectbox(key="listen_tile").value == "r0 c0"
-    assert list((tmp_path / "cache" / "maps").glob("*/corner/run.json"))
+    [run] = list((tmp_path / "cache" / "maps").glob("*/corner/run.json"))
+    assert json.loads(run.read_text())["backend"]["name"] == "torch"  # what auto took here
+    assert run.parent.parent.name == map_key(f"sha256:{sha256_hex(scene.read_bytes())}", env.info["bundle_hash"],
+                                             "torch")  # keyed by the backend auto took
+    at.selectbox(key="backend").set_value("torch").run()  # the same backend by name: the same map, not mapped again
+    _healthy(at)
+    assert not at.button and len(_deck(at)["layers"][-1]["data"]) == 4
 
 
 def _captions(at: AppTest) -> list[str]:
@@ -341,3 +416,50 @@ def test_a_bundle_whose_gallery_is_collapsed_gets_one_warning_line(env, tmp_path
     _healthy(at)
     [warning] = [w.value for w in at.warning if "collapsed" in w.value]
     assert "mean cosine similarity" in warning and "1.0000" in warning and "\n" not in warning
+
+
+def _retrained_bundle(folder: Path, source: Path) -> Path:
+    """A bundle folder with ``source``'s weights (a link) and its bundle.json with one more provenance
+    field: another content hash, so no map of the demo is cached for it."""
+    folder.mkdir(parents=True)
+    meta = json.loads((source / META_FILE).read_text())
+    meta["provenance"]["note"] = "the same weights under another hash"
+    (folder / META_FILE).write_text(json.dumps(meta))
+    (folder / WEIGHTS_FILE).symlink_to(source / WEIGHTS_FILE)
+    return folder
+
+
+def _layer_state(at: AppTest) -> tuple:
+    return (at.checkbox(key="layer_landcover").value, at.slider(key="opacity_landcover").value,
+            at.checkbox(key="layer_tiles").value, at.radio(key="query_source").value,
+            at.selectbox(key="query_class").value)
+
+
+def test_layers_and_the_query_stay_through_backend_bundle_and_scene_switches(env, tmp_path):
+    _retrained_bundle(tmp_path / "bundles" / "other", env.bundle)
+    at = _start()
+    at.checkbox(key="layer_landcover").check().run()
+    at.slider(key="opacity_landcover").set_value(0.8).run()
+    at.checkbox(key="layer_tiles").uncheck().run()
+    at.radio(key="query_source").set_value("a sound class").run()
+    name = at.selectbox(key="query_class").options[1]
+    at.selectbox(key="query_class").set_value(name).run()
+    before = _layer_state(at)
+    assert before == (True, 0.8, False, "a sound class", name)
+    assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap"]
+    at.selectbox(key="backend").set_value("torch").run()  # what auto took: the demo's own map, nothing to map
+    assert not at.button and _layer_state(at) == before
+    at.radio(key="bundle_source").set_value("other").run()  # not mapped with it: no layer or query widgets
+    _healthy(at)
+    assert "not mapped yet" in at.info[0].value and not at.get("deck_gl_json_chart")
+    assert not [c for c in at.checkbox if c.key == "layer_landcover"]
+    at.radio(key="bundle_source").set_value("Demo bundle").run()
+    at.selectbox(key="backend").set_value("auto").run()
+    _healthy(at)
+    assert _layer_state(at) == before
+    assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap"]
+    assert _deck(at)["layers"][1]["opacity"] == pytest.approx(0.8)
+    assert at.success[0].value.startswith(f"Most like the sound class {name}")
+    at.radio(key="scene_source").set_value(LANDSAT).run()  # a preview only
+    at.radio(key="scene_source").set_value(sources(env.scene, None, False)[0]).run()
+    assert _layer_state(at) == before

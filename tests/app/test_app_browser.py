@@ -114,3 +114,35 @@ def test_map_and_sound_query_in_chromium(server, tmp_path):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "app.png", SCREENSHOT)
     assert time.monotonic() - started < 90
+
+
+def test_landsat_preview_and_layer_settings_kept_through_switches_in_chromium(server):
+    """The Landsat sample (not mapped at the demo's 0.5 m) shows its imagery and caption; the land-cover
+    toggle stays on through a backend switch and a visit to that scene, whose page draws no layer widgets."""
+    from playwright.sync_api import expect, sync_playwright
+
+    if not (ROOT.parent / "shared" / "data" / "geotiff" / "RGB.byte.tif").is_file():
+        pytest.skip("../shared/data/geotiff/RGB.byte.tif is not present")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            canvas = page.locator('[data-testid="stDeckGlJsonChart"] canvas').first
+            canvas.wait_for(timeout=60_000)
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            landcover = sidebar.get_by_role("checkbox", name="Land cover", exact=True)
+            landcover.check(force=True)  # Streamlit draws its own box over the input
+            page.get_by_text("Land cover:").wait_for(timeout=30_000)  # the legend of the new layer
+            sidebar.locator('[data-testid="stSelectbox"]').first.click()
+            page.get_by_role("option", name="torch").click()
+            sidebar.get_by_text("Landsat sample").click()
+            page.get_by_text("Imagery of the Landsat sample (preview, not mapped)").wait_for(timeout=60_000)
+            page.get_by_text("Not mapped: RGB.byte.tif").wait_for(timeout=10_000)
+            canvas.wait_for(timeout=10_000)
+            expect(landcover).to_have_count(0)  # no layer widgets for a scene that is not mapped
+            sidebar.get_by_text("Demo scene").click()
+            page.get_by_text("Land cover:").wait_for(timeout=60_000)
+            expect(landcover).to_be_checked()
+        finally:
+            browser.close()
