@@ -7,8 +7,9 @@ from typing import Any
 import torch
 
 
-def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Merge samples from :class:`SoundingEarthDataset` into one batch.
+def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Merge samples from :class:`SoundingEarthDataset` into one batch; unreadable samples (None,
+    already reported by the dataset) are left out, and a batch of none is None.
 
     Returns ``image`` (B, 3, S, S); ``audio`` (sum of n_i, 1, n_mels, frames), the chunks of all
     recordings concatenated in sample order; ``counts`` the list [n_1, ..., n_B] of chunks per
@@ -18,6 +19,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     if not samples:
         raise ValueError("collate: empty batch")
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return None
     batch: dict[str, Any] = {
         "image": torch.stack([s["image"] for s in samples]),
         "audio": torch.cat([s["audio"] for s in samples]),

@@ -3,9 +3,10 @@
 A sample is one key of ``metadata.csv`` that has an image and a recording of the chosen audio
 source; keys missing either are dropped (counted in ``dataset.dropped`` and logged), as are keys
 a cache has marked unreadable (:mod:`model.data.bad_items`). A sample whose image or recording
-turns out unreadable while training is reported by name, marked in the log-mel cache, and replaced
-by the next readable sample, so one bad recording among thousands does not stop a run. Each sample
-is a dict:
+turns out unreadable when read is reported by name and marked in the log-mel cache, so one bad
+recording among thousands does not stop a run: training replaces it by the next readable sample
+(``substitute_unreadable``, the default), evaluation gets None instead, which :func:`collate` drops,
+so that every pair it scores is a real one and is scored once. Each sample is a dict:
 
 - ``image``: float32 (3, S, S), normalised with the dataset's ``image_input`` mean and std (see
   :mod:`model.data.transforms`);
@@ -91,6 +92,7 @@ class SoundingEarthDataset(Dataset):
         seed: int = 0,
         train_crop: float = TRAIN_CROP,
         image_input: ImageInput | None = None,
+        substitute_unreadable: bool = True,
     ) -> None:
         super().__init__()
         image_input = image_input or ImageInput()
@@ -119,6 +121,7 @@ class SoundingEarthDataset(Dataset):
         self.keys = self._drop_marked(self.keys)
         self.left_out = LeftOut()  # met while reading, in this process
         self._left_keys: set[int] = set()
+        self.substitute_unreadable = bool(substitute_unreadable)
         self.metadata = table.loc[self.keys]
         self._lonlat = self.metadata[["longitude", "latitude"]].to_numpy(dtype=np.float64)
         self._dominant = (self.metadata["dominant"].fillna("").astype(str).tolist()
@@ -200,17 +203,21 @@ class SoundingEarthDataset(Dataset):
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """The sample at ``index``, or, when it is unreadable, the next readable one (module doc)."""
-        for step in range(len(self.keys)):
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """The sample at ``index``; when it is unreadable, the next readable one, or None without
+        ``substitute_unreadable`` (module doc)."""
+        tries = len(self.keys) if self.substitute_unreadable else 1
+        for step in range(tries):
             i = (index + step) % len(self.keys)
             try:
                 return self._sample(i)
             except UnreadableItemError as e:
-                self._leave_out(self.keys[i], e)
+                self.report_unreadable(self.keys[i], e)
+        if not self.substitute_unreadable:
+            return None
         raise DatasetError(f"{self.root}: no sample of split {self.split!r} is readable")
 
-    def _leave_out(self, key: int, error: UnreadableItemError) -> None:
+    def report_unreadable(self, key: int, error: UnreadableItemError) -> None:
         """Report an unreadable key (once per process) and mark it in the log-mel cache, if any."""
         if key in self._left_keys:
             return

@@ -32,18 +32,22 @@ class Embedded:
 def embed_folder(bundle, root: str | Path, split: str = "test", audio_source: str = "spectrogram",
                  batch_size: int = 32, num_workers: int = 0, crop: float = 0.375,
                  images: bool = True, progress: bool = True) -> Embedded:
-    """Embed every pair of ``split`` in ``root`` with ``bundle`` (a loaded model.bundle.Bundle)."""
+    """Embed every readable pair of ``split`` in ``root`` with ``bundle`` (a loaded model.bundle.Bundle);
+    an unreadable one is reported and left out (``keys`` says which pairs were embedded)."""
     from model.data import SoundingEarthDataset, collate
 
     dataset = SoundingEarthDataset(root, split=split, audio_source=audio_source,
                                    image_input=bundle.image_input, crop=crop, augment=False,
-                                   audio_config=bundle.audio_config, random_audio_chunk=False)
+                                   audio_config=bundle.audio_config, random_audio_chunk=False,
+                                   substitute_unreadable=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate)
     image_encoder = image_encoder_from_bundle(bundle) if images else None
     audio_encoder = audio_encoder_from_bundle(bundle)
     zi, za, keys, locs, dominant = [], [], [], [], []
     for batch in tqdm(loader, desc=f"embedding {split}", disable=not progress, unit="batch"):
+        if batch is None:  # every pair of the batch unreadable (reported and left out by the dataset)
+            continue
         if image_encoder is not None:
             zi.append(image_encoder(batch["image"]).numpy())
         za.append(audio_encoder.embed_recordings(batch["audio"], batch["counts"], batch_size=64).numpy())

@@ -51,13 +51,24 @@ class _Recordings:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray]:
-        return self.keys[i], self.dataset.audio_chunks(self.keys[i])
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None]:
+        """(key, chunks), or (key, None) for an unreadable recording (reported by the dataset)."""
+        from model.data.errors import UnreadableItemError
+
+        try:
+            return self.keys[i], self.dataset.audio_chunks(self.keys[i])
+        except UnreadableItemError as e:
+            self.dataset.report_unreadable(self.keys[i], e)
+            return self.keys[i], None
 
 
-def _collate_recordings(items: list[tuple[int, np.ndarray]]):
+def _collate_recordings(items: list[tuple[int, np.ndarray | None]]):
+    """(keys, chunks, counts) of the readable recordings; ``chunks`` None when there are none."""
     import torch
 
+    items = [(k, c) for k, c in items if c is not None]
+    if not items:
+        return [], None, []
     keys = [k for k, _ in items]
     counts = [len(c) for _, c in items]
     return keys, torch.from_numpy(np.concatenate([c for _, c in items])), counts
@@ -68,7 +79,7 @@ def _open_folder(bundle, root: Path, split: str, audio_source: str):
 
     return SoundingEarthDataset(root, split=split, audio_source=audio_source,
                                 image_input=bundle.image_input, audio_config=bundle.audio_config,
-                                image_cache=False, random_audio_chunk=False)
+                                image_cache=False, random_audio_chunk=False, substitute_unreadable=False)
 
 
 def _audio_paths(root: Path, keys: Sequence[int]) -> list[str]:
@@ -123,9 +134,10 @@ def _embed(bundle, dataset, keys: Sequence[int], batch_size: int, workers: int, 
                         collate_fn=_collate_recordings)
     with torch.no_grad(), tqdm(total=len(keys), desc="gallery", unit="rec", disable=not progress) as bar:
         for batch_keys, chunks, counts in loader:
-            z = encoder.embed_recordings(chunks.to(device), counts, batch_size=64)
-            on_batch(batch_keys, z.float().cpu().numpy())
-            bar.update(len(batch_keys))
+            if chunks is not None:  # else every recording of the batch was unreadable, and left out
+                z = encoder.embed_recordings(chunks.to(device), counts, batch_size=64)
+                on_batch(batch_keys, z.float().cpu().numpy())
+            bar.update(min(batch_size, bar.total - bar.n))
 
 
 class _Collected:

@@ -70,7 +70,7 @@ def label_pairs(bundle, root: str | Path, classes: SoundClasses | None, audio_so
 
     dataset = SoundingEarthDataset(root, split="all", audio_source=audio_source,
                                    image_input=bundle.image_input, audio_config=bundle.audio_config,
-                                   random_audio_chunk=False)
+                                   random_audio_chunk=False, substitute_unreadable=False)
     classes = classes or default_classes(dataset.metadata)
     labels = class_ids(classes.assign(dataset.metadata), classes)
     chosen = np.flatnonzero(labels >= 0)
@@ -78,6 +78,13 @@ def label_pairs(bundle, root: str | Path, classes: SoundClasses | None, audio_so
     pairs = LabelledPairs(dataset, chosen, keys, labels[chosen],
                           np.array([split_of_key(k) for k in keys], dtype=object), int((labels < 0).sum()))
     return pairs, classes
+
+
+def readable_pairs(pairs: LabelledPairs, keys: np.ndarray) -> LabelledPairs:
+    """``pairs`` restricted to ``keys`` (the embedded ones, in the pairs' order)."""
+    keep = np.isin(pairs.keys, keys)
+    return LabelledPairs(pairs.dataset, pairs.indices[keep], pairs.keys[keep], pairs.labels[keep],
+                         pairs.splits[keep], pairs.unassigned)
 
 
 def class_counts(pairs: LabelledPairs, classes: SoundClasses) -> dict[str, dict[str, int]]:
@@ -102,9 +109,10 @@ def check_counts(root: str | Path, pairs: LabelledPairs, classes: SoundClasses) 
 # ---- embedding ------------------------------------------------------------------------------------
 
 def embed_pairs(bundle, pairs: LabelledPairs, batch_size: int = 16, workers: int = 0, device: str = "cpu",
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Image and audio embeddings (N, D) float32 of the labelled pairs (evaluation transform; all
-    chunks of a recording averaged)."""
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and audio embeddings (M, D) float32 of the readable labelled pairs (evaluation
+    transform; all chunks of a recording averaged) and their keys (M,), in the pairs' order; an
+    unreadable pair is reported by the dataset and left out."""
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
@@ -116,13 +124,18 @@ def embed_pairs(bundle, pairs: LabelledPairs, batch_size: int = 16, workers: int
     audio_encoder = audio_encoder_from_bundle(bundle).to(device)
     loader = DataLoader(Subset(pairs.dataset, pairs.indices.tolist()), batch_size=batch_size,
                         num_workers=workers, collate_fn=collate)
-    zi, za = [], []
+    zi, za, keys = [], [], []
     with torch.no_grad():
         for batch in tqdm(loader, desc="embedding pairs", unit="batch", disable=not progress):
+            if batch is None:
+                continue
             zi.append(image_encoder(batch["image"].to(device)).float().cpu().numpy())
             za.append(audio_encoder.embed_recordings(batch["audio"].to(device), batch["counts"],
                                                      batch_size=64).float().cpu().numpy())
-    return np.concatenate(zi), np.concatenate(za)
+            keys.append(batch["key"].numpy())
+    if not keys:
+        raise SoundscapeFitError(f"{pairs.dataset.root}: none of the {len(pairs.keys)} labelled pairs is readable")
+    return np.concatenate(zi), np.concatenate(za), np.concatenate(keys)
 
 
 # ---- fitting ------------------------------------------------------------------------------------
@@ -225,7 +238,10 @@ def fit_soundscape(bundle, root: str | Path, classes: SoundClasses | None = None
         raise SoundscapeFitError(f"{bundle.path}: bundle has no audio encoder to make prototypes with")
     pairs, classes = label_pairs(bundle, root, classes, audio_source)
     check_counts(root, pairs, classes)
-    image, audio = embed_pairs(bundle, pairs, batch_size, workers, device, progress)
+    image, audio, keys = embed_pairs(bundle, pairs, batch_size, workers, device, progress)
+    if len(keys) < len(pairs.keys):  # unreadable pairs were left out: keep the labels of the rest
+        pairs = readable_pairs(pairs, keys)
+        check_counts(root, pairs, classes)
     protos, temperature, report = fit_head(image, audio, pairs, classes, bundle.distance)
     report.update({"data": str(root), "audio_source": audio_source})
     fit_on = report["temperature_fitted_on"]

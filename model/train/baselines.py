@@ -46,7 +46,8 @@ from model.data.workers import worker_init
 from model.bundle.image_input import ImageInput
 from model.core.cli import fail
 from model.data.datamodule import loader_generator
-from model.data.errors import DatasetError
+from model.data.bad_items import LeftOut, problem_of
+from model.data.errors import DatasetError, UnreadableItemError
 from model.data.transforms import EVAL_CROP, TRAIN_CROP
 from model.nn.encoders import EncoderSpec, ResNetEncoder
 from model.train.determinism import make_deterministic
@@ -104,23 +105,37 @@ def train_image_paths(root: str | Path, split: str = "train") -> list[Path]:
 
 
 class TwoViewImages(Dataset):
-    """Two augmented views (a list of two (3, S, S) tensors) of the centred ``region`` fraction of each image."""
+    """Two augmented views (a list of two (3, S, S) tensors) of the centred ``region`` fraction of each
+    image. An unreadable image is reported once (``left_out``, in this process) and the next readable
+    one stands in, so one bad file does not stop a run (:mod:`model.data.bad_items`)."""
 
     def __init__(self, paths: list[Path], transform: Callable, region: float) -> None:
         self.paths = paths
         self.transform = transform
         self.region = region
+        self.left_out = LeftOut()
+        self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> list[Tensor]:
-        path = self.paths[index]
+        for step in range(len(self.paths)):
+            i = (index + step) % len(self.paths)
+            try:
+                return self._views(self.paths[i])
+            except UnreadableItemError as e:
+                if i not in self._bad:
+                    self._bad.add(i)
+                    self.left_out.add(self.paths[i], problem_of(e, self.paths[i]))
+        raise DatasetError(f"none of the {len(self.paths)} images is readable")
+
+    def _views(self, path: Path) -> list[Tensor]:
         try:
             with Image.open(path) as im:
                 image = im.convert("RGB")
         except (UnidentifiedImageError, OSError) as e:
-            raise DatasetError(f"{path}: corrupt image ({str(e).strip() or type(e).__name__})") from None
+            raise UnreadableItemError(f"{path}: corrupt image ({str(e).strip() or type(e).__name__})") from None
         w, h = image.size
         side = max(1, round(self.region * min(w, h)))
         left, top = (w - side) // 2, (h - side) // 2

@@ -106,3 +106,16 @@ def test_bundle_without_audio_encoder_is_one_line_error(tmp_path, pairs, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no audio encoder" in err and "\n" not in err
     assert not gallery_path(b).exists()
+
+
+def test_unreadable_pairs_are_left_out_of_the_gallery_and_of_evaluation(bundle, pairs, tmp_path):
+    """A recording that does not decode is reported and left out, never replaced by another pair's."""
+    data = shutil.copytree(pairs, tmp_path / "pairs")
+    keys = sorted(int(p.stem) for p in (data / "spectrograms").glob("*.jpg"))
+    (data / "spectrograms" / f"{keys[3]}.jpg").write_bytes(b"not a jpeg")
+    update = build_gallery(bundle, data, progress=False)
+    rows, _ = load_gallery(load(bundle.path))
+    assert update.total == N_PAIRS - 1 and keys[3] not in set(rows["key"].astype(int))
+    emb = embed_folder(bundle, data, split="all", progress=False)
+    assert sorted(emb.keys.tolist()) == [k for k in keys if k != keys[3]]  # each readable pair once
+    assert len(emb.image) == len(emb.audio) == N_PAIRS - 1
