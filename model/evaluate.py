@@ -1,9 +1,13 @@
 """``python -m model.evaluate``: evaluate a bundle.
 
-``retrieval --bundle B --data DIR [--split test] [--out FILE.json]``: image-to-audio and
-audio-to-image Recall@1/10/100, median rank and the distance in km from each query's place to
-the nearest of its top-10 / top-100 retrieved places (see model/evaluation/retrieval.py), under the
-bundle's distance. Writes FILE.json, FILE.csv and a recall-curve FILE.png beside it.
+``retrieval --bundle B --data DIR [--split test] [--metrics ours|reference] [--out FILE.json]
+[--embeddings-out FILE.npz]``: image-to-audio and audio-to-image Recall@1/10/100, median rank and
+the distance in km from each query's place to the nearest of its top-10 / top-100 retrieved places
+(see model/evaluation/retrieval.py), under the bundle's distance; with ``--metrics reference`` the
+paper's R@100/500/1000, D@100/1000 and median rank as its evaluation code computes them
+(model/evaluation/reference_retrieval.py). Writes FILE.json, FILE.csv and (ours) a recall-curve
+FILE.png beside it; ``--embeddings-out`` the embeddings they came from (``image``, ``audio`` N x D,
+``longitude``, ``latitude``, ``key``).
 
 ``advance --data DIR --bundle B --out RUN``: the ADVANCE audiovisual scene classification linear
 probe (model/evaluation/advance.py): logistic regression on frozen image, audio and concatenated embeddings,
@@ -46,11 +50,7 @@ def retrieval_report(image, audio, locations, distance: str) -> tuple[dict[str, 
 
 
 def _write_outputs(out: Path, report: dict[str, Any], curves) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """FILE.json, FILE.csv and, when ``curves`` are given, the recall-curve FILE.png."""
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, report)
     with open(out.with_suffix(".csv"), "w", newline="") as f:
@@ -59,6 +59,16 @@ def _write_outputs(out: Path, report: dict[str, Any], curves) -> None:
         w.writerow(["direction", *keys])
         for name in DIRECTIONS:
             w.writerow([name, *(report[name][k] for k in keys)])
+    if curves is not None:
+        _plot_curves(out.with_suffix(".png"), curves)
+
+
+def _plot_curves(path: Path, curves) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, (k, r) in curves.items():
         ax.plot(k, r, label=name.replace("_", " "))
@@ -70,7 +80,7 @@ def _write_outputs(out: Path, report: dict[str, Any], curves) -> None:
     ax.set_title(f"retrieval, n = {len(k)}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
@@ -81,18 +91,37 @@ def retrieval(args: argparse.Namespace) -> int:
     bundle = bundle_mod.load(args.bundle)
     emb = embed_folder(bundle, args.data, split=args.split, audio_source=args.audio_source,
                        batch_size=args.batch_size)
-    metrics, curves = retrieval_report(emb.image, emb.audio, emb.locations, bundle.distance)
-    report = {**metrics, "bundle": str(bundle.path), "bundle_hash": bundle.content_hash(),
+    if args.embeddings_out:
+        _write_embeddings(Path(args.embeddings_out), emb)
+    if args.metrics == "reference":
+        from model.evaluation.reference_retrieval import reference_metrics
+
+        metrics, curves = reference_metrics(emb.image, emb.audio, emb.locations, bundle.distance), None
+    else:
+        metrics, curves = retrieval_report(emb.image, emb.audio, emb.locations, bundle.distance)
+    report = {**metrics, "metrics": args.metrics, "bundle": str(bundle.path), "bundle_hash": bundle.content_hash(),
               "data": str(args.data), "split": args.split, "distance": bundle.distance}
     for name in DIRECTIONS:
-        m = metrics[name]
-        print(f"{name}: n={m['n']} R@1={m['recall@1']:.3f} R@10={m['recall@10']:.3f} "
-              f"R@100={m['recall@100']:.3f} median rank={m['median_rank']:.0f} "
-              f"km@10={m.get('km@10', float('nan')):.2f} (chance R@10={m['chance_recall@10']:.3f})")
+        print(f"{name}: " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in metrics[name].items()))
     if args.out:
         _write_outputs(Path(args.out), report, curves)
-        print(f"wrote {args.out} (+ .csv, .png)")
+        print(f"wrote {args.out} (+ .csv{', .png' if curves is not None else ''})")
     return 0
+
+
+def _write_embeddings(path: Path, emb) -> None:
+    """The embeddings behind the metrics as ``.npz`` (``image``, ``audio`` N x D float32,
+    ``longitude``, ``latitude`` degrees, ``key``), written atomically."""
+    import numpy as np
+
+    from model.core.atomic import write_atomic
+
+    arrays = {"image": emb.image, "audio": emb.audio, "longitude": emb.locations[:, 0],
+              "latitude": emb.locations[:, 1], "key": emb.keys}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: np.savez(tmp, **arrays))  # the temporary name keeps .npz, so savez adds none
+    print(f"wrote {path}")
 
 
 def _add_retrieval(sub) -> None:
@@ -102,7 +131,13 @@ def _add_retrieval(sub) -> None:
     p.add_argument("--split", default="test", help="train, val, test or all (default test)")
     p.add_argument("--audio-source", default="spectrogram", choices=["spectrogram", "audio"])
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", help="FILE.json (a .csv and a recall-curve .png are written beside it)")
+    p.add_argument("--metrics", default="ours", choices=["ours", "reference"],
+                   help="ours: R@1/10/100 (rank <= k), median rank, median km@10/100; reference: the paper's "
+                        "R@100/500/1000 (rank < k, ties averaged, columns normalised), D@100/1000 (mean km), "
+                        "median rank (default ours)")
+    p.add_argument("--out", help="FILE.json (a .csv and, for ours, a recall-curve .png are written beside it)")
+    p.add_argument("--embeddings-out", metavar="FILE.npz",
+                   help="also write the embeddings the metrics come from (image, audio, longitude, latitude, key)")
     p.set_defaults(func=retrieval)
 
 
