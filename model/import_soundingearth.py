@@ -24,8 +24,11 @@ bundle:
 The input conventions of the weights are recorded in bundle.json: 192 x 192 px tiles cut as a
 384 px centre crop of 1024 px Google Earth tiles (so a tile pixel covers 2 source pixels; the
 source ground sample distance is an assumption you can set with ``--source-gsd``), ImageNet
-mean/std, the SoundingEarth spectrogram level encoding, and Euclidean distance (triplet-loss
-models; pass ``--distance cosine`` for contrastive-loss ones).
+mean/std, the SoundingEarth spectrogram level encoding, and the distance the run's loss compared
+embeddings with. That comes from the run's ``config.yml`` when it lies beside the checkpoint (or
+is named with ``--config``; :mod:`model.nn.reference_config`: ``LossFunction``, ``SoundReducer``
+and the sample settings, each said on the console and kept in the provenance); without one it is
+Euclidean (the published triplet-loss models), or ``--distance``.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from typing import Any
 from model.core.cli import fail, run_cli
 from model.core.distance import DISTANCES, EUCLIDEAN
 from model.nn.checkpoint_file import MAX_CHECKPOINT_BYTES, CheckpointError, gib, load_checkpoint
+from model.nn.reference_config import ReferenceConfig, find_config, read_reference_config
 
 IMAGE_PREFIX = "img_encoder.module_list.0."
 AUDIO_PREFIX = "snd_encoder.module_list.0."
@@ -98,19 +102,21 @@ def _linear_head(tensors: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, distance: str = "euclidean",
+def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, distance: str | None = None,
             audio_overrides: dict[str, Any] | None = None, overwrite: bool = False,
-            max_bytes: int | None = MAX_CHECKPOINT_BYTES):
+            max_bytes: int | None = MAX_CHECKPOINT_BYTES, config: ReferenceConfig | None = None):
     """Convert a SoundingEarth checkpoint into a bundle at ``out``; returns the loaded Bundle.
 
     source_gsd: metres per pixel of the 1024 px source tiles (the encoder input then has
-    source_gsd * 384 / 192 metres per pixel); max_bytes: the archive size limit (None: none).
+    source_gsd * 384 / 192 metres per pixel); distance: None for the ``config``'s, else Euclidean;
+    max_bytes: the archive size limit (None: none); config: the run's reference config, if any.
     """
     import model.bundle as bundle_mod
     from model.bundle.audio import AudioConfig
     from model.bundle.image_input import ImageInput
 
     path, out = Path(checkpoint), Path(out)
+    distance = _distance(distance, config)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out}: already exists (choose another --out or pass --overwrite)")
     state = read_checkpoint(path, max_bytes)
@@ -135,11 +141,38 @@ def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, di
                            "are not documented by the reference code and were set at import",
         "imported_by": "geoaudio model.import_soundingearth",
     }
+    if config is not None:
+        provenance["reference_config"] = {"file": config.path.name, **config.record}
     meta = bundle_mod.make_meta(image_spec=image_spec, audio_spec=audio_spec, distance=distance,
                                 image_input=image_input, audio_config=audio_config, provenance=provenance)
     tensors = {**{f"image_encoder.{k}": v for k, v in _linear_head(image).items()},
                **{f"audio_encoder.{k}": v for k, v in _linear_head(audio).items()}}
     return bundle_mod.save(out, meta, tensors, overwrite=overwrite)
+
+
+def _distance(asked: str | None, config: ReferenceConfig | None) -> str:
+    """The asked distance, the config's, or Euclidean; CheckpointError when the two disagree."""
+    if config is None:
+        return asked or EUCLIDEAN
+    if asked is not None and asked != config.distance:
+        raise CheckpointError(f"{config.path}: its LossFunction compares embeddings by {config.distance} distance, "
+                              f"but --distance {asked} was given (drop one of them)")
+    return config.distance
+
+
+def _config(args: argparse.Namespace) -> ReferenceConfig | None:
+    """The reference config named by --config, else the config.yml beside the checkpoint, else None."""
+    if args.no_config:
+        return None
+    path = Path(args.config) if args.config else find_config(args.checkpoint)
+    if path is None:
+        return None
+    if not path.is_file():
+        fail(f"{path}: no such config file")
+    config = read_reference_config(path)
+    for note in config.notes:
+        print(note)
+    return config
 
 
 def _sha256(path: Path) -> str:
@@ -157,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--source-gsd", type=float, default=0.6,
                    help="metres per pixel of the 1024 px source tiles the weights were trained on (default 0.6, an assumption)")
-    p.add_argument("--distance", choices=DISTANCES, default=EUCLIDEAN,
-                   help="euclidean for triplet-loss models (the published ones), cosine for contrastive")
+    p.add_argument("--distance", choices=DISTANCES, default=None,
+                   help="euclidean for triplet-loss models (the published ones), cosine for contrastive "
+                        "(default: from the run's config.yml, else euclidean)")
+    p.add_argument("--config", help="the run's config.yml (default: config.yml beside the checkpoint, if any)")
+    p.add_argument("--no-config", action="store_true", help="ignore a config.yml beside the checkpoint")
     p.add_argument("--sample-rate", type=int, help="audio sample rate in Hz to record (default 22050)")
     p.add_argument("--n-fft", type=int, help="FFT size in samples (default 2048)")
     p.add_argument("--hop-length", type=int, help="hop in samples (default 512)")
@@ -174,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--source-gsd must be positive, got {args.source_gsd}")
     bundle = convert(args.checkpoint, args.out, source_gsd=args.source_gsd, distance=args.distance,
                      audio_overrides=overrides, overwrite=args.overwrite,
-                     max_bytes=None if args.force_large else MAX_CHECKPOINT_BYTES)
+                     max_bytes=None if args.force_large else MAX_CHECKPOINT_BYTES, config=_config(args))
     spec = bundle.encoder_spec("image_encoder")
     print(f"wrote {bundle.path}: image {spec.arch} ({spec.block}, stem {spec.stem_width}, widths "
           f"{list(spec.widths)}), audio {bundle.encoder_spec('audio_encoder').arch}, {bundle.embedding_dim}-d, "

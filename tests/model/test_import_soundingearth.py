@@ -199,3 +199,34 @@ def test_command_line(tmp_path):
     empty = subprocess.run([sys.executable, "-m", "model.import_soundingearth", str(tmp_path / "empty.pt"),
                             "--out", str(tmp_path / "d")], cwd=ROOT, capture_output=True, text=True)
     assert empty.returncode == 2 and empty.stderr == f"error: {tmp_path / 'empty.pt'}: empty file, not a checkpoint\n"
+
+
+def test_the_runs_config_beside_the_checkpoint_settles_the_distance(tmp_path):
+    import model.bundle as bundle_mod
+
+    ckpt = _checkpoint(tmp_path, random_state(VARIANTS[0]))
+    config = tmp_path / "config.yml"
+    config.write_text("DataRoot: /data/aporee/aporee\nLossFunction: SymmetricCL\nSoundReducer: RandomAudioSample\n"
+                      "MaxSamples: 1\n")
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "model.import_soundingearth", ckpt, *extra],
+                              cwd=ROOT, capture_output=True, text=True)
+
+    ok = run("--out", str(tmp_path / "b"))
+    assert ok.returncode == 0, ok.stderr
+    assert "config.yml: LossFunction SymmetricCL -> cosine distance" in ok.stdout
+    assert "SoundReducer RandomAudioSample is not reproduced" in ok.stdout and "MaxSamples 1" in ok.stdout
+    bundle = bundle_mod.load(tmp_path / "b")
+    assert bundle.distance == "cosine"
+    assert bundle.meta["provenance"]["reference_config"] == {"file": "config.yml", "LossFunction": "SymmetricCL",
+                                                             "SoundReducer": "RandomAudioSample", "MaxSamples": 1}
+    clash = run("--out", str(tmp_path / "c"), "--distance", "euclidean")
+    assert clash.returncode == 2 and clash.stderr.count("\n") == 1 and "SymmetricCL" not in clash.stderr
+    assert "compares embeddings by cosine distance, but --distance euclidean was given" in clash.stderr
+    assert not (tmp_path / "c").exists()
+    assert run("--out", str(tmp_path / "d"), "--no-config").returncode == 0
+    assert bundle_mod.load(tmp_path / "d").distance == "euclidean"
+    config.write_text("LossFunction: DeepHashingLoss\n")
+    hashing = run("--out", str(tmp_path / "e"))
+    assert hashing.returncode == 2 and "DeepHashingLoss compares the signs" in hashing.stderr
