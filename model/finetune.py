@@ -125,7 +125,7 @@ def segment(args: argparse.Namespace) -> int:
     from model.data.bad_items import LeftOut
     from model.data.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
     from model.nn.init import resolve_init
-    from model.nn.landcover import ENCODERS, build_segmenter
+    from model.nn.landcover import build_segmenter
     from model.evaluation.report import write_run_metrics
     from model.train.determinism import make_deterministic
     from model.train.run_record import run_record, write_training_record
@@ -135,9 +135,6 @@ def segment(args: argparse.Namespace) -> int:
     _check_segment_args(args)
     init = resolve_init(args.init, args.arch, args.label)
     spec = init.spec
-    if spec.arch not in ENCODERS:
-        fail(f"{init.source}: image encoder is a {spec.arch} ResNet (stem {spec.stem_width}, widths "
-             f"{list(spec.widths)}); segmentation needs a standard-width resnet18 or resnet50")
     left_out = LeftOut()
     tiles = scan_deepglobe(args.data, left_out)
     if not tiles["test"]:
@@ -148,7 +145,7 @@ def segment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     determinism = make_deterministic(args.seed, args.threads)
-    segmenter = build_segmenter(spec.arch, len(DEEPGLOBE_CLASSES), **decoder)
+    segmenter = build_segmenter(spec, len(DEEPGLOBE_CLASSES), **decoder)  # any ResNet width (model.nn.landcover)
     if init.backbone is not None:
         segmenter.encoder.load_state_dict(init.backbone, strict=True)
     model = LandCoverSegmenter(segmenter, len(DEEPGLOBE_CLASSES), lr=args.lr, weight_decay=args.weight_decay,
@@ -172,7 +169,7 @@ def segment(args: argparse.Namespace) -> int:
     provenance = {"trained_by": "geoaudio model.finetune segment", "init": init.label, "init_source": init.source,
                   "data": record["data"], **run,
                   "metrics": {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]}}
-    meta, tensors = segmentation_bundle(segmenter.cpu(), init, encoder_name=spec.arch, tile_size=args.crop_size,
+    meta, tensors = segmentation_bundle(segmenter.cpu(), init, encoder=spec, tile_size=args.crop_size,
                                         gsd=args.gsd, decoder=decoder, provenance=provenance,
                                         head_extra={"metrics": provenance["metrics"]})
     bundle_mod.save(out / "bundle", meta, tensors, overwrite=(out / "bundle").exists())

@@ -21,7 +21,8 @@ NARROW = dict(widths=(8, 16, 32, 64), stem_width=8)
 
 def map_bundle(path: Path, gsd: float, landcover: bool, tile_size: int = 64, dim: int = 16) -> Path:
     """A random-initialised bundle: image + audio encoders, soundscape head, optional land cover
-    (a land-cover bundle keeps a standard-width image encoder, which DeepLabV3+ needs)."""
+    (a land-cover bundle keeps a standard-width resnet18 image encoder, smp's own DeepLabV3+ path;
+    without land cover the encoder is narrow, which maps faster)."""
     sounds, land = ([{"name": n, "color": c} for n, c in classes] for classes in (SOUNDS, LAND))
     return random_bundle(path, dim=dim, tile_size=tile_size, gsd=gsd, image_overrides=None if landcover else NARROW,
                          audio_overrides=NARROW, soundscape_classes=sounds, temperature=0.5,
@@ -66,3 +67,41 @@ def init_bundle(path: Path, *, audio: bool = True, **image_overrides) -> Path:
     """A bundle with randomly initialised resnet18 encoders (embedding 16, 64 px tiles at 0.5 m)."""
     return random_bundle(path, dim=16, tile_size=64, gsd=0.5, image_overrides=image_overrides, audio=audio,
                          distance="cosine", provenance={"test": True}).path
+
+
+# ---- a checkpoint with the published SoundingEarth layout (random values) ----------------------
+PUBLISHED_LAYOUT = SHARED.parent / "reference" / "soundingearth-checkpoint-layout.json"
+PUBLISHED_R18 = "image_encoder_ResNet18_audio_encoder_ResNet18"  # stem 32, planes 64/182/256/512
+
+
+def published_state(variant: str = PUBLISHED_R18, seed: int = 0) -> dict:
+    """A state dict with every tensor name and shape of the published ``variant``, random values:
+    unit-ish BatchNorm scales, running_var in 0.5-1.5, weights ~ N(0, 1/fan_in)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    layout = json.loads(PUBLISHED_LAYOUT.read_text())[variant]
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in layout.items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(100)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g) + 0.5
+        elif name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+            state[name] = torch.rand(shape, generator=g) * 0.5 + 0.5
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            state[name] = torch.randn(shape, generator=g) / np.sqrt(fan_in)
+    return state
+
+
+def published_checkpoint(path: Path, variant: str = PUBLISHED_R18, seed: int = 0) -> Path:
+    """Write ``path`` (torch.save) holding :func:`published_state`."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(published_state(variant, seed), path)
+    return path

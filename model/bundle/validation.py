@@ -23,7 +23,8 @@ and narrow enough that nothing they allow exhausts a workstation:
 - ``heads`` an object of objects; each head's ``classes`` a list of 1-1024 ``{"name": non-empty
   text, "color": [r, g, b] with 0-255 ints}`` with distinct names; ``soundscape.temperature``
   1e-6-1e6 (distance units), its optional ``query_calibration`` ``alpha`` -1e6-1e6 and ``beta``
-  -1e6-0 (logits); ``landcover.tile_size`` and ``landcover.gsd`` as the image input's.
+  -1e6-0 (logits); ``landcover.tile_size`` and ``landcover.gsd`` as the image input's, and the
+  encoder spec a land-cover head may record (``landcover.encoder``) as an encoder's.
 
 Torch-free; raises :class:`BundleValueError`, which ``model.bundle.load`` turns into a
 ``BundleError`` naming the bundle.
@@ -197,6 +198,8 @@ def check_heads(heads: Any) -> None:
         for key, allowed in IMAGE_RANGES.items():
             if key in landcover:
                 check_number(f"heads.landcover.{key}", landcover[key], allowed)
+        if "encoder" in landcover:
+            check_encoder("heads.landcover.encoder", landcover["encoder"])
 
 
 def check_meta(meta: Mapping[str, Any]) -> None:

@@ -50,7 +50,7 @@ from model.bundle.encoder_spec import (
 __all__ = [
     "BLOCK_EXPANSION", "CUSTOM_ARCH", "STANDARD_ARCHS", "STANDARD_STEM_WIDTH", "STANDARD_WIDTHS",
     "EncoderSpec", "EncoderSpecError", "expected_shapes", "infer_spec", "standard_name",
-    "BasicBlock", "Bottleneck", "ResNetEncoder", "AudioEncoder", "segment_mean",
+    "BasicBlock", "Bottleneck", "ResNetEncoder", "AudioEncoder", "ResNetFeatures", "segment_mean",
     "build_encoder", "build_image_encoder", "build_audio_encoder",
     "encoder_from_bundle", "image_encoder_from_bundle", "audio_encoder_from_bundle",
 ]
@@ -184,6 +184,82 @@ def _accept_conv_fc(module: nn.Module, state_dict: dict, prefix: str, *args: Any
     weight = state_dict.get(key)
     if isinstance(weight, Tensor) and weight.ndim == 4 and weight.shape[2:] == (1, 1):
         state_dict[key] = weight[:, :, 0, 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature maps for segmentation decoders
+
+FEATURE_STRIDES = (1, 2, 4, 8, 16, 32)  # input, stem, layer1..layer4, before any dilation
+
+
+def _dilate(stage: nn.Module, rate: int) -> None:
+    """Every convolution of ``stage`` gets stride 1, dilation ``rate`` and the padding that keeps
+    the size ((k // 2) * rate); weights are unchanged."""
+    for conv in stage.modules():
+        if isinstance(conv, nn.Conv2d):
+            conv.stride = (1, 1)
+            conv.dilation = (rate, rate)
+            conv.padding = tuple(k // 2 * rate for k in conv.kernel_size)
+
+
+class ResNetFeatures(ResNetEncoder):
+    """The spec's ResNet without ``fc``, returning the feature maps a segmentation decoder reads.
+
+    forward(x) = [x, stem, layer1, layer2, layer3, layer4][: depth + 1]; stem is conv1-bn1-ReLU
+    (before the max-pool). Feature i has shape (N, out_channels[i], H / s_i, W / s_i) with
+    s = FEATURE_STRIDES capped at ``output_stride``, and out_channels = (in_channels, stem_width,
+    c_1, c_2, c_3, c_4), c_k = widths[k] * expansion.
+
+    ``output_stride`` 16 or 8 keeps the resolution of the stages past it (layer4, and layer3 for 8)
+    and dilates their convolutions instead (rate = the stride they had / output_stride), DeepLab's
+    atrous trick. This is the encoder interface of segmentation_models_pytorch (``out_channels``,
+    ``output_stride``, ``forward`` -> list, ``make_dilated``), so its decoders can sit on any spec;
+    the state dict is the backbone's, in torchvision names (``ResNetEncoder``'s without ``fc.``).
+    """
+
+    def __init__(self, spec: EncoderSpec, depth: int = 5, output_stride: int = 32) -> None:
+        if isinstance(depth, bool) or depth not in (1, 2, 3, 4, 5):
+            raise EncoderSpecError(f"feature encoder: depth must be 1-5 stages, got {depth!r}")
+        super().__init__(spec)
+        del self.fc
+        self.depth = depth
+        self._output_stride = 32
+        if output_stride != 32:
+            self.make_dilated(output_stride)
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        """Channels of the depth + 1 feature maps forward returns."""
+        stages = tuple(w * self.spec.expansion for w in self.spec.widths)
+        return ((self.spec.in_channels, self.spec.stem_width) + stages)[: self.depth + 1]
+
+    @property
+    def output_stride(self) -> int:
+        """Input pixels per pixel of the deepest feature map forward returns."""
+        return min(self._output_stride, FEATURE_STRIDES[self.depth])
+
+    def make_dilated(self, output_stride: int) -> None:
+        """Stop downsampling at ``output_stride`` (16 or 8) px: layer3 (stride 16) and layer4
+        (stride 32) past it run at stride 1 with convolutions dilated by stride / output_stride."""
+        if output_stride not in (8, 16):
+            raise EncoderSpecError(f"feature encoder: output stride must be 8 or 16, got {output_stride!r}")
+        for stage, stride in ((self.layer3, 16), (self.layer4, 32)):
+            if stride > output_stride:
+                _dilate(stage, stride // output_stride)
+        self._output_stride = output_stride
+
+    def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
+        """(N, C, H, W) -> depth + 1 feature maps (class doc)."""
+        if x.ndim != 4 or x.shape[1] != self.spec.in_channels:
+            raise ValueError(
+                f"encoder input must be (N, {self.spec.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        features = [x, self.relu(self.bn1(self.conv1(x)))]
+        y = self.maxpool(features[-1])
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4)[: self.depth - 1]:
+            y = stage(y)
+            features.append(y)
+        return features
 
 
 class AudioEncoder(ResNetEncoder):

@@ -15,8 +15,8 @@ other parts the bundle has. The caller's global torch random state is left as it
 - encoders: ``model.nn.encoders`` ResNets with their default (Kaiming) initialisation;
 - soundscape prototypes: (K, dim) float32 drawn from N(0, 1), scored ``softmax_k(-d(z, p_k) / T)``;
 - land cover: a freshly initialised ``smp.DeepLabV3Plus`` decoder whose encoder is the image
-  encoder (needs a standard-width ``resnet18`` / ``resnet50``; ``segmenter_from_bundle`` refuses
-  other image encoders).
+  encoder, of any width (``model.nn.landcover``: smp's own ResNet for a standard resnet18 /
+  resnet50, else one built from the image encoder's spec).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _encoders(arch: str, dim: int, image_overrides: Mapping[str, Any], audio: bo
         return image, build_audio_encoder(arch, dim, **audio_overrides)
 
 
-def _landcover_decoder(arch: str, num_classes: int, decoder: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def _landcover_decoder(spec: Any, num_classes: int, decoder: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """Tensors ``landcover.*`` of a freshly initialised DeepLabV3+ (seeded; its encoder is not kept)."""
     import torch
 
@@ -75,7 +75,7 @@ def _landcover_decoder(arch: str, num_classes: int, decoder: Mapping[str, Any], 
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return landcover_tensors(build_segmenter(arch, num_classes, **decoder))
+        return landcover_tensors(build_segmenter(spec, num_classes, **decoder))
 
 
 def random_bundle(
@@ -131,8 +131,8 @@ def random_bundle(
         from model.nn.landcover import landcover_meta
 
         classes = class_entries(landcover_classes, "land")
-        heads["landcover"] = landcover_meta(classes, arch, tile_size, gsd, dict(decoder or {}))
-        tensors.update(_landcover_decoder(arch, len(classes), dict(decoder or {}), seed))
+        heads["landcover"] = landcover_meta(classes, image.spec, tile_size, gsd, dict(decoder or {}))
+        tensors.update(_landcover_decoder(image.spec, len(classes), dict(decoder or {}), seed))
     meta = make_meta(image_spec=image.spec, audio_spec=sound.spec if sound is not None else None,
                      distance=distance, image_input=ImageInput(tile_size=tile_size, gsd=gsd), heads=heads,
                      provenance={"made_by": "model.synth.random_bundle", "seed": seed, **(provenance or {})})

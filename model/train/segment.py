@@ -1,7 +1,8 @@
 """Land-cover segmentation on the DeepGlobe Land Cover layout with a DeepLabV3+ head.
 
 Model: ``model.nn.landcover.build_segmenter`` (segmentation_models_pytorch DeepLabV3+) whose encoder
-is the pretrained ResNet backbone (torchvision names, loaded without renaming); six output classes
+is the pretrained ResNet backbone of any width (torchvision names, loaded without renaming; smp's
+own ResNet for a standard resnet18/resnet50, else one built from the init's spec); six output classes
 (urban, agriculture, rangeland, forest, water, barren). Pixels of DeepGlobe's "unknown" colour
 carry :data:`~model.data.folder_datasets.IGNORE_INDEX` and count neither in the loss nor in the scores.
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from model.data.workers import worker_init
+from model.bundle.encoder_spec import EncoderSpec
 from model.bundle.image_input import ImageInput
 from model.train.classify import confusion_matrix
 from model.data.errors import DatasetError
@@ -227,12 +229,13 @@ def landcover_classes() -> list[dict[str, Any]]:
     return [{"name": n, "color": list(c)} for n, c in zip(DEEPGLOBE_CLASSES, DEEPGLOBE_COLOURS)]
 
 
-def segmentation_bundle(segmenter: nn.Module, init, *, encoder_name: str, tile_size: int, gsd: float,
+def segmentation_bundle(segmenter: nn.Module, init, *, encoder: str | EncoderSpec, tile_size: int, gsd: float,
                         decoder: dict[str, Any], provenance: dict[str, Any],
                         head_extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(bundle.json dict, tensors) for a fine-tuned segmenter: the image encoder is the segmenter's
     encoder plus ``fc`` (the init bundle's embedding head, else a fresh one with 128 outputs), and
-    the ``landcover`` head. A bundle init also passes on its audio encoder, audio front-end,
+    the ``landcover`` head (``encoder``: the init's spec, or an smp encoder name, as for
+    ``model.nn.landcover.landcover_meta``). A bundle init also passes on its audio encoder, audio front-end,
     distance and image input; its other heads are dropped, since they were fitted to the image
     encoder before fine-tuning. Any other init records its image input's mean and std (those the
     training tiles were normalised with) at ``tile_size`` px and ``gsd`` m."""
@@ -247,7 +250,7 @@ def segmentation_bundle(segmenter: nn.Module, init, *, encoder_name: str, tile_s
     else:
         fc = {f"fc.{k}": v for k, v in nn.Linear(spec.feature_dim, spec.embed_dim).state_dict().items()}
     tensors = {f"image_encoder.{k}": v for k, v in {**backbone, **fc}.items()}
-    head = landcover_meta(landcover_classes(), encoder_name=encoder_name, tile_size=tile_size, gsd=gsd,
+    head = landcover_meta(landcover_classes(), encoder=encoder, tile_size=tile_size, gsd=gsd,
                           decoder=decoder, **(head_extra or {}))
     if init.bundle is not None:
         source = init.bundle

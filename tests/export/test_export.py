@@ -95,11 +95,17 @@ def test_landcover_head_round_trips_through_a_bundle(tmp_path):
         assert torch.equal(seg.eval()(x), reloaded(x))
 
 
-def test_landcover_needs_a_standard_resnet(tmp_path):
+def test_landcover_on_a_custom_width_encoder(tmp_path):
     bundle = random_bundle(tmp_path / "custom", dim=128, image_overrides=dict(stem_width=32, widths=(32, 64, 128, 256)),
                            audio=False, landcover_classes=CLASSES[:2], decoder={"decoder_channels": 16})
-    with pytest.raises(LandcoverError, match="standard-width"):
-        segmenter_from_bundle(bundle)
+    assert bundle.heads["landcover"]["encoder_name"] == "spec"
+    logits = segmenter_from_bundle(bundle)(torch.zeros(1, 3, 64, 64))
+    assert logits.shape == (1, 2, 64, 64)
+    meta = dict(bundle.meta, heads={"landcover": dict(bundle.heads["landcover"], encoder_name="resnet18")})
+    meta["heads"]["landcover"].pop("encoder")
+    mismatched = save(tmp_path / "mismatched", meta, bundle.tensors)  # a head made for another encoder
+    with pytest.raises(LandcoverError, match="standard-width resnet18"):
+        segmenter_from_bundle(mismatched)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ document describes.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import zipfile
@@ -22,35 +21,16 @@ from model.import_soundingearth import convert
 from model.nn.checkpoint_file import CheckpointError, check_archive
 from model.nn.encoders import audio_encoder_from_bundle, image_encoder_from_bundle
 from model.nn.reference_net import ReferenceImageEncoder, ReferenceModel
-from tests.bundles import ROOT, SHARED as SHARED_DATA
+from tests.bundles import ROOT, published_state
 
-LAYOUT = SHARED_DATA.parent / "reference" / "soundingearth-checkpoint-layout.json"
 VARIANTS = ["image_encoder_ResNet18_audio_encoder_ResNet18", "image_encoder_ResNet50_audio_encoder_ResNet18"]
-
-
-def random_state(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with every tensor name and shape of the published layout, random values."""
-    layout = json.loads(LAYOUT.read_text())[variant]
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in layout.items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.tensor(100)
-        elif name.endswith("running_var"):
-            state[name] = torch.rand(shape, generator=g) + 0.5
-        elif name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
-            state[name] = torch.rand(shape, generator=g) * 0.5 + 0.5
-        else:
-            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            state[name] = torch.randn(shape, generator=g) / np.sqrt(fan_in)
-    return state
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
 def imported(request, tmp_path_factory):
     variant = request.param
     tmp = tmp_path_factory.mktemp(variant[:20])
-    state = random_state(variant)
+    state = published_state(variant)
     ckpt = tmp / "model.pt"
     torch.save(state, ckpt)
     reference = ReferenceModel(50 if "ResNet50_audio" in variant else 18)
@@ -113,7 +93,7 @@ def _checkpoint(tmp_path, state) -> str:
     (lambda s: [s.pop(k) for k in list(s) if k.startswith("snd_encoder")], "no audio encoder"),
 ])
 def test_bad_checkpoints_get_one_line_errors_and_write_nothing(tmp_path, damage, message):
-    state = random_state(VARIANTS[0])
+    state = published_state(VARIANTS[0])
     damage(state)
     out = tmp_path / "out"
     with pytest.raises(CheckpointError, match=message) as info:
@@ -166,7 +146,7 @@ def _no_pickle(path):
     (_two_gib_bomb, "holds 2.00 GiB of data, more than the limit of 1.00 GiB"),
 ])
 def test_files_that_are_not_checkpoints_are_one_line_before_loading(tmp_path, make, message):
-    torch.save(random_state(VARIANTS[0]), tmp_path / "good.pt")
+    torch.save(published_state(VARIANTS[0]), tmp_path / "good.pt")
     path = tmp_path / "bad.pt"
     make(path)
     with pytest.raises(CheckpointError) as info:
@@ -178,7 +158,7 @@ def test_files_that_are_not_checkpoints_are_one_line_before_loading(tmp_path, ma
 
 def test_the_size_limit_is_read_from_the_index_and_can_be_lifted(tmp_path):
     path = tmp_path / "model.pt"
-    torch.save(random_state(VARIANTS[0]), path)
+    torch.save(published_state(VARIANTS[0]), path)
     size = check_archive(path)
     assert size > 10 * 2 ** 20 and size == sum(m.file_size for m in zipfile.ZipFile(path).infolist())
     with pytest.raises(CheckpointError, match=r"holds 0\.\d\d GiB of data, more than the limit of 0\.00 GiB"):
@@ -187,7 +167,7 @@ def test_the_size_limit_is_read_from_the_index_and_can_be_lifted(tmp_path):
 
 
 def test_command_line(tmp_path):
-    ckpt = _checkpoint(tmp_path, random_state(VARIANTS[0]))
+    ckpt = _checkpoint(tmp_path, published_state(VARIANTS[0]))
     ok = subprocess.run([sys.executable, "-m", "model.import_soundingearth", ckpt, "--out", str(tmp_path / "b")],
                         cwd=ROOT, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -204,7 +184,7 @@ def test_command_line(tmp_path):
 def test_the_runs_config_beside_the_checkpoint_settles_the_distance(tmp_path):
     import model.bundle as bundle_mod
 
-    ckpt = _checkpoint(tmp_path, random_state(VARIANTS[0]))
+    ckpt = _checkpoint(tmp_path, published_state(VARIANTS[0]))
     config = tmp_path / "config.yml"
     config.write_text("DataRoot: /data/aporee/aporee\nLossFunction: SymmetricCL\nSoundReducer: RandomAudioSample\n"
                       "MaxSamples: 1\n")

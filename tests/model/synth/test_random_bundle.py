@@ -80,7 +80,10 @@ def test_cli_writes_a_bundle_and_errors_in_one_line(tmp_path, capsys):
     b = load(out)
     assert b.embedding_dim == 4 and list(b.heads) == ["soundscape"] and not b.has("audio_encoder")
     assert run_cli(lambda: main(["--out", str(out)])) == 2
-    assert run_cli(lambda: main(["--out", str(tmp_path / "x"), "--arch", "resnet34", "--landcover-classes", "2"])) == 2
+    assert run_cli(lambda: main(["--out", str(tmp_path / "x"), "--dim", "0"])) == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 2 and "--overwrite" in errors[0] and "resnet34" in errors[1]
+    assert len(errors) == 2 and "--overwrite" in errors[0] and "0" in errors[1]
     assert not (tmp_path / "x").exists()
+    # a resnet34 (no smp encoder of its own) gets a land-cover head built from its spec
+    assert run_cli(lambda: main(["--out", str(tmp_path / "r34"), "--arch", "resnet34", "--landcover-classes", "2"])) == 0
+    assert load(tmp_path / "r34").heads["landcover"]["encoder_name"] == "spec"

@@ -24,7 +24,7 @@ from model.data.folder_datasets import (
 )
 from model.nn.init import InitError, resolve_init
 from model.train.segment import segmentation_scores, sliding_window_logits, window_starts
-from tests.bundles import init_bundle as make_bundle
+from tests.bundles import RGB, published_checkpoint, init_bundle as make_bundle
 
 KEEP = ["busy_farmland", "lake", "woodland"]
 FAST = ["--num-workers", "0", "--precision", "32-true", "--accelerator", "cpu"]
@@ -283,15 +283,42 @@ def test_segment_with_a_frozen_encoder_merges_back_into_its_init_bundle(deepglob
     assert "landcover" in merged.heads and merged.has("audio_encoder")
 
 
-def test_segment_refuses_a_non_standard_width_encoder_in_one_line(deepglobe_dirs, tmp_path, capsys):
-    custom = make_bundle(tmp_path / "se_import", stem_width=32, widths=(64, 182, 256, 512))
+@pytest.mark.slow  # about 30 s: import, one epoch at 192 px, merge, ONNX export, two mapping runs
+def test_segment_from_an_imported_published_checkpoint_then_geo_map_maps_its_land_cover(deepglobe_dirs, tmp_path):
+    """The published widths (stem 32, stages 64/182/256/512): import, fine-tune a land-cover head on
+    a frozen encoder, merge it into the imported bundle, map a GeoTIFF with torch and ONNX."""
+    import rasterio
+
+    from export.onnx import export_bundle
+    from geo.map import MapOptions, map_files
+    from model.bundle.merge import merge
+    from model.import_soundingearth import convert
+    from model.nn.landcover import segmenter_from_bundle
+
+    # 192 px tiles at 2 x 300 m: RGB.byte.tif (300 m pixels) maps in a few tiles
+    imported = convert(published_checkpoint(tmp_path / "se.pt"), tmp_path / "se", source_gsd=300.0)
+    spec = imported.encoder_spec("image_encoder")
+    assert (spec.arch, spec.stem_width, spec.widths) == ("custom", 32, (64, 182, 256, 512))
     out = tmp_path / "seg"
-    code = run_cli(lambda: main(["segment", "--data", str(deepglobe_dirs["single"]), "--init", str(custom),
-                                 "--epochs", "1", "--out", str(out), *FAST]))
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
-    assert err.startswith("error: ") and "standard-width resnet18 or resnet50" in err and "se_import" in err
-    assert not out.exists()
+    main(["segment", "--data", str(deepglobe_dirs["single"]), "--init", str(imported.path), "--epochs", "1",
+          "--out", str(out), "--crop-size", "192", "--gsd", "600", "--batch-size", "4", "--crops-per-tile", "1",
+          "--decoder-channels", "32", "--freeze-encoder", *FAST])
+    tuned = bundle_mod.load(out / "bundle")
+    head = tuned.heads["landcover"]
+    assert head["encoder_name"] == "spec" and head["encoder"]["widths"] == [64, 182, 256, 512]
+    assert segmenter_from_bundle(tuned)(torch.zeros(1, 3, 64, 64)).shape == (1, 6, 64, 64)
+    merged = merge(imported.path, tuned.path, tmp_path / "merged")
+    assert "landcover" in merged.heads and merged.has("audio_encoder")
+    export_bundle(merged.path, exporter="torchscript", log=lambda s: None)  # parity-checked against torch
+    land = {}
+    for backend in ("torch", "onnx"):
+        [result] = map_files([RGB], merged.path, tmp_path / backend, backend, MapOptions(progress=False))
+        assert result.status == "mapped", result.message
+        with rasterio.open(tmp_path / backend / "RGB.byte" / "landcover.tif") as ds:
+            land[backend], nodata = ds.read(1), ds.nodata
+    valid = land["torch"] != nodata
+    assert valid.mean() > 0.5 and np.all(land["torch"][valid] < 6)
+    assert (land["onnx"] == land["torch"]).mean() > 0.99
 
 
 def test_bad_input_is_one_line(class_dir, tmp_path, capsys):
