@@ -79,16 +79,23 @@ def classify(args: argparse.Namespace) -> int:
     started = time.time()
     init = resolve_init(args.init, args.arch, args.label)
     data = scan_class_folders(args.data)
-    train_idx, test_idx = stratified_split(data.labels, args.test_ratio, args.split_seed)
+    settings = classify_settings(args, data)
+    if args.protocol == "reference":
+        from model.train.reference_protocol import even_odd_split
+
+        train_idx, test_idx = even_odd_split(len(data))
+    else:
+        train_idx, test_idx = stratified_split(data.labels, args.test_ratio, args.split_seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     determinism = make_deterministic(args.seed, args.threads)
-    model = SceneClassifier(init.encoder(embed_dim=len(data.classes)), lr=args.lr, weight_decay=args.weight_decay,
-                            epochs=args.epochs, freeze=args.freeze)
-    # the init's normalisation (ImageNet's unless a bundle records another) at --image-size px
-    image_input = replace(init.image_input, tile_size=args.image_size)
-    dm = SceneDataModule(data, train_idx, test_idx, image_input=image_input, batch_size=args.batch_size,
-                         num_workers=args.num_workers, seed=args.seed)
+    model = SceneClassifier(_classifier(init, len(data.classes), args.protocol), lr=settings["lr"],
+                            weight_decay=settings["weight_decay"], epochs=args.epochs, freeze=args.freeze,
+                            schedule=settings["schedule"])
+    # the init's normalisation (ImageNet's unless a bundle records another) at the image size in px
+    image_input = replace(init.image_input, tile_size=settings["image_size"])
+    dm = SceneDataModule(data, train_idx, test_idx, image_input=image_input, batch_size=settings["batch_size"],
+                         num_workers=args.num_workers, seed=args.seed, augment=settings["augment"])
     trainer = _trainer(args, out)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
@@ -99,8 +106,8 @@ def classify(args: argparse.Namespace) -> int:
     record = {"task": "classify", **_common_record(args, init, started), "scores": {"accuracy": accuracy},
               "accuracy": accuracy, "per_class_accuracy": dict(zip(data.classes, per_class)),
               "classes": data.classes, "confusion": model.confusion.tolist(), "n_train": len(train_idx),
-              "n_test": len(test_idx), "test_ratio": args.test_ratio, "image_size": args.image_size,
-              "freeze": args.freeze, **data.left_out.record(), **run}
+              "n_test": len(test_idx), "test_ratio": args.test_ratio if args.protocol == "ours" else 0.5,
+              "freeze": args.freeze, "protocol": args.protocol, **settings, **data.left_out.record(), **run}
     write_run_metrics(out, record)
     write_training_record(out, run, time.time() - started)
     if data.left_out:
@@ -108,6 +115,35 @@ def classify(args: argparse.Namespace) -> int:
     print(f"{record['dataset']} / {init.label}: accuracy {100 * accuracy:.1f} % on {len(test_idx)} test images "
           f"-> {out / 'metrics.json'}")
     return 0
+
+
+def classify_settings(args: argparse.Namespace, data) -> dict[str, Any]:
+    """The classification run's settings: each flag given, else the protocol's value (ours: the
+    parser's defaults; reference: :mod:`model.train.reference_protocol`, image size the images'
+    native side and the reference's batch size for it)."""
+    ours = {"lr": 5e-4, "weight_decay": 1e-4, "schedule": "cosine", "augment": True, "image_size": 192,
+            "batch_size": 32}
+    if args.protocol == "reference":
+        from model.train.reference_protocol import CLASSIFY, batch_size_for, native_side
+
+        side = args.image_size or native_side(data.paths)
+        ours = {**{k: v for k, v in CLASSIFY.items() if k != "epochs"}, "image_size": side,
+                "batch_size": batch_size_for(side)}
+    given = {"lr": args.lr, "weight_decay": args.weight_decay, "image_size": args.image_size,
+             "batch_size": args.batch_size}
+    return {**ours, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _classifier(init, num_classes: int, protocol: str):
+    """Ours: the backbone with ``fc`` to K classes. Reference: a bundle's encoder with its own
+    projection and distance transform, then a linear layer (``ProjectionClassifier``); a backbone
+    without a projection (random, a weights file) is ours, as the reference's ``from_resnet``."""
+    from model.train.classify import ProjectionClassifier
+
+    if protocol == "reference" and init.bundle is not None:
+        return ProjectionClassifier(init.projection_encoder(), num_classes,
+                                    normalise=init.bundle.distance == "cosine")
+    return init.encoder(embed_dim=num_classes)
 
 
 def _check_segment_args(args: argparse.Namespace) -> None:
@@ -182,7 +218,9 @@ def segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_common(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+def _add_common(p: argparse.ArgumentParser, lr: float | None, batch_size: int | None) -> None:
+    """The options of both tasks; ``lr`` and ``batch_size`` None leave them to the protocol
+    (classify: :func:`classify_settings`)."""
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--init", required=True,
                    help="'random', a bundle folder, a run folder with bundle/, or a .pth/.safetensors file")
@@ -192,9 +230,12 @@ def _add_common(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0, fixed)")
     p.add_argument("--test-ratio", type=float, default=0.2,
                    help="fraction held out for testing (default 0.2; segment: only without test_data/)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"default {batch_size}")
-    p.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate, cosine decay (default {lr:g})")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"default {batch_size if batch_size is not None else '32 (reference: 48, 8 for 600 px images)'}")
+    p.add_argument("--lr", type=float, default=lr,
+                   help=f"learning rate (default {lr if lr is not None else '5e-4, AdamW with cosine decay; reference: 1e-3 Adam, constant'})")
+    p.add_argument("--weight-decay", type=float, default=1e-4 if lr is not None else None,
+                   help="AdamW weight decay (default 1e-4; reference: none)")
     p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"],
                    help="architecture for --init random (default resnet18)")
     p.add_argument("--name", help="dataset name in metrics.json and reports (default: the data folder's name)")
@@ -215,8 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="scene classification on class folders (UC Merced, AID, RESISC45)",
                        description="Fine-tune backbone + linear head on DIR/<class>/*.{tif,jpg,png}; writes "
                                    "RUN/metrics.json, RUN/confusion.png and RUN/logs/.")
-    _add_common(c, lr=5e-4, batch_size=32)
-    c.add_argument("--image-size", type=int, default=192, help="input side in px (default 192)")
+    _add_common(c, lr=None, batch_size=None)
+    c.add_argument("--image-size", type=int, default=None,
+                   help="input side in px (default 192; reference: the images' most common side)")
+    c.add_argument("--protocol", choices=["ours", "reference"], default="ours",
+                   help="ours (default): stratified split, AdamW 5e-4 with cosine decay, augmentation, backbone + "
+                        "linear head at 192 px, batch 32; reference: the SoundingEarth code's (docs/fidelity.md): "
+                        "even/odd 50/50 split, Adam 1e-3 constant, no augmentation, the bundle's projection kept "
+                        "plus a linear layer, native image size, batch 48 (8 for AID's 600 px); use --epochs 5. "
+                        "Flags given explicitly override either")
     c.add_argument("--freeze", action="store_true", help="train the linear head only (linear probe)")
     c.set_defaults(func=classify)
     s = sub.add_parser("segment", help="DeepLabV3+ land cover on the DeepGlobe layout",

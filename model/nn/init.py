@@ -75,6 +75,18 @@ class Init:
             encoder.load_state_dict(state, strict=True)
         return encoder
 
+    def projection_encoder(self) -> ResNetEncoder:
+        """A ResNetEncoder with this backbone and the bundle's own ``fc`` projection (the embedding
+        the bundle was trained to produce); InitError for an init without one (random or a
+        weights file: their backbones carry no projection)."""
+        if self.bundle is None:
+            raise InitError(f"{self.source}: no projection to keep (only a bundle's image encoder has one)")
+        encoder = ResNetEncoder(self.spec)
+        fc = {k: torch.from_numpy(v.copy()) for k, v in self.bundle.part_tensors("image_encoder").items()
+              if k.startswith("fc.")}
+        encoder.load_state_dict({**self.backbone, **fc}, strict=True)
+        return encoder
+
 
 def find_bundle(path: str | os.PathLike) -> Path | None:
     """The bundle folder at ``path`` (``bundle.json`` inside) or at ``path/bundle``; None otherwise."""

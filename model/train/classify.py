@@ -119,16 +119,16 @@ class ClassImageDataset(Dataset):
 
 
 class SceneDataModule(L.LightningDataModule):
-    """Train (augmented, shuffled) and test (evaluation transform) loaders over one split, made for
-    the encoder input ``image_input`` (default ``ImageInput()``)."""
+    """Train (shuffled; augmented unless ``augment`` is False) and test (evaluation transform)
+    loaders over one split, made for the encoder input ``image_input`` (default ``ImageInput()``)."""
 
     def __init__(self, data: LabelledImages, train_idx: np.ndarray, test_idx: np.ndarray,
                  image_input: ImageInput | None = None, batch_size: int = 32, num_workers: int = 2,
-                 seed: int = 0) -> None:
+                 seed: int = 0, augment: bool = True) -> None:
         super().__init__()
         image_input = image_input or ImageInput()
         self.train_set = ClassImageDataset([data.paths[i] for i in train_idx], data.labels[train_idx],
-                                           image_input, augment=True, seed=seed)
+                                           image_input, augment=augment, seed=seed)
         self.test_set = ClassImageDataset([data.paths[i] for i in test_idx], data.labels[test_idx],
                                           image_input, augment=False, seed=seed)
         self.batch_size = batch_size
@@ -147,31 +147,59 @@ class SceneDataModule(L.LightningDataModule):
         return self._loader(self.test_set, shuffle=False)
 
 
-class SceneClassifier(L.LightningModule):
-    """A ResNetEncoder whose ``fc`` outputs class logits, trained with cross-entropy.
+class ProjectionClassifier(nn.Module):
+    """The reference protocol's classifier: the encoder with its projection kept, then a linear layer.
 
-    ``trainer.test`` accumulates the confusion matrix in ``self.confusion`` (K, K).
+    ``z = W_p mean_hw(f(x)) + b_p`` (the bundle's ``fc``, D outputs), ``z / ||z||_2`` when the
+    bundle compares embeddings by cosine (the loss's distance transform), then
+    ``logits = W z + b`` (K outputs; :attr:`head`).
     """
 
-    def __init__(self, encoder: ResNetEncoder, lr: float = 5e-4, weight_decay: float = 1e-4,
-                 epochs: int = 10, freeze: bool = False) -> None:
+    def __init__(self, encoder: ResNetEncoder, num_classes: int, normalise: bool) -> None:
         super().__init__()
         self.encoder = encoder
-        self.num_classes = encoder.spec.embed_dim
+        self.normalise = normalise
+        self.head = nn.Linear(encoder.spec.embed_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.encoder(x)
+        if self.normalise:
+            z = z / torch.linalg.vector_norm(z, dim=1, keepdim=True)
+        return self.head(z)
+
+
+class SceneClassifier(L.LightningModule):
+    """A classifier trained with cross-entropy: a ResNetEncoder whose ``fc`` outputs class logits
+    (our protocol; head ``fc``) or a :class:`ProjectionClassifier` (the reference's; head ``head``).
+
+    schedule: ``cosine`` (AdamW with ``weight_decay``, cosine decay over the epochs) or
+    ``constant`` (Adam at ``lr``, no decay, as the reference). ``trainer.test`` accumulates the
+    confusion matrix in ``self.confusion`` (K, K).
+    """
+
+    def __init__(self, encoder: nn.Module, lr: float = 5e-4, weight_decay: float = 1e-4,
+                 epochs: int = 10, freeze: bool = False, schedule: str = "cosine") -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head_name = "head" if isinstance(encoder, ProjectionClassifier) else "fc"
+        self.num_classes = getattr(encoder, self.head_name).out_features
         self.lr, self.weight_decay, self.epochs, self.freeze = lr, weight_decay, epochs, freeze
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
+        self.schedule = schedule
         self.loss_fn = nn.CrossEntropyLoss()
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         if freeze:
             for name, p in self.encoder.named_parameters():
-                p.requires_grad_(name.startswith("fc."))
+                p.requires_grad_(name.startswith(f"{self.head_name}."))
         self.train()  # Lightning keeps the modes it finds at the start of fit
 
     def train(self, mode: bool = True) -> "SceneClassifier":
         """Like nn.Module.train, but a frozen backbone keeps its BatchNorm layers in eval mode."""
         super().train(mode)
         if self.freeze:
-            for name, m in self.encoder.named_children():
-                if name != "fc":
+            for name, m in self.encoder.named_modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith(self.head_name):
                     m.eval()
         return self
 
@@ -194,6 +222,8 @@ class SceneClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
+        if self.schedule == "constant":
+            return torch.optim.Adam(params, lr=self.lr)
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
         return {"optimizer": opt, "lr_scheduler": sched}

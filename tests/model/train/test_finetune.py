@@ -194,6 +194,32 @@ def test_classify_random_init_end_to_end(class_dir, tmp_path):
     assert list((out / "logs" / "csv").rglob("metrics.csv"))
 
 
+def test_classify_with_the_reference_protocol_keeps_the_projection(class_dir, tmp_path):
+    from model.finetune import _classifier, build_parser, classify_settings
+    from model.train.classify import ProjectionClassifier
+
+    bundle = make_bundle(tmp_path / "init" / "bundle")  # cosine distance, 16-d projection
+    out = tmp_path / "run"
+    assert main(["classify", "--data", str(class_dir), "--init", str(bundle), "--epochs", "1", "--out", str(out),
+                 "--protocol", "reference", *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["protocol"], m["lr"], m["weight_decay"], m["schedule"], m["augment"]) == (
+        "reference", 1e-3, 0.0, "constant", False)
+    assert (m["image_size"], m["batch_size"], m["n_train"], m["n_test"]) == (64, 48, 6, 6)  # native 64 px, even/odd
+    assert sum(sum(row) for row in m["confusion"]) == 6
+    model = _classifier(resolve_init(str(bundle)), 3, "reference")
+    assert isinstance(model, ProjectionClassifier) and model.normalise and model.head.in_features == 16
+    z = model.encoder(torch.zeros(2, 3, 64, 64))
+    assert torch.allclose(z, resolve_init(str(bundle)).projection_encoder()(torch.zeros(2, 3, 64, 64)))
+    assert not isinstance(_classifier(resolve_init("random"), 3, "reference"), ProjectionClassifier)
+    args = build_parser().parse_args(["classify", "--data", "d", "--init", "random", "--epochs", "5", "--out", "o",
+                                      "--protocol", "reference", "--batch-size", "4", "--image-size", "600"])
+    settings = classify_settings(args, None)  # given flags win over the preset
+    assert (settings["batch_size"], settings["image_size"], settings["lr"]) == (4, 600, 1e-3)
+    args.batch_size = None
+    assert classify_settings(args, None)["batch_size"] == 8  # AID-sized images: the reference's batch
+
+
 def test_classify_from_a_torchvision_state_dict_frozen_leaves_a_corrupt_image_out(class_dir, tmp_path, capsys):
     import torchvision
 
