@@ -7,9 +7,13 @@ exactly at the corners (and to within a fraction of a pixel inside, for scenes o
 
 Class rasters (``landcover.tif``, ``soundscape.tif``) and the similarity heatmap are coloured RGBA
 bitmaps over the same kind of footprint (nodata transparent); the tiles of ``tiles.gpkg`` are a
-``PolygonLayer`` with transparent fill whose tooltips list each tile's top sounds and nearest
-recordings. The map style is an inline background-only style (:func:`offline_style`); a web
-basemap (Carto) is only used when asked for.
+``PolygonLayer`` with transparent fill whose tooltips list each tile's centre (in the scene's CRS and
+in degrees), majority land cover, top sounds, nearest recordings and, after a query, its similarity
+and probability; clicking a tile selects it (Streamlit's pydeck selection, :func:`selected_tile`).
+The best cells of a query are outlined and numbered (:func:`best_cell_layers`). deck.gl's scale
+widget is not in Streamlit's deck.gl bundle, so the scale bar is HTML under the map, true at the
+initial zoom (:func:`scale_bar_html`). The map style is an inline background-only style
+(:func:`offline_style`); a web basemap (Carto) is only used when asked for.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import pydeck as pdk
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.warp import transform as warp_transform
 
@@ -35,7 +40,14 @@ FIT_MARGIN = 0.85  # share of the map height the scene fills
 MAP_HEIGHT_PX = 560
 EARTH_RADIUS_M = 6_371_000.0
 HEAT_COLORMAP = "magma"
+UNCERTAINTY_COLORMAP = "cividis"  # 0 = one sound class certain (dark blue) .. 1 = all classes equally likely (yellow)
 OFFLINE_BACKGROUND = "#20242a"  # map background without a web basemap
+TILES_LAYER = "tiles"  # id of the pickable tile layer (its clicks select a tile)
+TILE_OPACITY = 0.4  # the tile layer's opacity: Streamlit fills a clicked tile with its opaque fill colour
+TILE_FILL = (255, 196, 0)  # amber: a clicked tile shows in it, at TILE_OPACITY
+BEST_COLOR = (0, 229, 255)  # outlines of a query's best cells
+SCALE_BAR_MAX_PX = 160  # longest scale bar under the map, screen pixels
+MAJORITY_MAX_PX = 4096  # land cover is read at most this many pixels a side for the tiles' majority class
 RGB = tuple[int, int, int]
 
 
@@ -155,17 +167,108 @@ def _crs_name(facts: dict[str, Any]) -> str:
     return f"EPSG:{facts['epsg']} ({name})" if facts.get("epsg") else name
 
 
+def _degrees(lon: float, lat: float, digits: int = 4) -> str:
+    """"48.2131° N, 9.1234° E" from degrees."""
+    return f"{abs(lat):.{digits}f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.{digits}f}° {'E' if lon >= 0 else 'W'}"
+
+
+def _crs_label(crs: Any) -> str:
+    """"EPSG:32632", or the CRS's name when it has no EPSG code."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs)
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.name
+
+
+def _crs_units(crs: Any) -> tuple[str, int]:
+    """How to write coordinates of ``crs``: (unit suffix, decimals): metres " m" to 0.1, degrees
+    "°" to 6 decimals, other units by name to 2."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs)
+    unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+    return {"metre": (" m", 1), "degree": ("°", 6)}.get(unit, (f" {unit}" if unit else "", 2))
+
+
+def crs_coords(x: float, y: float, crs: Any) -> str:
+    """A point in its CRS's own units: "x 664,920.0 m, y 5,343,080.0 m (EPSG:32632)"."""
+    unit, n = _crs_units(crs)
+    return f"x {x:,.{n}f}{unit}, y {y:,.{n}f}{unit} ({_crs_label(crs)})"
+
+
+def crs_bounds(xs: Sequence[float], ys: Sequence[float], crs: Any) -> str:
+    """The box around points in their CRS's units: "x 664,904.0 to 665,096.0 m, y ... m"."""
+    unit, n = _crs_units(crs)
+    return (f"x {min(xs):,.{n}f} to {max(xs):,.{n}f}{unit}, "
+            f"y {min(ys):,.{n}f} to {max(ys):,.{n}f}{unit}")
+
+
 def preview_caption(label: str, fp: Footprint, facts: dict[str, Any]) -> str:
     """One line under an imagery preview: what it shows, the footprint (metres, centre in degrees),
     the CRS and the resolution (metres per pixel, and the size in pixels) from
     ``geo.raster.describe``'s ``facts``."""
-    lon, lat = fp.center
-    where = f"{abs(lat):.4f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.4f}° {'E' if lon >= 0 else 'W'}"
-    gx, gy = (float(f"{v:.3g}") for v in facts["gsd_m"])
-    gsd = f"{gx:g} m" if gx == gy else f"{gx:g} x {gy:g} m"
+    where = _degrees(*fp.center)
+    gsd = _gsd_text(facts["gsd_m"])
     return (f"Imagery of {label} (preview, not mapped): footprint {_metres(fp.width_m)} x {_metres(fp.height_m)} "
             f"around {where}; CRS {_crs_name(facts)}; {gsd} per pixel ({facts['width']:,} x {facts['height']:,} "
             "pixels).")
+
+
+def _gsd_text(gsd: Sequence[float]) -> str:
+    """"0.5 m" or "0.5 x 0.6 m" (metres per pixel, 3 significant digits)."""
+    gx, gy = (float(f"{v:.3g}") for v in gsd)
+    return f"{gx:g} m" if gx == gy else f"{gx:g} x {gy:g} m"
+
+
+def map_caption(fp: Footprint, info: dict[str, Any]) -> str:
+    """The "About this map" line, from a map's ``run.json`` (``info``) and the scene's footprint:
+    the CRS, the extent (metres on the ground, and the bounds in the CRS's units), the imagery's
+    resolution (metres per pixel, size in pixels) and the map's cells (metres, rows x columns);
+    "" when ``run.json`` lacks these facts."""
+    try:
+        facts, grid = info["input"], info["grid"]
+        a, b, c, d, e, f = facts["transform"][:6]
+        width, height = int(facts["width"]), int(facts["height"])
+        xs = [c + a * i + b * j for i, j in ((0, 0), (width, 0), (0, height), (width, height))]
+        ys = [f + d * i + e * j for i, j in ((0, 0), (width, 0), (0, height), (width, height))]
+        gsd = [float(v) for v in facts["gsd_m"]]
+        rows, cols = (int(v) for v in grid["cell_shape"])
+        cell_m = float(grid["cell_step_px"][0]) * gsd[0]
+        tile_m = float(grid["window_size_px"][0]) * gsd[0]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return ""
+    crs = facts.get("crs_wkt")
+    bounds = crs_bounds(xs, ys, crs) if crs else "no CRS"
+    tiles = f", each from a {_metres(tile_m)} tile" if abs(tile_m - cell_m) > 1e-6 else ""
+    return (f"About this map: CRS {_crs_name(facts)}; extent {_metres(fp.width_m)} x {_metres(fp.height_m)} "
+            f"on the ground around {_degrees(*fp.center)} ({bounds}); imagery {_gsd_text(gsd)} per pixel "
+            f"({width:,} x {height:,} pixels); map cells {_metres(cell_m)} ({rows} x {cols}{tiles}).")
+
+
+def metres_per_pixel(latitude: float, zoom: float) -> float:
+    """Ground metres per screen pixel of deck.gl's web-Mercator view at ``latitude`` (degrees) and
+    ``zoom``: ``78272 m * cos(lat) / 2^zoom``."""
+    return WEB_MERCATOR_M_PER_PX * math.cos(math.radians(latitude)) / 2.0 ** zoom
+
+
+def scale_bar(latitude: float, zoom: float, max_px: int = SCALE_BAR_MAX_PX) -> tuple[float, float]:
+    """The longest round length (1, 2 or 5 x 10^k metres) whose bar fits in ``max_px`` screen pixels
+    at ``latitude`` and ``zoom``: (length in metres, bar width in pixels)."""
+    per_px = metres_per_pixel(latitude, zoom)
+    top = per_px * max_px
+    exponent = math.floor(math.log10(top))
+    length = max(m * 10.0 ** exponent for m in (1, 2, 5) if m * 10.0 ** exponent <= top)
+    return length, length / per_px
+
+
+def scale_bar_html(view: pdk.ViewState, max_px: int = SCALE_BAR_MAX_PX) -> str:
+    """A scale bar (HTML) for the map's initial view, said to hold at that zoom only (deck.gl's own
+    scale widget is not in the deck.gl that Streamlit serves)."""
+    length, px = scale_bar(float(view.latitude), float(view.zoom), max_px)
+    bar = (f'<span style="display:inline-block;width:{px:.0f}px;height:0.45em;border:2px solid currentColor;'
+           'border-top:none;margin-right:0.5em;vertical-align:middle"></span>')
+    return f"{bar}{_metres(length)} <small>(scale at the initial zoom; zooming changes it)</small>"
 
 
 def colorize(classes: np.ndarray, colors: Sequence[RGB], nodata: int | None = 255) -> np.ndarray:
@@ -212,6 +315,28 @@ def heat_layer_image(similarity: np.ndarray, profile: dict[str, Any]) -> tuple[s
     return _data_url(_enlarge(heat_colors(similarity))), fp
 
 
+def uncertainty_layer_image(path: str | Path) -> tuple[str, Footprint] | None:
+    """The ``uncertainty`` band of a ``soundscape_scores.tif`` (the normalised entropy of a cell's
+    sound-class scores, 0..1, ``geo.uncertainty``) as a data URL and footprint; NaN transparent.
+    None when the file has no such band (a map made before it existed)."""
+    from geo.uncertainty import UNCERTAINTY
+
+    with rasterio.open(path) as ds:
+        if UNCERTAINTY not in ds.descriptions:
+            return None
+        band = ds.descriptions.index(UNCERTAINTY) + 1
+        values = ds.read(band, out_dtype="float32", masked=True).filled(np.nan)
+        fp = footprint(ds.transform, ds.width, ds.height, ds.crs)
+    return _data_url(_enlarge(heat_colors(values, UNCERTAINTY_COLORMAP))), fp
+
+
+def uncertainty_legend_html(steps: int = 6) -> str:
+    """Legend of the uncertainty layer: a ramp from certain (0) to uncertain (1)."""
+    ramp = heat_colors(np.linspace(0.0, 1.0, steps)[None, :], UNCERTAINTY_COLORMAP)[0]
+    cells = "".join(swatch(c[:3]) for c in ramp)
+    return f"<b>Soundscape uncertainty</b> (entropy of the class scores): one class certain {cells} all equally likely"
+
+
 def bitmap_layer(layer_id: str, image: str, fp: Footprint, opacity: float = 1.0) -> pdk.Layer:
     """A deck.gl BitmapLayer of a data URL placed by a footprint's four corners.
 
@@ -220,21 +345,74 @@ def bitmap_layer(layer_id: str, image: str, fp: Footprint, opacity: float = 1.0)
                      pickable=False)
 
 
-def tile_records(tiles_gpkg: str | Path) -> list[dict[str, Any]]:
+def majority_classes(path: str | Path, bounds: np.ndarray, crs: Any = None,
+                     max_px: int = MAJORITY_MAX_PX) -> list[tuple[int, float] | None]:
+    """The most frequent class of a uint8 class raster (band 1, nodata left out) inside each box of
+    ``bounds`` ((N, 4) minx, miny, maxx, maxy in ``crs``, default the raster's): (class id, its
+    share of the box's valid pixels, 0..1), or None for a box without valid pixels. A raster wider
+    than ``max_px`` pixels is read decimated (nearest) to that size, so the shares are approximate."""
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as ds:
+        height, width = _out_shape(ds.height, ds.width, max_px)
+        classes = ds.read(1, out_shape=(height, width), resampling=Resampling.nearest)
+        nodata = None if ds.nodata is None else int(ds.nodata)
+        inverse = ~(ds.transform @ Affine.scale(ds.width / width, ds.height / height))
+        if crs is not None and ds.crs is not None and rasterio.crs.CRS.from_user_input(crs) != ds.crs:
+            bounds = np.array([transform_bounds(crs, ds.crs, *box) for box in bounds])
+    out: list[tuple[int, float] | None] = []
+    for minx, miny, maxx, maxy in np.asarray(bounds, float).reshape(-1, 4):
+        (c0, r0), (c1, r1) = inverse @ (minx, maxy), inverse @ (maxx, miny)
+        rows = slice(max(0, math.floor(min(r0, r1) + 1e-6)), min(height, math.ceil(max(r0, r1) - 1e-6)))
+        cols = slice(max(0, math.floor(min(c0, c1) + 1e-6)), min(width, math.ceil(max(c0, c1) - 1e-6)))
+        values = classes[rows, cols].ravel()
+        values = values if nodata is None else values[values != nodata]
+        if values.size == 0:
+            out.append(None)
+            continue
+        counts = np.bincount(values)
+        top = int(np.argmax(counts))
+        out.append((top, float(counts[top] / values.size)))
+    return out
+
+
+def _class_text(found: tuple[int, float] | None, names: Sequence[str]) -> str:
+    """"forest (82%)" for a majority class and its share; "no data" for None."""
+    if found is None:
+        return "no data"
+    name = names[found[0]] if found[0] < len(names) else f"class {found[0]}"
+    return f"{name} ({found[1]:.0%})"
+
+
+def tile_records(tiles_gpkg: str | Path, landcover_tif: str | Path | None = None,
+                 class_names: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One dict per tile of ``tiles.gpkg``: ``tile`` ("r3 c5"), ``row``, ``col``, ``polygon``
-    (lon/lat ring), ``sound_j`` / ``score_j`` (scores as text, 0..1), and for the nearest gallery
-    recordings ``near_j`` (title), ``near_j_key`` and ``near_j_distance`` (as text)."""
+    (lon/lat ring), ``centre`` (the tile's centre in the scene's CRS, :func:`crs_coords`) and
+    ``degrees`` (the same point in degrees), ``sound_j`` / ``score_j`` (scores as text, 0..1), for
+    the nearest gallery recordings ``near_j`` (title), ``near_j_key`` and ``near_j_distance`` (as
+    text), and with ``landcover_tif`` ``landcover``: the tile's majority class named by
+    ``class_names`` and its share of the tile ("forest (82%)", :func:`majority_classes`)."""
     import geopandas as gpd
 
     frame = gpd.read_file(tiles_gpkg)
-    if frame.crs is not None:
+    crs = frame.crs
+    bounds = frame.geometry.bounds.to_numpy().reshape(-1, 4)
+    xs, ys = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2  # cell centres, scene CRS
+    classes = majority_classes(landcover_tif, bounds, crs) if landcover_tif is not None and len(frame) else None
+    if crs is not None:
+        lons, lats = warp_transform(crs, "EPSG:4326", list(xs), list(ys)) if len(frame) else ([], [])
         frame = frame.to_crs("EPSG:4326")
     records = []
-    for rec in frame.to_dict("records"):
+    for i, rec in enumerate(frame.to_dict("records")):
         geom = rec.pop("geometry")
         out: dict[str, Any] = {"tile": f"r{int(rec['row'])} c{int(rec['col'])}", "row": int(rec["row"]),
                                "col": int(rec["col"]),
                                "polygon": [[round(x, 7), round(y, 7)] for x, y in geom.exterior.coords]}
+        if crs is not None:
+            out["centre"] = crs_coords(float(xs[i]), float(ys[i]), crs)
+            out["degrees"] = _degrees(lons[i], lats[i], 5)
+        if classes is not None:
+            out["landcover"] = _class_text(classes[i], class_names)
         for j in range(1, 4):
             if f"sound_{j}" in rec:
                 out[f"sound_{j}"] = str(rec[f"sound_{j}"])
@@ -247,23 +425,113 @@ def tile_records(tiles_gpkg: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def tiles_layer(records: list[dict[str, Any]], opacity: float = 1.0) -> pdk.Layer:
-    """Tile outlines (pickable, for tooltips) with a transparent fill that highlights on hover."""
-    return pdk.Layer("PolygonLayer", id="tiles", data=records, get_polygon="polygon", filled=True, stroked=True,
-                     get_fill_color=[255, 255, 255, 0], get_line_color=[255, 255, 255, 110],
+def with_query(records: list[dict[str, Any]], array: np.ndarray) -> list[dict[str, Any]]:
+    """Copies of the tile records with the query's values at each tile's cell (``row``, ``col`` index
+    the heatmap ``array`` (3, rows, cols)): ``similarity`` (band 1, 0..1, as text) and, when the
+    bundle is calibrated (band 3 not all NaN), ``probability`` of the same place ("64%"); "no data"
+    for a cell without a value. A cheap per-run step: the records themselves stay cached."""
+    similarity, probability = array[0], array[2]
+    calibrated = bool(np.isfinite(probability).any())
+    rows, cols = similarity.shape
+    out = []
+    for rec in records:
+        inside = 0 <= rec["row"] < rows and 0 <= rec["col"] < cols
+        value = float(similarity[rec["row"], rec["col"]]) if inside else math.nan
+        extra = {"similarity": f"{value:.2f}" if math.isfinite(value) else "no data"}
+        if calibrated:
+            p = float(probability[rec["row"], rec["col"]]) if inside else math.nan
+            extra["probability"] = f"{p:.0%}" if math.isfinite(p) else "no data"
+        out.append({**rec, **extra})
+    return out
+
+
+def tiles_layer(records: list[dict[str, Any]], opacity: float = TILE_OPACITY) -> pdk.Layer:
+    """Tile outlines (pickable: tooltips and clicks) with a transparent fill that highlights on hover.
+
+    The fill colour is :data:`TILE_FILL` at alpha 0: Streamlit draws a clicked (selected) tile in it
+    at full alpha, so the layer's ``opacity`` keeps that tile see-through."""
+    return pdk.Layer("PolygonLayer", id=TILES_LAYER, data=records, get_polygon="polygon", filled=True, stroked=True,
+                     get_fill_color=[*TILE_FILL, 0], get_line_color=[255, 255, 255, 255],
                      line_width_min_pixels=1, pickable=True, auto_highlight=True,
-                     highlight_color=[255, 255, 255, 70], opacity=float(opacity))
+                     highlight_color=[255, 255, 255, 170], opacity=float(opacity))
 
 
 def tooltip(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """pydeck tooltip of the tiles layer: tile id, top sounds with scores, nearest recordings."""
+    """pydeck tooltip of the tiles layer: tile id, its centre (scene CRS and degrees), majority
+    land cover, top sounds with scores, the query's similarity and probability, nearest recordings
+    (each line only when the records carry its fields)."""
     keys = records[0].keys() if records else []
-    lines = ["<b>tile {tile}</b>"]
+    lines = ["<b>tile {tile}</b> (click to listen)"]
+    if "centre" in keys:
+        lines.append("<i>centre:</i> {centre} · {degrees}")
+    if "landcover" in keys:
+        lines.append("<i>land cover:</i> {landcover}")
     lines += [f"{{sound_{j}}} {{score_{j}}}" for j in range(1, 4) if f"sound_{j}" in keys]
+    if "similarity" in keys:
+        same = " · <i>same place:</i> {probability}" if "probability" in keys else ""
+        lines.append("<i>similarity to the query:</i> {similarity}" + same)
     near = [f"{{near_{j}}}" for j in range(1, 4) if f"near_{j}" in keys]
     if near:
         lines.append("<i>sounds like:</i> " + " · ".join(near))
     return {"html": "<br/>".join(lines), "style": {"fontSize": "12px"}}
+
+
+def selected_tile(event: Any, layer_id: str = TILES_LAYER) -> str | None:
+    """The tile ("r3 c5") picked in a ``st.pydeck_chart`` selection event, shaped as Streamlit
+    returns it (``{"selection": {"indices": {layer: [i]}, "objects": {layer: [record]}}}``); None when
+    nothing of ``layer_id`` is selected."""
+    try:
+        objects = event["selection"]["objects"].get(layer_id) or []
+    except (KeyError, TypeError, AttributeError):
+        return None
+    tile = objects[0].get("tile") if objects and isinstance(objects[0], dict) else None
+    return str(tile) if tile else None
+
+
+def marked_cells(array: np.ndarray, likely: float | None = None) -> list[tuple[int, int, int]]:
+    """The query's best cells to mark on the map: (rank 1..3, row, col) of
+    ``app.sound_query.best_cells``; with a calibrated heatmap (band 3 not all NaN) only those whose
+    probability of the same place is at least ``likely`` (``geo.query.LIKELY``), so none when no
+    cell is likely, as the page says."""
+    from app.sound_query import best_cells
+    from geo.query import LIKELY
+
+    likely = LIKELY if likely is None else likely
+    probability = array[2]
+    calibrated = bool(np.isfinite(probability).any())
+    return [(rank, r, c) for rank, (r, c, _) in enumerate(best_cells(array[0]), start=1)
+            if not calibrated or probability[r, c] >= likely]
+
+
+def _cell_ring(profile: dict[str, Any], row: int, col: int) -> list[list[float]]:
+    """The lon/lat ring (degrees) of heatmap cell (``row``, ``col``) of a raster ``profile``."""
+    t = profile["transform"]
+    xs, ys = zip(*(t @ (col + dc, row + dr) for dc, dr in ((0, 0), (1, 0), (1, 1), (0, 1), (0, 0))))
+    lons, lats = warp_transform(profile["crs"], "EPSG:4326", list(xs), list(ys))
+    return [[round(x, 7), round(y, 7)] for x, y in zip(lons, lats)]
+
+
+def best_cell_layers(marks: list[tuple[int, int, int]], profile: dict[str, Any]) -> list[pdk.Layer]:
+    """Outlines (``best_cells``) and rank labels "1", "2", "3" (``best_labels``) of the marked cells
+    (:func:`marked_cells`) of a heatmap with raster ``profile``; none when no cell is marked.
+    Neither is pickable, so clicks and tooltips go to the tiles under them. The labels are white on
+    dark: while a tile is clicked Streamlit dims every other layer's text colour (alpha 0.4), which
+    stays readable there."""
+    if not marks:
+        return []
+    data = []
+    for rank, row, col in marks:
+        ring = _cell_ring(profile, row, col)
+        lon, lat = np.mean([p[0] for p in ring[:4]]), np.mean([p[1] for p in ring[:4]])
+        data.append({"rank": str(rank), "cell": f"r{row} c{col}", "polygon": ring,
+                     "position": [round(float(lon), 7), round(float(lat), 7)]})
+    outline = pdk.Layer("PolygonLayer", id="best_cells", data=data, get_polygon="polygon", filled=False,
+                        stroked=True, get_line_color=[*BEST_COLOR, 255], line_width_min_pixels=3, pickable=False)
+    labels = pdk.Layer("TextLayer", id="best_labels", data=data, get_position="position", get_text="rank",
+                       get_size=18, get_color=[255, 255, 255, 255], background=True, background_padding=[4, 1],
+                       get_background_color=[20, 24, 30, 200], font_weight=700,  # a number: pydeck reads a string
+                       pickable=False)  # as an expression
+    return [outline, labels]
 
 
 def offline_style(background: str = OFFLINE_BACKGROUND) -> str:

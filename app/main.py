@@ -4,7 +4,9 @@ Choose a scene (the built-in demo, the shared Landsat sample, an uploaded GeoTIF
 the server when started with ``--allow-server-paths``), a bundle and a backend; the scene is mapped
 with ``geo.map`` (cached per input, bundle and backend) and shown on a pydeck map whose base layer
 is the imagery itself, with land-cover, soundscape and similarity-heatmap layers, tile tooltips,
-a sound query, the tiles' nearest gallery recordings and downloads of every product.
+a sound query, the tiles' nearest gallery recordings and downloads of every product. Clicking a
+tile on the map listens to it; a scale bar (true at the initial zoom) and an "About this map" line
+(CRS, extent, resolution) are under the map.
 
 Environment: ``GEOAUDIO_DEMO_DIR`` (default ``demo/``), ``GEOAUDIO_CACHE`` (default
 ``~/.cache/geoaudio``), ``GEOAUDIO_ALLOW_SERVER_PATHS=1`` (same as the flag).
@@ -27,7 +29,7 @@ from app.panels import Query, heat_file, listen_panel, load_gallery, query_panel
 from app.pickers import (BundleChoice, LayerChoice, concrete_backend, file_stamp, keep_values,  # noqa: E402
                          pick_backend, pick_bundle, pick_layers, pick_scene)
 from app.scenes import Scene  # noqa: E402
-from app.state import MAX_TILES, demo_dir, parse_options  # noqa: E402
+from app.state import MAX_TILES, demo_dir, parse_options, sha256_hex  # noqa: E402
 from model.bundle.gallery import collapse_warning  # noqa: E402
 from model.core.errors import GeoaudioError, one_line  # noqa: E402
 
@@ -47,6 +49,11 @@ def _class_image(path: str, stamp: tuple, colors: tuple) -> tuple[str, layers.Fo
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+def _uncertainty_image(path: str, stamp: tuple) -> tuple[str, layers.Footprint] | None:
+    return layers.uncertainty_layer_image(path)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
 def _facts(path: str, stamp: tuple) -> dict:
     from app.scenes import check_raster
 
@@ -54,8 +61,41 @@ def _facts(path: str, stamp: tuple) -> dict:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _tiles(path: str, stamp: tuple) -> list[dict]:
-    return layers.tile_records(path)
+def _tiles(path: str, stamp: tuple, landcover: str | None, landcover_stamp: tuple, names: tuple) -> list[dict]:
+    return layers.tile_records(path, landcover, names)
+
+
+def tile_records(map_dir: Path, choice: BundleChoice) -> list[dict]:
+    """The map's tile records (cached per tiles.gpkg and landcover.tif), with each tile's majority
+    land-cover class when the map and the bundle have land cover; [] without tiles.gpkg."""
+    tiles_path, landcover = map_dir / "tiles.gpkg", map_dir / "landcover.tif"
+    if not tiles_path.is_file():
+        return []
+    head = choice.bundle.heads.get("landcover")
+    use = head is not None and landcover.is_file()
+    names = tuple(c["name"] for c in head["classes"]) if use else ()
+    return _tiles(str(tiles_path), file_stamp(tiles_path), str(landcover) if use else None,
+                  file_stamp(landcover) if use else (), names)
+
+
+def map_key(map_dir: Path) -> str:
+    """The map chart's widget key, one per map folder: a click selects a tile of that map only (a
+    selection does not carry over to another map's tiles)."""
+    return f"map_{sha256_hex(str(map_dir).encode())[:12]}"
+
+
+def clicked_tile(key: str) -> tuple[str, str | None]:
+    """(chart key, the tile clicked on that map or None), read from the chart's selection in
+    session state at the start of the run (the chart itself is drawn after the panels)."""
+    return key, layers.selected_tile(st.session_state.get(key))
+
+
+def run_info(map_dir: Path) -> dict:
+    """The map's run.json ({} when unreadable)."""
+    try:
+        return json.loads((map_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _demo():
@@ -136,33 +176,45 @@ def build_layers(scene: Scene, map_dir: Path, choice: BundleChoice, shown: Layer
             image, class_fp = _class_image(str(path), file_stamp(path), colors)
             out.append(layers.bitmap_layer(name, image, class_fp, opacity))
             legends.append(layers.legend_html(title, classes))
+    scores = map_dir / "soundscape_scores.tif"
+    if shown.uncertainty and scores.is_file():
+        found = _uncertainty_image(str(scores), file_stamp(scores))
+        if found is not None:
+            out.append(layers.bitmap_layer("uncertainty", found[0], found[1], shown.uncertainty_opacity))
+            legends.append(layers.uncertainty_legend_html())
     if query is not None and shown.heatmap:
         image, heat_fp = layers.heat_layer_image(query.similarity, query.profile)
         out.append(layers.bitmap_layer("heatmap", image, heat_fp, shown.heatmap_opacity))
         legends.append(layers.heat_legend_html())
     if shown.tiles and records:
         out.append(layers.tiles_layer(records))
+    if query is not None and shown.heatmap:  # on top; not pickable, so clicks reach the tiles
+        out += layers.best_cell_layers(layers.marked_cells(query.array), query.profile)
     return out, fp, legends
 
 
 def show_map(slot, deck_layers: list, fp: layers.Footprint, shown: LayerChoice, records: list[dict],
-             legends: list[str], query: Query | None) -> None:
-    """Draw the deck and its legends into ``slot``."""
+             legends: list[str], query: Query | None, key: str, about: str) -> None:
+    """Draw the deck (clicking a tile selects it: chart ``key``), its scale bar, legends and the
+    ``about`` line into ``slot``."""
     tip = layers.tooltip(records) if shown.tiles and records else None
-    deck = layers.make_deck(deck_layers, layers.view_state(fp), shown.web_basemap, tip)
+    view = layers.view_state(fp)
+    deck = layers.make_deck(deck_layers, view, shown.web_basemap, tip)
     with slot:
-        st.pydeck_chart(deck, height=layers.MAP_HEIGHT_PX)
+        st.pydeck_chart(deck, height=layers.MAP_HEIGHT_PX, on_select="rerun", selection_mode="single-object", key=key)
+        st.markdown(layers.scale_bar_html(view), unsafe_allow_html=True)
         for legend in legends:
             st.markdown(legend, unsafe_allow_html=True)
         if query is not None and shown.heatmap:
             st.caption(HEAT_CAPTION.format(what=query.what))
+        if about:
+            st.caption(about)
 
 
 def about_map(map_dir: Path) -> None:
     """An expander with the run's backend, timings and warnings (from run.json)."""
-    try:
-        info = json.loads((map_dir / "run.json").read_text())
-    except (OSError, ValueError):
+    info = run_info(map_dir)
+    if not info:
         return
     with st.expander("About this map"):
         timings = info.get("timings", {})
@@ -200,7 +252,6 @@ def main() -> None:
     map_dir = ensure_map(scene, choice, backend, demo)
     if map_dir is None:
         return
-    shown = pick_layers((map_dir / "landcover.tif").is_file(), (map_dir / "soundscape.tif").is_file())
     slot = st.container()
     try:
         gallery = load_gallery(str(choice.path), choice.hash, choice.bundle)
@@ -213,15 +264,19 @@ def main() -> None:
     collapsed = collapse_warning(gallery.embeddings) if gallery is not None else None
     if collapsed:
         st.warning(collapsed)
-    tiles_path = map_dir / "tiles.gpkg"
-    records = _tiles(str(tiles_path), file_stamp(tiles_path)) if tiles_path.is_file() else []
+    records = tile_records(map_dir, choice)
+    key = map_key(map_dir)
     left, right = st.columns(2)
     with left:
         query = query_panel(choice, picked, map_dir, gallery)
     with right:
-        listen_panel(records, gallery, query)
-    deck_layers, fp, legends = build_layers(scene, map_dir, choice, shown, records, query)
-    show_map(slot, deck_layers, fp, shown, records, legends, query)
+        listen_panel(records, gallery, query, clicked_tile(key))
+    shown = pick_layers((map_dir / "landcover.tif").is_file(), (map_dir / "soundscape.tif").is_file(),
+                        query is not None,  # in the sidebar: drawn after the panels, it knows the query
+                        (map_dir / "soundscape_scores.tif").is_file())
+    hover = layers.with_query(records, query.array) if query is not None else records
+    deck_layers, fp, legends = build_layers(scene, map_dir, choice, shown, hover, query)
+    show_map(slot, deck_layers, fp, shown, hover, legends, query, key, layers.map_caption(fp, run_info(map_dir)))
     st.subheader("Downloads")
     files = product_files(map_dir) + ([heat_file(query)] if query is not None else [])
     download_buttons(files, scene.path.stem)

@@ -196,8 +196,20 @@ def _follow_query(query: Query | None, by_id: dict[str, Any]) -> None:
         st.session_state["listen_tile"] = f"r{best[0][0]} c{best[0][1]}"
 
 
-def listen_panel(records: list[dict[str, Any]], gallery: Gallery | None, query: Query | None) -> None:
-    """Pick a tile by id; show its top sounds and play its nearest gallery recordings."""
+def _follow_click(clicked: tuple[str, str | None] | None, by_id: dict[str, Any]) -> None:
+    """Listen to the tile clicked on the map: ``clicked`` is (map chart key, tile or None), applied
+    once per new click, so the dropdown can still pick another tile while the click stays selected."""
+    if clicked is None or st.session_state.get("listen_clicked") == clicked:
+        return
+    st.session_state["listen_clicked"] = clicked
+    if clicked[1] in by_id:
+        st.session_state["listen_tile"] = clicked[1]
+
+
+def listen_panel(records: list[dict[str, Any]], gallery: Gallery | None, query: Query | None,
+                 clicked: tuple[str, str | None] | None = None) -> None:
+    """Pick a tile by clicking it on the map (``clicked``: :func:`_follow_click`) or by id; show its
+    land cover and top sounds and play its nearest gallery recordings."""
     st.subheader("Listen to a tile")
     if not records:
         st.caption("This map has no tiles with data.")
@@ -205,10 +217,13 @@ def listen_panel(records: list[dict[str, Any]], gallery: Gallery | None, query: 
     ids = [r["tile"] for r in records]
     by_id = {r["tile"]: r for r in records}
     _keep_valid("listen_tile", ids)
+    _follow_click(clicked, by_id)
     _follow_query(query, by_id)
-    tile = st.selectbox("Tile (row, column)", ids, key="listen_tile",
+    tile = st.selectbox("Tile (row, column; or click a tile on the map)", ids, key="listen_tile",
                         format_func=lambda t: f"{t}: {by_id[t].get('sound_1', '')} {by_id[t].get('score_1', '')}")
     rec = by_id[tile]
+    if "landcover" in rec:
+        st.markdown(f"**Land cover (majority):** {rec['landcover']}")
     sounds = [f"{rec[f'sound_{j}']} {rec[f'score_{j}']}" for j in range(1, 4) if f"sound_{j}" in rec]
     if sounds:
         st.markdown("**Top sounds:** " + " · ".join(sounds))

@@ -204,26 +204,55 @@ class LayerChoice:
     heatmap: bool
     heatmap_opacity: float
     web_basemap: bool
+    uncertainty: bool = False
+    uncertainty_opacity: float = 0.6
 
 
-def pick_layers(has_landcover: bool, has_soundscape: bool) -> LayerChoice:
-    """Layer toggles and opacity sliders (those of missing products are not shown)."""
+QUIET_OPACITY = 0.2  # the class layers' default opacity while a similarity heatmap is shown
+
+
+def pick_layers(has_landcover: bool, has_soundscape: bool, query_active: bool = False,
+                has_uncertainty: bool = False) -> LayerChoice:
+    """Layer toggles and opacity sliders (those of missing products are not shown). While a query's
+    heatmap is shown (``query_active`` and its toggle on) the class layers' sliders default to
+    :data:`QUIET_OPACITY`, so the imagery shows through; a slider the user has moved keeps its value."""
     sb = st.sidebar
     sb.header("Layers")
     imagery = sb.checkbox("Imagery", value=True, key="layer_imagery", persist_state="page")
-    landcover, lc_opacity = _toggle("Land cover", "landcover", has_landcover, False, 0.5)
-    soundscape, ss_opacity = _toggle("Soundscape (top sound per tile)", "soundscape", has_soundscape, True, 0.45)
+    quiet = QUIET_OPACITY if query_active and st.session_state.get("layer_heatmap", True) else None
+    landcover, lc_opacity = _toggle("Land cover", "landcover", has_landcover, False, 0.5, quiet)
+    soundscape, ss_opacity = _toggle("Soundscape (top sound per tile)", "soundscape", has_soundscape, True, 0.45, quiet)
+    uncertainty, unc_opacity = _toggle("Soundscape uncertainty (0 certain, 1 all classes alike)", "uncertainty",
+                                       has_uncertainty, False, 0.6, quiet)
     tiles = sb.checkbox("Tile outlines and tooltips", value=True, key="layer_tiles", persist_state="page")
     heatmap, heat_opacity = _toggle("Similarity heatmap (after a sound query)", "heatmap", True, True, 0.6)
     web = sb.checkbox("Web basemap (needs internet)", value=False, key="layer_web", persist_state="page",
                       help="Off: nothing is fetched; the imagery is the base layer.")
-    return LayerChoice(imagery, landcover, lc_opacity, soundscape, ss_opacity, tiles, heatmap, heat_opacity, web)
+    return LayerChoice(imagery, landcover, lc_opacity, soundscape, ss_opacity, tiles, heatmap, heat_opacity, web,
+                       uncertainty, unc_opacity)
 
 
-def _toggle(label: str, key: str, present: bool, default: bool, opacity: float) -> tuple[bool, float]:
+def _moved(key: str) -> None:
+    """on_change of an opacity slider: the user set it, so its default no longer follows the query."""
+    st.session_state[f"{key}_moved"] = True
+
+
+def _default_opacity(key: str, opacity: float) -> None:
+    """Set the slider ``key`` to its current default ``opacity`` (0..1) unless the user has moved it
+    (:func:`_moved`); called before the slider is drawn, as Streamlit allows. The slider then takes
+    its value from session state alone (``value=None``: no default to conflict with it)."""
+    if key not in st.session_state or (not st.session_state.get(f"{key}_moved") and st.session_state[key] != opacity):
+        st.session_state[key] = opacity
+
+
+def _toggle(label: str, key: str, present: bool, default: bool, opacity: float,
+            quiet: float | None = None) -> tuple[bool, float]:
+    """A layer's checkbox and opacity slider; the slider's default is ``quiet`` when given, else
+    ``opacity`` (:func:`_default_opacity`)."""
     if not present:
         return False, opacity
     on = st.sidebar.checkbox(label, value=default, key=f"layer_{key}", persist_state="page")
-    value = st.sidebar.slider(f"{label.split(' (')[0]} opacity", 0.0, 1.0, opacity, 0.05, key=f"opacity_{key}",
-                              disabled=not on, persist_state="page")
+    _default_opacity(f"opacity_{key}", opacity if quiet is None else quiet)
+    value = st.sidebar.slider(f"{label.split(' (')[0]} opacity", 0.0, 1.0, None, 0.05, key=f"opacity_{key}",
+                              disabled=not on, persist_state="page", on_change=_moved, args=(f"opacity_{key}",))
     return on, float(value)

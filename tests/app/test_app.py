@@ -9,7 +9,10 @@ keeps working; the Landsat sample (600x coarser) is not mapped at the demo bundl
 an all-nodata upload is refused at upload; an uploaded GeoTIFF is mapped through geo.map with a progress bar (the
 box offering it goes); layers and the query stay through backend, bundle and scene switches; bundle folders are
 validated; the app's file access rules (app.access): only its own bundles without --allow-server-paths, no server
-path in messages, gallery recordings outside their data folder are not played.
+path in messages, gallery recordings outside their data folder are not played. Map basics: the "About this map" line
+and the scale bar, the tooltip's fields (tile centre, land cover, sounds, the query's similarity and probability),
+the best cells marked on the map, a click on a tile (a selection as Streamlit sends it) choosing the tile listened
+to, and the class layers' quieter default opacities while a heatmap is shown.
 """
 from __future__ import annotations
 
@@ -114,6 +117,22 @@ def test_layer_switches_and_opacity_change_the_deck(env):
     assert _deck(at).get("mapProvider") == "carto"
 
 
+def test_the_soundscape_uncertainty_layer_shows_the_entropy_band(env):
+    from app.layers import uncertainty_layer_image
+
+    at = _start()
+    assert not at.checkbox(key="layer_uncertainty").value  # off by default
+    at.checkbox(key="layer_uncertainty").check().run()
+    _healthy(at)
+    assert _layer_ids(at) == ["imagery", "soundscape", "uncertainty", "tiles"]
+    layer = _deck(at)["layers"][2]
+    assert layer["@@type"] == "BitmapLayer" and layer["opacity"] == pytest.approx(0.6)
+    assert "Soundscape uncertainty" in _markdown(at) and "all equally likely" in _markdown(at)
+    with rasterio.open(env.map_dir / "soundscape_scores.tif") as ds:
+        assert ds.descriptions[-1] == "uncertainty"
+    assert uncertainty_layer_image(env.map_dir / "soundscape.tif") is None  # a raster without the band
+
+
 def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_audio(env):
     at = _start()
     uploader = at.get("file_uploader")[0]
@@ -122,7 +141,7 @@ def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_aud
     uploader.set_value(("robin.ogg", ROBIN.read_bytes(), "audio/ogg")).run()
     _healthy(at)
     assert _errors(at) == []
-    assert _layer_ids(at) == ["imagery", "soundscape", "heatmap", "tiles"]
+    assert _layer_ids(at) == ["imagery", "soundscape", "heatmap", "tiles", "best_cells", "best_labels"]
     heat = _deck(at)["layers"][2]
     assert heat["image"].startswith("data:image/png") and heat["opacity"] == pytest.approx(0.6)
     assert any("Similarity heatmap of your recording robin.ogg" in c.value for c in at.caption)
@@ -446,7 +465,7 @@ def test_layers_and_the_query_stay_through_backend_bundle_and_scene_switches(env
     at.selectbox(key="query_class").set_value(name).run()
     before = _layer_state(at)
     assert before == (True, 0.8, False, "a sound class", name)
-    assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap"]
+    assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap", "best_cells", "best_labels"]
     at.selectbox(key="backend").set_value("torch").run()  # what auto took: the demo's own map, nothing to map
     assert not at.button and _layer_state(at) == before
     at.radio(key="bundle_source").set_value("other").run()  # not mapped with it: no layer or query widgets
@@ -457,9 +476,198 @@ def test_layers_and_the_query_stay_through_backend_bundle_and_scene_switches(env
     at.selectbox(key="backend").set_value("auto").run()
     _healthy(at)
     assert _layer_state(at) == before
-    assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap"]
+    assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap", "best_cells", "best_labels"]
     assert _deck(at)["layers"][1]["opacity"] == pytest.approx(0.8)
     assert at.success[0].value.startswith(f"Most like the sound class {name}")
     at.radio(key="scene_source").set_value(LANDSAT).run()  # a preview only
     at.radio(key="scene_source").set_value(sources(env.scene, None, False)[0]).run()
     assert _layer_state(at) == before
+
+
+# ---- map basics: about line, scale bar, tooltips, best cells, clicks, quieter defaults ----------------------------
+
+def _layer(at: AppTest, layer_id: str) -> dict:
+    [layer] = [layer for layer in _deck(at)["layers"] if layer["id"] == layer_id]
+    return layer
+
+
+def _tile(at: AppTest, tile: str) -> dict:
+    [rec] = [r for r in _layer(at, "tiles")["data"] if r["tile"] == tile]
+    return rec
+
+
+def test_about_this_map_line_and_scale_bar(env):
+    from app.layers import metres_per_pixel
+
+    at = _start()
+    [about] = [c for c in _captions(at) if c.startswith("About this map: ")]
+    with rasterio.open(env.scene) as ds:
+        left, bottom, right, top = ds.bounds
+        assert f"CRS EPSG:{ds.crs.to_epsg()} (WGS 84 / UTM zone 32N)" in about
+        assert f"(x {left:,.1f} to {right:,.1f} m, y {bottom:,.1f} to {top:,.1f} m)" in about
+        assert f"imagery {ds.res[0]:g} m per pixel ({ds.width} x {ds.height} pixels)" in about
+    assert "extent 191 m x 192 m on the ground" in about and about.endswith("map cells 32 m (6 x 6).")
+    [bar] = [m.value for m in at.markdown if "scale at the initial zoom" in m.value]
+    view = _deck(at)["initialViewState"]
+    width_px = float(bar.split("width:")[1].split("px")[0])
+    length_m = float(bar.split("</span>")[1].split(" m")[0])
+    assert length_m / width_px == pytest.approx(metres_per_pixel(view["latitude"], view["zoom"]), rel=0.01)
+
+
+def test_scale_bar_is_a_round_length_that_fits():
+    from app.layers import metres_per_pixel, scale_bar
+
+    assert scale_bar(0.0, 0.0) == (10_000_000.0, pytest.approx(127.76, abs=0.01))  # 10 000 km at zoom 0
+    for lat, zoom in ((48.2, 16.98), (-33.9, 12.3), (60.0, 19.5)):
+        length, px = scale_bar(lat, zoom, 160)
+        assert 160 / 2.5 < px <= 160 and f"{length:.0e}"[0] in "125"
+        assert length == pytest.approx(px * metres_per_pixel(lat, zoom))
+
+
+def test_coordinates_are_written_in_their_crs_units():
+    from app.layers import crs_bounds, crs_coords
+
+    assert crs_coords(664_920, 5_343_080, "EPSG:32632") == "x 664,920.0 m, y 5,343,080.0 m (EPSG:32632)"
+    assert crs_coords(11.22, 48.2, "EPSG:4326") == "x 11.220000°, y 48.200000° (EPSG:4326)"
+    assert crs_bounds([1.0, 3.0], [4.0, 2.0], "EPSG:3857") == "x 1.0 to 3.0 m, y 2.0 to 4.0 m"
+
+
+def test_hover_shows_centre_land_cover_sounds_and_the_querys_similarity(env):
+    from app.layers import crs_coords
+
+    at = _start()
+    tip = at.get("deck_gl_json_chart")[0].proto.tooltip
+    assert all(f"{{{k}}}" in tip for k in ("tile", "centre", "degrees", "landcover", "sound_1", "score_1", "near_1"))
+    assert "{similarity}" not in tip  # no query yet
+    with rasterio.open(env.map_dir / "landcover.tif") as ds:
+        block = ds.read(1)[64 * 2:64 * 3, 64 * 4:64 * 5]  # tile r2 c4: 64 x 64 pixels of 0.5 m
+    with rasterio.open(env.map_dir / "embeddings.tif") as ds:
+        x, y = ds.transform @ (4.5, 2.5)
+        lon, lat = rasterio.warp.transform(ds.crs, "EPSG:4326", [x], [y])
+        crs = ds.crs
+    rec = _tile(at, "r2 c4")
+    counts = np.bincount(block[block != 255].ravel())
+    names = [c["name"] for c in json.loads((env.bundle / META_FILE).read_text())["heads"]["landcover"]["classes"]]
+    assert rec["landcover"] == f"{names[int(counts.argmax())]} ({counts.max() / counts.sum():.0%})"
+    assert rec["centre"] == crs_coords(x, y, crs) == f"x {x:,.1f} m, y {y:,.1f} m (EPSG:32632)"
+    assert rec["degrees"] == f"{lat[0]:.5f}° N, {lon[0]:.5f}° E"
+    at.radio(key="query_source").set_value("a gallery recording").run()
+    _healthy(at)
+    tip = at.get("deck_gl_json_chart")[0].proto.tooltip
+    assert "{similarity}" in tip and "{probability}" not in tip  # the quick demo's bundle has no calibration
+    best, score = at.success[0].value.split(": ")[1].split(" (")[:2]
+    assert _tile(at, best)["similarity"] == score.split(")")[0]
+    assert "Land cover (majority):" in _markdown(at)
+
+
+def test_query_values_per_tile_with_and_without_calibration():
+    from app.layers import tooltip, with_query
+
+    records = [{"tile": "r0 c0", "row": 0, "col": 0}, {"tile": "r0 c1", "row": 0, "col": 1},
+               {"tile": "r3 c3", "row": 3, "col": 3}]
+    array = np.full((3, 1, 2), np.nan, np.float32)
+    array[0] = [[0.25, np.nan]]
+    plain = with_query(records, array)
+    assert [r["similarity"] for r in plain] == ["0.25", "no data", "no data"] and "probability" not in plain[0]
+    array[2, 0, 0] = 0.64
+    calibrated = with_query(records, array)
+    assert [r["probability"] for r in calibrated] == ["64%", "no data", "no data"]
+    assert "{probability}" in tooltip(calibrated)["html"] and "probability" not in records[0]  # records kept
+
+
+def test_best_cells_are_marked_on_the_map_after_a_query(env):
+    at = _start()
+    assert "best_cells" not in _layer_ids(at)
+    at.radio(key="query_source").set_value("a gallery recording").run()
+    _healthy(at)
+    listed = [part.split(" (")[0] for part in at.success[0].value.split(": ")[1].split(", ")]
+    outline, labels = _layer(at, "best_cells"), _layer(at, "best_labels")
+    assert [d["cell"] for d in outline["data"]] == listed and [d["rank"] for d in labels["data"]] == ["1", "2", "3"]
+    assert not outline["pickable"] and not labels["pickable"]  # clicks reach the tiles under them
+    for mark in outline["data"]:
+        tile = np.array(sorted(map(tuple, _tile(at, mark["cell"])["polygon"][:4])))
+        assert np.allclose(np.array(sorted(map(tuple, mark["polygon"][:4]))), tile, atol=1e-6)  # the same corners
+        assert np.allclose(mark["position"], tile.mean(axis=0), atol=1e-6)
+    assert _layer_ids(at)[-3:] == ["tiles", "best_cells", "best_labels"]  # drawn over the tile outlines
+
+
+def test_only_likely_cells_are_marked_when_the_bundle_is_calibrated():
+    from app.layers import marked_cells
+    from geo.query import LIKELY
+
+    array = np.full((3, 2, 2), np.nan, np.float32)
+    array[0] = [[0.9, 0.1], [1.0, 0.5]]
+    assert marked_cells(array) == [(1, 1, 0), (2, 0, 0), (3, 1, 1)]  # uncalibrated: the three best by rank
+    array[2] = [[LIKELY, 0.1], [0.8, 0.3]]
+    assert marked_cells(array) == [(1, 1, 0), (2, 0, 0)]
+    array[2] = 0.2
+    assert marked_cells(array) == []  # "No place in this scene sounds like ...": nothing marked
+
+
+def _selection(layer: str, index: int, obj: dict) -> dict:
+    """A pydeck chart's selection as the frontend sends it (DeckGlJsonChart: single-object mode)."""
+    return {"selection": {"indices": {layer: [index]}, "objects": {layer: [obj]}}}
+
+
+def _run_with_selection(at: AppTest, selection: dict) -> None:
+    """Rerun as the browser does after a click on the map: the chart's widget state carries the
+    selection (AppTest has no pydeck element to click, so the state is added to the others)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=at.get("deck_gl_json_chart")[0].proto.id, string_value=json.dumps(selection)))
+    at._run(states)
+    _healthy(at)
+
+
+def test_a_selection_as_streamlit_returns_it_names_the_tile():
+    from streamlit.elements.deck_gl_json_chart import PydeckSelectionSerde
+
+    from app.layers import selected_tile
+
+    serde = PydeckSelectionSerde()
+    event = serde.deserialize(json.dumps(_selection("tiles", 9, {"tile": "r1 c3", "row": 1, "col": 3})))
+    assert selected_tile(event) == "r1 c3"
+    assert selected_tile(serde.deserialize(None)) is None  # nothing selected
+    assert selected_tile(serde.deserialize(json.dumps(_selection("best_cells", 0, {"cell": "r1 c3"})))) is None
+    assert selected_tile(None) is None
+
+
+def test_clicking_a_tile_on_the_map_listens_to_it(env):
+    at = _start()
+    chart = at.get("deck_gl_json_chart")[0]
+    assert chart.proto.selection_mode and chart.proto.id.endswith(_deck_key(env))
+    rec = _layer(at, "tiles")["data"][9]
+    assert rec["tile"] != at.selectbox(key="listen_tile").value
+    click = _selection("tiles", 9, rec)
+    _run_with_selection(at, click)
+    assert at.selectbox(key="listen_tile").value == rec["tile"]
+    assert f"**Top sounds:** {rec['sound_1']} {rec['score_1']}" in _markdown(at)
+    at.selectbox(key="listen_tile").set_value("r0 c0")
+    _run_with_selection(at, click)  # the dropdown still picks another tile while the click stays selected
+    assert at.selectbox(key="listen_tile").value == "r0 c0"
+
+
+def _deck_key(env) -> str:
+    return f"map_{sha256_hex(str(env.map_dir).encode())[:12]}"
+
+
+def test_class_layers_are_quieter_while_a_heatmap_is_shown_unless_moved(env):
+    from app.pickers import QUIET_OPACITY
+
+    at = _start()
+    at.checkbox(key="layer_landcover").check().run()
+    at.slider(key="opacity_landcover").set_value(0.8).run()  # moved by the user: kept
+    assert at.slider(key="opacity_soundscape").value == pytest.approx(0.45)
+    at.radio(key="query_source").set_value("a gallery recording").run()
+    _healthy(at)
+    assert at.slider(key="opacity_soundscape").value == pytest.approx(QUIET_OPACITY)
+    assert _layer(at, "soundscape")["opacity"] == pytest.approx(QUIET_OPACITY)
+    assert at.slider(key="opacity_landcover").value == pytest.approx(0.8)
+    at.checkbox(key="layer_heatmap").uncheck().run()  # no heatmap shown: the usual default again
+    assert at.slider(key="opacity_soundscape").value == pytest.approx(0.45)
+    at.checkbox(key="layer_heatmap").check().run()
+    at.slider(key="opacity_soundscape").set_value(0.7).run()
+    at.radio(key="query_source").set_value("a recording you upload").run()  # no query any more
+    assert at.slider(key="opacity_soundscape").value == pytest.approx(0.7)
+    assert _layer(at, "soundscape")["opacity"] == pytest.approx(0.7)

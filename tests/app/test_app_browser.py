@@ -3,7 +3,8 @@ chromium through playwright (never ``playwright install``; skipped when /usr/bin
 
 Checks that the deck.gl map is drawn, that a sound query with the shared robin recording adds the
 heatmap (its caption on the page and a ``heatmap`` layer in the deck JSON the server sends), and
-that the page fetches nothing from outside this machine. A screenshot goes to ``tmp_path``, and to
+that the page fetches nothing from outside this machine; that hovering a tile shows its tooltip and clicking
+it makes it the tile listened to. A screenshot goes to ``tmp_path``, and to
 ``docs/img/app.png`` when ``GEOAUDIO_SCREENSHOT=1``.
 """
 from __future__ import annotations
@@ -144,5 +145,37 @@ def test_landsat_preview_and_layer_settings_kept_through_switches_in_chromium(se
             sidebar.get_by_text("Demo scene").click()
             page.get_by_text("Land cover:").wait_for(timeout=60_000)
             expect(landcover).to_be_checked()
+        finally:
+            browser.close()
+
+
+def test_hovering_and_clicking_a_tile_in_chromium(server):
+    """Hovering a tile shows its tooltip (tile, centre in the scene's CRS and degrees, land cover); clicking
+    it makes it the tile listened to. The quick demo's 6 x 6 tiles fill 85 % of the map's height around its
+    centre, so 40 px right of and below the centre is inside tile r3 c3."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            canvas = page.locator('[data-testid="stDeckGlJsonChart"] canvas').first
+            canvas.wait_for(timeout=60_000)
+            listened = page.get_by_role("combobox", name="Tile (row, column; or click a tile on the map)")
+            expect(listened).to_have_value(re.compile(r"^r0 c0: "), timeout=30_000)
+            page.wait_for_timeout(1500)  # let deck.gl draw, so it can pick
+            box = canvas.bounding_box()
+            x, y = box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2 + 40
+            page.mouse.move(x - 5, y - 5)
+            page.mouse.move(x, y)
+            tip = page.locator(".deck-tooltip").filter(has_text="tile r3 c3")
+            tip.wait_for(timeout=10_000)
+            text = tip.inner_text()
+            assert "EPSG:32632" in text and "° N" in text and "land cover:" in text
+            page.mouse.click(x, y)
+            expect(listened).to_have_value(re.compile(r"^r3 c3: "), timeout=30_000)
         finally:
             browser.close()
