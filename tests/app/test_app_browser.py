@@ -2,7 +2,8 @@
 chromium through playwright (never ``playwright install``; skipped when /usr/bin/chromium is missing).
 
 Checks that the deck.gl map is drawn, that a sound query with the shared robin recording adds the
-heatmap (its caption on the page and a ``heatmap`` layer in the deck JSON the server sends), and
+heatmap (its caption on the page and a ``heatmap`` layer in the deck JSON the server sends), that
+humpback.ogg then draws another heatmap and that a description answers, and
 that the page fetches nothing from outside this machine; that hovering a tile shows its tooltip and clicking
 it makes it the tile listened to. A screenshot goes to ``tmp_path``, and to
 ``docs/img/app.png`` when ``GEOAUDIO_SCREENSHOT=1``.
@@ -10,6 +11,7 @@ it makes it the tile listened to. A screenshot goes to ``tmp_path``, and to
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +28,8 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 ROBIN = ROOT.parent / "shared" / "data" / "audio" / "robin.ogg"
+HUMPBACK = ROOT.parent / "shared" / "data" / "audio" / "humpback.ogg"
+HEATMAP_IMAGE = re.compile(rb'"id": "heatmap",\s*"image": "(data:image/[a-z]+;base64,[A-Za-z0-9+/=]+)')
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -106,15 +110,31 @@ def test_map_and_sound_query_in_chromium(server, tmp_path):
             page.locator('[data-testid="stDeckGlJsonChart"] canvas').first.wait_for(timeout=10_000)
             page.wait_for_timeout(1500)  # let deck.gl draw the new bitmap
             page.screenshot(path=str(tmp_path / "app.png"))
+            robin, sent = _heatmaps(frames), len(frames)
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(HUMPBACK))
+            page.get_by_text("Similarity heatmap of your recording humpback.ogg").wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
+            humpback = _heatmaps(frames[sent:])  # what the page was sent after the humpback upload
+            page.get_by_text("a description").click()
+            page.get_by_label("Describe the sound").fill("water")
+            page.get_by_label("Describe the sound").press("Enter")
+            page.get_by_text('Similarity heatmap of the description "water"').wait_for(timeout=60_000)
+            page.get_by_text('Recordings matching "water"').wait_for(timeout=10_000)
         finally:
             browser.close()
-    assert any(b'"id": "heatmap"' in f and b'"BitmapLayer"' in f for f in frames)
+    assert robin and humpback, "each query sends its heatmap to the page"
+    assert humpback.isdisjoint(robin)  # robin.ogg and humpback.ogg give different heatmaps
     assert outside == [], f"the page fetched from outside this machine: {outside[:5]}"
     assert (tmp_path / "app.png").stat().st_size > 10_000
     if os.environ.get("GEOAUDIO_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(tmp_path / "app.png", SCREENSHOT)
-    assert time.monotonic() - started < 90
+    assert time.monotonic() - started < 120
+
+
+def _heatmaps(frames: list[bytes]) -> set[bytes]:
+    """The heatmap images (data URLs) in the deck JSON the server has sent so far."""
+    return {m.group(1) for f in frames for m in HEATMAP_IMAGE.finditer(f)}
 
 
 def test_landsat_preview_and_layer_settings_kept_through_switches_in_chromium(server):
