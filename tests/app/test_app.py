@@ -671,3 +671,30 @@ def test_class_layers_are_quieter_while_a_heatmap_is_shown_unless_moved(env):
     at.radio(key="query_source").set_value("a recording you upload").run()  # no query any more
     assert at.slider(key="opacity_soundscape").value == pytest.approx(0.7)
     assert _layer(at, "soundscape")["opacity"] == pytest.approx(0.7)
+
+
+def _calibrated_bundle(folder: Path, source: Path, alpha: float, beta: float) -> Path:
+    """``source``'s weights with a query calibration ``p(d) = 1 / (1 + exp(-(alpha + beta d)))``
+    in its soundscape head (another content hash: the scene is mapped again for it)."""
+    folder.mkdir(parents=True)
+    meta = json.loads((source / META_FILE).read_text())
+    meta["heads"]["soundscape"]["query_calibration"] = {"method": "logistic", "alpha": alpha, "beta": beta}
+    (folder / META_FILE).write_text(json.dumps(meta))
+    (folder / WEIGHTS_FILE).symlink_to(source / WEIGHTS_FILE)
+    return folder
+
+
+@pytest.mark.parametrize("alpha, answer", [(-60.0, "No place in this scene sounds like the sound class"),
+                                           (60.0, "cells are more likely than not the same place")])
+def test_a_calibrated_bundle_answers_with_the_probability_of_the_same_place(env, tmp_path, alpha, answer):
+    _calibrated_bundle(tmp_path / "bundles" / "calibrated", env.bundle, alpha, -1e-6)
+    at = _start()
+    at.radio(key="bundle_source").set_value("calibrated").run()
+    at.button(key="map_button").click().run()
+    _healthy(at)
+    at.radio(key="query_source").set_value("a sound class").run()
+    _healthy(at)
+    said = [m.value for m in (*at.success, *at.warning)]
+    assert any(answer in text for text in said), said
+    marks = [layer for layer in _deck(at)["layers"] if layer["id"] == "best_cells"]
+    assert bool(marks and marks[0]["data"]) == (alpha > 0)  # no cell is marked when none is likely
