@@ -146,66 +146,114 @@ def _classifier(init, num_classes: int, protocol: str):
     return init.encoder(embed_dim=num_classes)
 
 
-def _check_segment_args(args: argparse.Namespace) -> None:
+def segment_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The segmentation run's settings: each flag given, else the protocol's value (ours: random
+    crops, a half-overlapping sliding window of the crop size; reference:
+    :data:`model.train.reference_protocol.SEGMENT`, grid patches and whole test tiles)."""
+    from model.train.reference_protocol import SEGMENT
+
+    ours = {"lr": 5e-4, "weight_decay": 1e-4, "schedule": "cosine", "batch_size": 8, "crop_size": 256,
+            "patch_stride": None, "decoder": {"decoder_channels": 256}}
+    base = {**SEGMENT, "decoder": dict(SEGMENT["decoder"])} if args.protocol == "reference" else ours
+    given = {"lr": args.lr, "weight_decay": args.weight_decay, "batch_size": args.batch_size,
+             "crop_size": args.crop_size, "patch_stride": args.patch_stride}
+    settings = {**base, **{k: v for k, v in given.items() if v is not None}}
+    if args.decoder_channels is not None:
+        settings["decoder"]["decoder_channels"] = args.decoder_channels
+    whole = args.protocol == "reference" and args.window is None  # reference: each test tile in one window
+    settings["window"] = None if whole else (args.window or settings["crop_size"])
+    settings["stride"] = None if whole else (args.stride or max(1, settings["window"] // 2))
+    return settings
+
+
+def _segment_split(args: argparse.Namespace, tiles: dict[str, list]) -> tuple[dict[str, list], str]:
+    """(train/test tiles, how they were split): the layout's own test split, the reference's
+    ``valid_ids.txt`` in the data folder (reference protocol), or a seeded random split."""
+    from model.data.folder_datasets import split_tiles
+    from model.train.reference_protocol import SPLIT_FILE, read_split_ids
+
+    split_file = Path(args.data) / SPLIT_FILE
+    if args.protocol == "reference" and split_file.is_file():
+        ids = read_split_ids(split_file)
+        every = tiles["train"] + tiles["test"]
+        test = [t for t in every if str(int(t.tile_id)) in ids] if all(t.tile_id.isdigit() for t in every) else []
+        if not test or len(test) == len(every):
+            fail(f"{split_file}: its ids leave {len(test)} of {len(every)} tiles for testing")
+        return {"train": [t for t in every if t not in test], "test": test}, SPLIT_FILE
+    if tiles["test"]:
+        return tiles, "layout"
+    if args.protocol == "reference":
+        print(f"note: no {SPLIT_FILE} in {args.data}: a seeded random split is used instead of the reference's")
+    return split_tiles(tiles["train"], args.test_ratio, args.split_seed), f"random (--split-seed {args.split_seed})"
+
+
+def _check_segment_args(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     for name in ("crop_size", "window"):
-        value = getattr(args, name)
+        value = settings[name]
         if value is not None and (value < 32 or value % 32):
             fail(f"--{name.replace('_', '-')} must be a multiple of 32 px, got {value}")
-    if args.stride is not None and args.stride < 1:
-        fail(f"--stride must be positive, got {args.stride}")
+    for name in ("stride", "patch_stride"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 def segment(args: argparse.Namespace) -> int:
     """Train and test a DeepLabV3+ land-cover segmenter; write metrics.json and a bundle into ``--out``."""
     import model.bundle as bundle_mod
     from model.data.bad_items import LeftOut
-    from model.data.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe, split_tiles
+    from model.data.folder_datasets import DEEPGLOBE_CLASSES, scan_deepglobe
     from model.nn.init import resolve_init
     from model.nn.landcover import build_segmenter
     from model.evaluation.report import write_run_metrics
     from model.train.determinism import make_deterministic
     from model.train.run_record import run_record, write_training_record
-    from model.train.segment import DeepGlobeDataModule, LandCoverSegmenter, segmentation_bundle, segmentation_scores
+    from model.train.segment import (DeepGlobeDataModule, LandCoverSegmenter, reference_scores, segmentation_bundle,
+                                     segmentation_scores)
 
     started = time.time()
-    _check_segment_args(args)
+    settings = segment_settings(args)
+    _check_segment_args(args, settings)
     init = resolve_init(args.init, args.arch, args.label)
     spec = init.spec
     left_out = LeftOut()
     tiles = scan_deepglobe(args.data, left_out)
-    if not tiles["test"]:
-        tiles = split_tiles(tiles["train"], args.test_ratio, args.split_seed)
-    window = args.window or args.crop_size
-    stride = args.stride or max(1, window // 2)
-    decoder = {"decoder_channels": args.decoder_channels}
+    tiles, settings["split"] = _segment_split(args, tiles)
+    window, stride = settings["window"], settings["stride"]
+    decoder = settings["decoder"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     determinism = make_deterministic(args.seed, args.threads)
     segmenter = build_segmenter(spec, len(DEEPGLOBE_CLASSES), **decoder)  # any ResNet width (model.nn.landcover)
     if init.backbone is not None:
         segmenter.encoder.load_state_dict(init.backbone, strict=True)
-    model = LandCoverSegmenter(segmenter, len(DEEPGLOBE_CLASSES), lr=args.lr, weight_decay=args.weight_decay,
-                               epochs=args.epochs, window=window, stride=stride,
-                               freeze_encoder=args.freeze_encoder)
-    dm = DeepGlobeDataModule(tiles["train"], tiles["test"], crop_size=args.crop_size,
-                             crops_per_tile=args.crops_per_tile, batch_size=args.batch_size,
-                             num_workers=args.num_workers, seed=args.seed, image_input=init.image_input)
+    model = LandCoverSegmenter(segmenter, len(DEEPGLOBE_CLASSES), lr=settings["lr"],
+                               weight_decay=settings["weight_decay"], epochs=args.epochs, window=window, stride=stride,
+                               freeze_encoder=args.freeze_encoder, schedule=settings["schedule"])
+    dm = DeepGlobeDataModule(tiles["train"], tiles["test"], crop_size=settings["crop_size"],
+                             crops_per_tile=args.crops_per_tile, batch_size=settings["batch_size"],
+                             num_workers=args.num_workers, seed=args.seed, image_input=init.image_input,
+                             patch_stride=settings["patch_stride"])
     trainer = _trainer(args, out)
     trainer.fit(model, datamodule=dm)
     trainer.test(model, datamodule=dm, verbose=False)
     scores = segmentation_scores(model.confusion, DEEPGLOBE_CLASSES)
+    if args.protocol == "reference":  # the reference's OA (mean of tiles) and mIoU (all six classes)
+        scores.update(reference_scores(model.confusion, model.tile_accuracy))
+    headline = ({"overall_accuracy": scores["overall_accuracy_mean_of_tiles"], "miou": scores["miou_all_classes"]}
+                if args.protocol == "reference" else
+                {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]})
     record = {"task": "segment", **_common_record(args, init, started),
-              "scores": {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]}, **scores,
+              "scores": headline, **scores,
               "classes": list(DEEPGLOBE_CLASSES), "confusion": model.confusion.tolist(),
-              "n_train": len(tiles["train"]), "n_test": len(tiles["test"]), "crop_size": args.crop_size,
-              "window": window, "stride": stride, "gsd": args.gsd, "decoder": decoder,
-              "freeze_encoder": args.freeze_encoder, **left_out.record()}
+              "n_train": len(tiles["train"]), "n_test": len(tiles["test"]), "gsd": args.gsd,
+              "freeze_encoder": args.freeze_encoder, "protocol": args.protocol, **settings, **left_out.record()}
     run = run_record(trainer, args.epochs, determinism)
     record.update(run)
     provenance = {"trained_by": "geoaudio model.finetune segment", "init": init.label, "init_source": init.source,
                   "data": record["data"], **run,
                   "metrics": {"overall_accuracy": scores["overall_accuracy"], "miou": scores["miou"]}}
-    meta, tensors = segmentation_bundle(segmenter.cpu(), init, encoder=spec, tile_size=args.crop_size,
+    meta, tensors = segmentation_bundle(segmenter.cpu(), init, encoder=spec, tile_size=settings["crop_size"],
                                         gsd=args.gsd, decoder=decoder, provenance=provenance,
                                         head_extra={"metrics": provenance["metrics"]})
     bundle_mod.save(out / "bundle", meta, tensors, overwrite=(out / "bundle").exists())
@@ -271,12 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune DeepLabV3+ on DeepGlobe Land Cover tiles (train/ or "
                                    "training_data/ + test_data/); writes RUN/metrics.json (OA, mIoU, "
                                    "per-class IoU), RUN/logs/ and RUN/bundle with the landcover head.")
-    _add_common(s, lr=5e-4, batch_size=8)
-    s.add_argument("--crop-size", type=int, default=256, help="training crop side in px, multiple of 32 (default 256)")
+    _add_common(s, lr=None, batch_size=None)
+    s.add_argument("--protocol", choices=["ours", "reference"], default="ours",
+                   help="ours (default): random crops with dihedral augmentation, AdamW 5e-4 cosine, batch 8, a "
+                        "sliding window at test time; reference: the SoundingEarth code's (docs/fidelity.md): every "
+                        "512 px patch at stride 347, no augmentation, batch 16, Adam 1e-3 constant, ASPP 6/12/18 "
+                        "non-separable, whole tiles at test time, the split of DATA/valid_ids.txt, OA as the mean of "
+                        "per-tile accuracies and mIoU over all six classes; use --epochs 5. Flags given override either")
+    s.add_argument("--crop-size", type=int, default=None,
+                   help="training crop (patch) side in px, multiple of 32 (default 256; reference 512)")
+    s.add_argument("--patch-stride", type=int, default=None,
+                   help="train on every crop-size patch of a grid with this step in px instead of random crops "
+                        "(reference: 347)")
     s.add_argument("--crops-per-tile", type=int, default=4, help="random crops per tile and epoch (default 4)")
     s.add_argument("--window", type=int, help="sliding-window side in px for testing (default: --crop-size)")
     s.add_argument("--stride", type=int, help="sliding-window step in px (default: half the window)")
-    s.add_argument("--decoder-channels", type=int, default=256, help="DeepLabV3+ decoder width (default 256)")
+    s.add_argument("--decoder-channels", type=int, default=None, help="DeepLabV3+ decoder width (default 256)")
     s.add_argument("--freeze-encoder", action="store_true",
                    help="train the decoder and head only; the bundle keeps the init's image encoder, so its "
                         "land-cover head merges into the init bundle (python -m model.bundle merge)")

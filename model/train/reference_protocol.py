@@ -52,3 +52,34 @@ def native_side(paths: Sequence[str | os.PathLike], sample: int = 256) -> int:
 def batch_size_for(side: int) -> int:
     """The reference's batch size for images of ``side`` px: 8 from :data:`LARGE_SIDE_PX` up, else 48."""
     return SMALL_BATCH if side >= LARGE_SIDE_PX else LARGE_BATCH
+
+
+# ---- DeepGlobe land cover (``python -m model.finetune segment --protocol reference``) -------------
+# Reference: khdlr/SoundingEarth ``downstream/deepglobe.py``: every 512 px patch at stride 347 px of
+# the training tiles, no augmentation, batch 16, Adam 1e-3 constant, 5 epochs; whole 2448 px tiles
+# at test time; OA the mean of per-tile accuracies, mIoU over all six classes; DeepLabV3+ with ASPP
+# rates 6/12/18 (ordinary, not separable, convolutions), 256 channels; the tiles listed in
+# ``valid_ids.txt`` (one id per line) are the test split.
+
+SEGMENT = {"lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "batch_size": 16, "crop_size": 512,
+           "patch_stride": 347, "decoder": {"decoder_channels": 256, "decoder_atrous_rates": [6, 12, 18],
+                                            "decoder_aspp_separable": False}}
+SPLIT_FILE = "valid_ids.txt"
+
+
+def read_split_ids(path: str | os.PathLike) -> set[str]:
+    """The tile ids of a reference split file: one integer id per line (blank lines ignored);
+    DatasetError naming the file and line otherwise."""
+    from model.data.errors import DatasetError
+
+    ids = set()
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the split file ({e})") from None
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            if not line.strip().isdigit():
+                raise DatasetError(f"{path}: line {number} is not a tile id: {line.strip()!r}")
+            ids.add(str(int(line.strip())))
+    return ids

@@ -51,6 +51,26 @@ def segmentation_scores(confusion: np.ndarray, classes: Sequence[str]) -> dict[s
     }
 
 
+def reference_scores(confusion: np.ndarray, tile_accuracy: Sequence[float]) -> dict[str, float]:
+    """The reference protocol's DeepGlobe scores: ``OA`` the mean over test tiles of each tile's
+    accuracy (its labelled pixels predicted right / its labelled pixels), and ``mIoU`` the mean of
+    ``IoU_k`` over all K classes, a class absent from labels and predictions counting as 0/0 = NaN
+    (so the mean is NaN then, as the reference's)."""
+    c = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(c)
+    union = c.sum(axis=1) + c.sum(axis=0) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = tp / union
+    return {"overall_accuracy_mean_of_tiles": float(np.mean(tile_accuracy)) if len(tile_accuracy) else float("nan"),
+            "miou_all_classes": float(np.mean(iou))}
+
+
+def whole_tile_window(shape: Sequence[int], multiple: int = 32) -> int:
+    """The side in px of one window covering a whole (H, W) tile: ``max(H, W)`` rounded up to a
+    multiple of ``multiple`` (the segmenter's input constraint); the tile is padded to it."""
+    return int(-(-max(int(shape[0]), int(shape[1])) // multiple) * multiple)
+
+
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Start offsets 0, stride, 2 stride, ... of windows covering ``length`` px; the last one is
     moved back to ``length - window`` so that it ends exactly at the border (needs length >= window)."""
@@ -132,6 +152,46 @@ class TileCrops(Dataset):
         return normalise(stack[:3], self.image_input), stack[3].long()
 
 
+class TilePatches(Dataset):
+    """Every ``patch`` px patch on a grid of step ``stride`` px over each tile, as the reference
+    protocol trains (no augmentation): (image (3, p, p) float32 normalised with ``image_input``'s
+    mean and std, mask (p, p) int64). Patch origins per axis are ``0, stride, 2 stride, ...`` up to
+    ``length - patch`` (a strip at the far edge that no whole step reaches is left out, as in the
+    reference); tiles smaller than a patch give none. Tile sizes are read from the image headers."""
+
+    def __init__(self, tiles: Sequence[SegmentationTile], patch: int, stride: int,
+                 image_input: ImageInput | None = None) -> None:
+        from PIL import Image
+
+        self.tiles = list(tiles)
+        self.patch, self.stride = int(patch), int(stride)
+        self.image_input = image_input or ImageInput()
+        self.index: list[tuple[int, int, int]] = []
+        for t, tile in enumerate(self.tiles):
+            with Image.open(tile.image) as im:
+                width, height = im.size
+            self.index += [(t, y, x) for y in range(0, height - self.patch + 1, self.stride)
+                           for x in range(0, width - self.patch + 1, self.stride)]
+        if not self.index:
+            raise DatasetError(f"no tile is at least {self.patch} px on a side: no training patch")
+        self._cached: tuple[int, Tensor, Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _tile(self, t: int) -> tuple[Tensor, Tensor]:
+        """A tile's image and mask, decoded once while consecutive patches come from it."""
+        if self._cached is None or self._cached[0] != t:
+            self._cached = (t, *read_tile(self.tiles[t]))
+        return self._cached[1], self._cached[2]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        t, y, x = self.index[index]
+        image, mask = self._tile(t)
+        p = self.patch
+        return normalise(image[:, y:y + p, x:x + p], self.image_input), mask[y:y + p, x:x + p].long()
+
+
 class WholeTiles(Dataset):
     """Whole tiles for evaluation: (image (3, H, W) float32 normalised with ``image_input``'s mean
     and std, mask (H, W) int64)."""
@@ -149,13 +209,15 @@ class WholeTiles(Dataset):
 
 
 class DeepGlobeDataModule(L.LightningDataModule):
-    """Random training crops (shuffled batches) and whole test tiles (one per batch)."""
+    """Random training crops, or with ``patch_stride`` every patch of a grid (:class:`TilePatches`),
+    in shuffled batches; whole test tiles (one per batch)."""
 
     def __init__(self, train: Sequence[SegmentationTile], test: Sequence[SegmentationTile], crop_size: int = 256,
                  crops_per_tile: int = 1, batch_size: int = 8, num_workers: int = 2, seed: int = 0,
-                 image_input: ImageInput | None = None) -> None:
+                 image_input: ImageInput | None = None, patch_stride: int | None = None) -> None:
         super().__init__()
-        self.train_set = TileCrops(train, crop_size, crops_per_tile, seed, image_input)
+        self.train_set = (TilePatches(train, crop_size, patch_stride, image_input) if patch_stride
+                          else TileCrops(train, crop_size, crops_per_tile, seed, image_input))
         self.test_set = WholeTiles(test, image_input)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -179,8 +241,12 @@ class LandCoverSegmenter(L.LightningModule):
     audiovisual bundle it came from (``python -m model.bundle merge``)."""
 
     def __init__(self, segmenter: nn.Module, num_classes: int, lr: float = 5e-4, weight_decay: float = 1e-4,
-                 epochs: int = 10, window: int = 256, stride: int = 128, freeze_encoder: bool = False) -> None:
+                 epochs: int = 10, window: int = 256, stride: int = 128, freeze_encoder: bool = False,
+                 schedule: str = "cosine") -> None:
         super().__init__()
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine or constant, got {schedule!r}")
+        self.schedule = schedule
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             for p in segmenter.encoder.parameters():
@@ -192,6 +258,7 @@ class LandCoverSegmenter(L.LightningModule):
         self.window, self.stride = window, stride
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.tile_accuracy: list[float] = []  # per test tile: its labelled pixels predicted right
 
     def train(self, mode: bool = True) -> "LandCoverSegmenter":
         """Like nn.Module.train, but a frozen encoder keeps its BatchNorm layers in eval mode."""
@@ -211,14 +278,21 @@ class LandCoverSegmenter(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self.tile_accuracy = []
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         image, mask = batch
-        pred = sliding_window_logits(self.segmenter, image, self.window, self.stride).argmax(dim=1)
-        self.confusion += confusion_matrix(pred.cpu().numpy(), mask.cpu().numpy(), self.num_classes, IGNORE_INDEX)
+        window = self.window or whole_tile_window(image.shape[-2:])
+        pred = sliding_window_logits(self.segmenter, image, window, self.stride or window).argmax(dim=1)
+        tile = confusion_matrix(pred.cpu().numpy(), mask.cpu().numpy(), self.num_classes, IGNORE_INDEX)
+        self.confusion += tile
+        if tile.sum():
+            self.tile_accuracy.append(float(np.trace(tile) / tile.sum()))
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
+        if self.schedule == "constant":
+            return torch.optim.Adam(params, lr=self.lr)
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
         return {"optimizer": opt, "lr_scheduler": sched}

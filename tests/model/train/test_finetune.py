@@ -354,3 +354,32 @@ def test_bad_input_is_one_line(class_dir, tmp_path, capsys):
     code = run_cli(lambda: main(["classify", "--data", str(class_dir), "--init", str(tmp_path / "w.pth"),
                                  "--epochs", "1", "--out", str(tmp_path / "r")]))
     assert code == 2 and "no such weights file" in capsys.readouterr().err
+
+
+def test_segment_with_the_reference_protocol(deepglobe_dirs, tmp_path):
+    from model.data.folder_datasets import scan_deepglobe
+    from model.train.segment import TilePatches, read_tile, reference_scores
+
+    data = shutil.copytree(deepglobe_dirs["single"], tmp_path / "dg")
+    ids = sorted(t.tile_id for t in scan_deepglobe(data)["train"])
+    (data / "valid_ids.txt").write_text(f"{int(ids[1])}\n{int(ids[3])}\n")
+    out = tmp_path / "seg"
+    assert main(["segment", "--data", str(data), "--init", "random", "--epochs", "1", "--out", str(out),
+                 "--protocol", "reference", "--crop-size", "64", "--patch-stride", "32", "--batch-size", "4",
+                 "--decoder-channels", "32", *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["protocol"], m["split"], m["n_train"], m["n_test"]) == ("reference", "valid_ids.txt", 3, 2)
+    assert (m["lr"], m["weight_decay"], m["schedule"], m["patch_stride"], m["window"]) == (1e-3, 0.0, "constant", 32, None)
+    assert m["decoder"] == {"decoder_channels": 32, "decoder_atrous_rates": [6, 12, 18], "decoder_aspp_separable": False}
+    assert m["scores"]["overall_accuracy"] == m["overall_accuracy_mean_of_tiles"]
+    assert 0.0 <= m["overall_accuracy_mean_of_tiles"] <= 1.0
+
+    tiles = scan_deepglobe(data)["train"]
+    patches = TilePatches(tiles[:1], patch=64, stride=32)  # 96 px tile: origins 0 and 32 on each axis
+    assert len(patches) == 4 and patches.index[-1] == (0, 32, 32)
+    image, mask = patches[3]
+    assert torch.equal(mask, read_tile(tiles[0])[1][32:96, 32:96].long()) and image.shape == (3, 64, 64)
+    confusion = np.array([[3, 1, 0], [0, 4, 0], [0, 0, 0]])  # the third class occurs nowhere
+    scores = reference_scores(confusion, [1.0, 0.5])
+    assert scores["overall_accuracy_mean_of_tiles"] == 0.75 and np.isnan(scores["miou_all_classes"])
+    assert reference_scores(confusion[:2, :2], [1.0])["miou_all_classes"] == pytest.approx((0.75 + 0.8) / 2)
