@@ -40,6 +40,8 @@ COMMANDS: dict[str, Command] = {
     "random-bundle": Command("model.synth.random_bundle", "write a small random-initialised bundle"),
     "prepare": Command("model.data.prepare", "crop and resize a dataset's images into a cache"),
     "import-soundingearth": Command("model.import_soundingearth", "convert a SoundingEarth checkpoint into a bundle"),
+    "fetch": Command("model.fetch", "download the datasets and the published weights"),
+    "reproduce": Command("model.reproduce", "the paper's tables with the reference protocols, side by side"),
     "pretrain": Command("model.pretrain", "audiovisual pretraining on SoundingEarth pairs"),
     "baselines": Command("model.baselines", "image-only SimCLR / MoCo baselines"),
     "finetune": Command("model.finetune", "fine-tune on scene classification or segmentation"),

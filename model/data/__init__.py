@@ -1,24 +1,27 @@
-"""Dataset readers: SoundingEarth-format image/audio pairs, splits, transforms and caches."""
-from model.data.audio_cache import LogmelCache, default_logmel_cache_dir
-from model.data.collate import collate
-from model.data.errors import DatasetError
-from model.data.image_cache import default_image_cache_dir
-from model.data.soundingearth import SoundingEarthDataset
-from model.data.splits import read_split_file, reference_split, split_of_key, write_split_file
-from model.data.transforms import EVAL_CROP, TRAIN_CROP, EvalTransform, TrainAugment, image_transform
+"""Dataset readers: SoundingEarth-format image/audio pairs, splits, transforms and caches.
 
-__all__ = [
-    "DatasetError", "EVAL_CROP", "EvalTransform", "LogmelCache", "SoundingEarthDataset", "TRAIN_CROP",
-    "TrainAugment", "collate", "default_image_cache_dir", "default_logmel_cache_dir", "image_transform",
-    "prepare_images", "read_split_file", "reference_split",
-    "split_of_key", "write_split_file",
-]
+The names below are imported on first use (PEP 562), so that a torch-free part of this package
+(the fetch sources, the metadata reader) does not pull in torch through the package itself.
+"""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "LogmelCache": "model.data.audio_cache", "default_logmel_cache_dir": "model.data.audio_cache",
+    "collate": "model.data.collate", "DatasetError": "model.data.errors",
+    "default_image_cache_dir": "model.data.image_cache", "SoundingEarthDataset": "model.data.soundingearth",
+    "read_split_file": "model.data.splits", "reference_split": "model.data.splits",
+    "split_of_key": "model.data.splits", "write_split_file": "model.data.splits",
+    "EVAL_CROP": "model.data.transforms", "TRAIN_CROP": "model.data.transforms",
+    "EvalTransform": "model.data.transforms", "TrainAugment": "model.data.transforms",
+    "image_transform": "model.data.transforms", "prepare_images": "model.data.prepare",
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    # imported lazily so that ``python -m model.data.prepare`` does not find it pre-imported
-    if name == "prepare_images":
-        from model.data.prepare import prepare_images
-
-        return prepare_images
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
