@@ -212,8 +212,8 @@ def test_audio_query_without_torch_matches_the_torch_audio_encoder(edge_runs, bu
     v = open_backend(bundle_dir, "torch").embed_audio_file(ROBIN)
     with rasterio.open(edge_runs["heat"]) as heat, rasterio.open(edge_runs["onnx"] / "embeddings.tif") as emb:
         assert heat.shape == emb.shape and heat.transform == emb.transform and heat.crs == emb.crs
-        assert heat.descriptions == ("similarity", "distance")
-        similarity, distance = heat.read()
+        assert heat.descriptions == ("similarity", "distance", "probability")
+        similarity, distance, _ = heat.read()
         z = emb.read()
     ok = np.isfinite(distance)
     expected = np.linalg.norm(z - v[:, None, None], axis=0)
