@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import importlib
 
+# ``collate`` is also the name of its submodule: bound here, the function shadows the module, which
+# the import system would otherwise set as this attribute once anything imports model.data.collate.
+from model.data.collate import collate
+
 _HOMES = {
     "LogmelCache": "model.data.audio_cache", "default_logmel_cache_dir": "model.data.audio_cache",
-    "collate": "model.data.collate", "DatasetError": "model.data.errors",
+    "DatasetError": "model.data.errors",
     "default_image_cache_dir": "model.data.image_cache", "SoundingEarthDataset": "model.data.soundingearth",
     "read_split_file": "model.data.splits", "reference_split": "model.data.splits",
     "split_of_key": "model.data.splits", "write_split_file": "model.data.splits",
@@ -17,7 +21,7 @@ _HOMES = {
     "EvalTransform": "model.data.transforms", "TrainAugment": "model.data.transforms",
     "image_transform": "model.data.transforms", "prepare_images": "model.data.prepare",
 }
-__all__ = sorted(_HOMES)
+__all__ = sorted([*_HOMES, "collate"])
 
 
 def __getattr__(name: str):

@@ -4,8 +4,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 
 def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Merge samples from :class:`SoundingEarthDataset` into one batch; unreadable samples (None,
@@ -17,6 +15,8 @@ def collate(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
     sample); ``key`` int64 (B,); ``location`` (B, 2) lon/lat degrees; ``dominant`` a list of
     class names when every sample has one.
     """
+    import torch  # here: the package imports this function without starting torch
+
     if not samples:
         raise ValueError("collate: empty batch")
     samples = [s for s in samples if s is not None]
