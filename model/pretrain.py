@@ -1,6 +1,12 @@
 """``python -m model.pretrain``: audiovisual pretraining on a SoundingEarth-format folder.
 
 The command line; the library is :mod:`model.train.pretrain`.
+
+``--preset reference`` trains as the SoundingEarth reference code did (Adam 1e-3 constant, no
+weight decay, batch 256, 300 epochs, its batch-all triplet loss, its augmentation, the published
+widths stem 32 and 64/182/256/512, its head initialisation, the last epoch's weights); ``--preset
+ours`` (the default) keeps our defaults. Options given in a --config file or as flags override the
+preset's; config.yaml and the bundle's provenance record the preset and every value used.
 """
 from __future__ import annotations
 
@@ -11,24 +17,39 @@ prepare_process()  # before anything imports torch: OpenMP threads wait passivel
 import argparse
 import sys
 from model.core.cli import run_cli
-from model.train.pretrain import (PretrainConfig, run)
+from model.train.pretrain import (AUGMENTATIONS, BUNDLE_FROM, HEAD_INITS, LOSS_NAMES, OPTIMIZERS, PRESETS,
+                                  SCHEDULES, PretrainConfig, read_config_file, resolve_config, run)
 
 def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p = argparse.ArgumentParser(prog="python -m model.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with any of the options below (flags override it)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="where unset options come from: ours (default) or reference (the SoundingEarth code's "
+                        "pretraining; model/train/pretrain.py REFERENCE_PRETRAIN)")
     p.add_argument("--data", help="SoundingEarth-format folder (metadata.csv, images/, audio/ or spectrograms/)")
     p.add_argument("--out", help="run folder (default runs/pretrain)")
     p.add_argument("--image-arch", choices=["resnet18", "resnet50"])
     p.add_argument("--audio-arch", choices=["resnet18", "resnet50"])
     p.add_argument("--embed-dim", type=int, help="embedding size D (default 128)")
-    p.add_argument("--loss", choices=["batch_all_triplet", "naive_triplet", "contrastive"])
+    p.add_argument("--stem-width", type=int, help="stem channels of both encoders (default: the arch's, 64; "
+                                                  "the published checkpoints: 32)")
+    p.add_argument("--widths", type=int, nargs=4, metavar=("W1", "W2", "W3", "W4"),
+                   help="stage planes of both encoders (default: the arch's, 64 128 256 512; published: 64 182 256 512)")
+    p.add_argument("--head-init", choices=list(HEAD_INITS),
+                   help="fc initialisation: ours (torch's Linear default) or reference (Kaiming normal, fan out)")
+    p.add_argument("--loss", choices=list(LOSS_NAMES),
+                   help="batch_all_triplet (default), naive_triplet, contrastive, or batch_all_reference (the "
+                        "reference code's TripletLoss: the batch-all mean over all N x N terms, diagonal included)")
     p.add_argument("--margin", type=float, help="triplet margin (default 1.0)")
     p.add_argument("--tau", type=float, help="contrastive temperature (default 0.2)")
     p.add_argument("--batch-size", type=int, help="pairs per step and device (default 32)")
     p.add_argument("--epochs", type=int, help="the training budget in epochs (default 10)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3, cosine decay)")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, help="default 1e-4 (reference: 0)")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="adamw (default) or adam (reference)")
+    p.add_argument("--schedule", choices=list(SCHEDULES),
+                   help="learning-rate schedule: cosine decay over the epochs (default) or constant (reference)")
     p.add_argument("--image-size", type=int, help="encoder input in pixels (default 192)")
     p.add_argument("--crop", type=float, help="centre crop as a fraction of the image side (default 0.375 = 384/1024)")
     p.add_argument("--gsd", type=float, help="metres per pixel of the encoder input (default: from the data)")
@@ -39,7 +60,10 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
     p.add_argument("--audio-source", choices=["spectrogram", "audio"], help="spectrogram JPEGs or raw audio")
     p.add_argument("--n-mels", type=int, help="mel bands of the audio input (default 128; other values need --audio-source audio)")
     p.add_argument("--chunk-frames", type=int, help="spectrogram frames per audio chunk (default 128 = 2.97 s)")
-    p.add_argument("--no-augment", dest="augment", action="store_const", const=False)
+    p.add_argument("--augment", choices=list(AUGMENTATIONS),
+                   help="training image augmentation: ours (default), reference (rotation at any angle, blur, "
+                        "grid distortion, HSV shifts, no flips) or none")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="--augment none")
     p.add_argument("--num-workers", type=int, help="data loader processes (default 2)")
     p.add_argument("--devices", type=int, help="devices for data-parallel training (DDP when > 1)")
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"])
@@ -55,12 +79,11 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
                    help="also keep every N-th epoch's checkpoint (270 MB each for two ResNet-18s; default 0: "
                         "only last.ckpt and best.ckpt)")
     p.add_argument("--resume", nargs="?", const="last", help="continue from RUN_DIR/checkpoints/last.ckpt or a path")
+    p.add_argument("--bundle-from", choices=list(BUNDLE_FROM),
+                   help="the bundle's weights: best (lowest validation loss, default) or last (the last epoch's)")
     args = vars(p.parse_args(argv))
     cfg_path = args.pop("config")
-    cfg = PretrainConfig.from_yaml(cfg_path) if cfg_path else PretrainConfig()
-    for k, v in args.items():
-        if v is not None:
-            setattr(cfg, k, v)
+    cfg = resolve_config(read_config_file(cfg_path) if cfg_path else {}, flags=args)
     if not cfg.data:
         p.error("--data is required (or data: in the config file)")
     return cfg

@@ -9,8 +9,10 @@ from torch.utils.data import DataLoader
 
 from model.bundle.audio import AudioConfig
 from model.bundle.image_input import ImageInput
-from model.data import EVAL_CROP, SoundingEarthDataset, collate
+from model.data.collate import collate  # not ``from model.data``: there the submodule shadows the function
 from model.data.errors import DatasetError
+from model.data.soundingearth import SoundingEarthDataset
+from model.data.transforms import EVAL_CROP, image_transform
 from model.data.workers import worker_init
 
 MIN_PAIRS = 2  # a pair needs at least one other pair in its batch to be contrasted with
@@ -27,11 +29,14 @@ class SoundingEarthDataModule(L.LightningDataModule):
     Validation batches: evaluation transform and one random (seeded) chunk, so that validation
     loss is comparable between epochs and with the training loss. Images are made for the encoder
     input ``image_input`` (size, mean and std; default ``ImageInput()``), recordings for the audio
-    input ``audio_config`` (mel bands, frames per chunk; default ``AudioConfig()``)."""
+    input ``audio_config`` (mel bands, frames per chunk; default ``AudioConfig()``). ``augment``:
+    the training images' augmentation, True or "ours" (:class:`~model.data.transforms.TrainAugment`),
+    "reference" (:class:`~model.data.transforms.ReferenceAugment`), False or "none" (the
+    evaluation transform); augmented images come from the dataset's ``train_crop`` region."""
 
     def __init__(self, root: str | Path, batch_size: int = 32, num_workers: int = 2,
                  image_input: ImageInput | None = None, crop: float = EVAL_CROP,
-                 audio_source: str = "spectrogram", augment: bool = True, seed: int = 0,
+                 audio_source: str = "spectrogram", augment: bool | str = True, seed: int = 0,
                  audio_config: AudioConfig | None = None) -> None:
         super().__init__()
         self.root = Path(root)
@@ -43,8 +48,11 @@ class SoundingEarthDataModule(L.LightningDataModule):
         self.seed = int(seed)
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = SoundingEarthDataset(self.root, split="train", augment=self.augment,
+        augmented = self.augment not in (False, "none")
+        self.train_set = SoundingEarthDataset(self.root, split="train", augment=augmented,
                                               random_audio_chunk=True, **self.common)
+        if augmented:  # the dataset knows only whether to augment; the kind is chosen here
+            self.train_set.transform = image_transform(self.train_set.image_input, self.augment)
         self.val_set = SoundingEarthDataset(self.root, split="val", augment=False,
                                             random_audio_chunk=True, **self.common)
         for name, dataset in (("train", self.train_set), ("val", self.val_set)):

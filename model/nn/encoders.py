@@ -298,6 +298,15 @@ def segment_mean(values: Tensor, counts: Tensor) -> Tensor:
 # Building
 
 
+def conv_head_init_(encoder: ResNetEncoder) -> ResNetEncoder:
+    """Draw ``encoder.fc.weight`` (D, C) as the SoundingEarth reference initialised its 1x1-conv head
+    (D, C, 1, 1): ``nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu")``, normal with std
+    sqrt(2 / D) (the fan out of both is D); the bias keeps torch's default, as the reference's did.
+    In place; returns ``encoder``."""
+    nn.init.kaiming_normal_(encoder.fc.weight, mode="fan_out", nonlinearity="relu")
+    return encoder
+
+
 def build_encoder(spec: EncoderSpec) -> ResNetEncoder:
     """A freshly initialised ResNetEncoder for `spec`."""
     return ResNetEncoder(spec)

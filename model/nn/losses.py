@@ -80,14 +80,22 @@ class BatchAllTripletLoss(nn.Module):
 
 
 class PublishedBatchAllTripletLoss(nn.Module):
-    """The batch-all triplet loss as the SoundingEarth reference code computes it (benchmark baseline).
+    """The batch-all triplet loss as the SoundingEarth reference code computes it (``--loss
+    batch_all_reference``; also the benchmark baseline).
 
-    Same terms as BatchAllTripletLoss but averaged over the full N x N matrix, diagonal included:
+    The reference (khdlr/SoundingEarth ``lib/loss_functions.py``, ``TripletLoss``, the default
+    ``LossFunction`` of ``config.py``) builds D[i, j] = ||img_i - snd_j||_2 by broadcasting, takes
+    d_true = diag(D) and returns 0.5 * (d1 + d2) with
+    d1 = mean(relu(d_true[None, :] - D + 1)) (entry [i, j]: D[j, j] - D[i, j], audio j anchors, image i
+    the negative) and d2 = mean(relu(d_true[:, None] - D + 1)) (D[i, i] - D[i, j], image i anchors),
+    both means over all N x N entries. So with margin m (the reference's is fixed at 1.0):
         L = 1/2 * ( mean_{i, j} relu(D[j, j] - D[i, j] + m) + mean_{i, j} relu(D[i, i] - D[i, j] + m) )
-    Each diagonal term is relu(m) = m (for m >= 0), so
+    the same terms as BatchAllTripletLoss, diagonal included. Each diagonal term is relu(m) = m
+    (for m >= 0), so
         L = (N - 1) / N * BatchAllTripletLoss + m / N:
     a constant offset m/N and gradients scaled by (N - 1)/N. Distances use `pairwise_euclidean`
-    (the reference took the norm of the difference, whose gradient is undefined at zero distance).
+    (the reference took the norm of the difference, whose gradient is undefined at zero distance;
+    the values agree up to float rounding above sqrt(SQUARED_DISTANCE_EPS) = 1e-6).
     """
 
     distance = EUCLIDEAN
@@ -149,7 +157,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "batch_all_triplet": BatchAllTripletLoss,
     "naive_triplet": NaiveTripletLoss,
     "contrastive": ContrastiveLoss,
-    "published_batch_all_triplet": PublishedBatchAllTripletLoss,
+    "batch_all_reference": PublishedBatchAllTripletLoss,
+    "published_batch_all_triplet": PublishedBatchAllTripletLoss,  # its earlier name
 }
 
 

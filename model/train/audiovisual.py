@@ -5,6 +5,12 @@ A batch holds N co-located pairs: images (N, 3, S, S) and audio chunks (M, 1, 12
 one embedding per chunk, averaged per recording into z_audio (N, D). Under data parallel
 training both are all-gathered with gradients before the loss, so every device sees the
 negatives of every device (model/nn/gather.py).
+
+Optimisation: ``optimizer`` ``adamw`` (decoupled weight decay) or ``adam`` (``weight_decay`` as
+torch's L2 term; 0 for the reference), ``schedule`` ``cosine`` (decay to 0 over ``epochs``) or
+``constant`` (the reference's). ``head_init`` ``reference`` draws each encoder's ``fc`` weight as
+the reference initialised its 1x1-conv head (``nn.init.kaiming_normal_``, fan out, ReLU gain: std
+sqrt(2 / embed_dim)) instead of torch's Linear default (uniform, bound 1 / sqrt(features)).
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from model.nn.encoders import AudioEncoder, EncoderSpec, build_encoder
+from model.nn.encoders import AudioEncoder, EncoderSpec, build_encoder, conv_head_init_
 from model.nn.gather import all_gather_with_grad
 from model.nn.losses import build_loss
 
@@ -23,11 +29,19 @@ class AudioVisualModel(L.LightningModule):
 
     def __init__(self, image_spec: dict[str, Any], audio_spec: dict[str, Any], loss: str = "batch_all_triplet",
                  loss_kwargs: dict[str, Any] | None = None, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 epochs: int = 10, channels_last: bool = True) -> None:
+                 epochs: int = 10, channels_last: bool = True, optimizer: str = "adamw", schedule: str = "cosine",
+                 head_init: str = "ours") -> None:
         super().__init__()
+        if optimizer not in ("adamw", "adam") or schedule not in ("cosine", "constant") \
+                or head_init not in ("ours", "reference"):
+            raise ValueError(f"optimizer adamw or adam, schedule cosine or constant, head_init ours or reference; "
+                             f"got {optimizer!r}, {schedule!r}, {head_init!r}")
         self.save_hyperparameters()
         self.image_encoder = build_encoder(EncoderSpec.from_dict(image_spec))
         self.audio_encoder = AudioEncoder(EncoderSpec.from_dict(audio_spec))
+        if head_init == "reference":
+            conv_head_init_(self.image_encoder)
+            conv_head_init_(self.audio_encoder)
         self.loss_fn = build_loss(loss, **(loss_kwargs or {}))
         if channels_last:
             self.image_encoder.to(memory_format=torch.channels_last)
@@ -61,6 +75,10 @@ class AudioVisualModel(L.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.epochs))
+        hp = self.hparams
+        kind = torch.optim.Adam if hp.get("optimizer", "adamw") == "adam" else torch.optim.AdamW
+        opt = kind(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.get("schedule", "cosine") == "constant":
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, hp.epochs))
         return {"optimizer": opt, "lr_scheduler": sched}

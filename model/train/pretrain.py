@@ -12,6 +12,18 @@ The run is seeded and deterministic (:mod:`model.train.determinism`) with ``thre
 threads (0: torch's default, recorded), so the same config gives the same bundle.
 
 Every option can come from a YAML file (``--config``); command-line flags override it.
+
+Presets (``--preset``, :data:`PRESETS`) fill in the options a user does not give: ``ours`` (the
+defaults below) or ``reference``, the SoundingEarth reference code's pretraining
+(:data:`REFERENCE_PRETRAIN`): Adam at 1e-3, constant, no weight decay, batch 256, 300 epochs
+(khdlr/SoundingEarth ``config.py``, ``config.yml`` and ``train.py``); its batch-all triplet loss
+over the full N x N matrix (``lib/loss_functions.py`` ``TripletLoss``:
+:class:`~model.nn.losses.PublishedBatchAllTripletLoss`); its augmentation (``data_loading.py``:
+:class:`~model.data.transforms.ReferenceAugment`); the published checkpoints' widths, stem 32 and
+stages 64/182/256/512, for both encoders; the 1x1-convolution head's initialisation (``fc`` drawn
+as the reference's ``kaiming_normal_(mode="fan_out")``); and the bundle from the last epoch, as
+``train.py`` evaluates ``latest.pt``. Precedence: the preset, then the YAML file, then flags; the
+run's ``config.yaml`` and its bundle's provenance (``preset``, ``settings``) record the result.
 """
 from __future__ import annotations
 
@@ -27,6 +39,23 @@ from model.core.cli import CLIError, fail
 from model.core.errors import one_line
 from model.nn.checkpoint_file import CheckpointError, load_checkpoint
 
+LOSS_NAMES = ("batch_all_triplet", "naive_triplet", "contrastive", "batch_all_reference")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "constant")
+AUGMENTATIONS = ("ours", "reference", "none")
+HEAD_INITS = ("ours", "reference")
+BUNDLE_FROM = ("best", "last")
+
+REFERENCE_PRETRAIN: dict[str, Any] = {
+    "optimizer": "adam", "schedule": "constant", "lr": 1e-3, "weight_decay": 0.0,
+    "batch_size": 256, "epochs": 300, "loss": "batch_all_reference", "margin": 1.0,
+    "augment": "reference", "stem_width": 32, "widths": [64, 182, 256, 512], "head_init": "reference",
+    "bundle_from": "last", "image_arch": "resnet18", "audio_arch": "resnet18", "embed_dim": 128,
+    "image_size": 192, "crop": 0.375,
+}
+"""What ``--preset reference`` sets (module doc; docs/fidelity.md)."""
+PRESETS: dict[str, dict[str, Any]] = {"ours": {}, "reference": REFERENCE_PRETRAIN}
+
 
 @dataclass
 class PretrainConfig:
@@ -40,6 +69,17 @@ class PretrainConfig:
     epochs: the training budget; max_minutes > 0: a wall-clock safety stop that marks the run
     truncated; threads: torch intra-op threads (0: torch's default); checkpoint_every N > 0: keep
     every N-th epoch's checkpoint besides ``last.ckpt`` and ``best.ckpt`` (0: only those two).
+    preset: the preset the other values were filled in from (:data:`PRESETS`; recorded only: build
+    a config from a preset with :meth:`from_preset` or :func:`resolve_config`).
+    optimizer: ``adamw`` (decoupled ``weight_decay``) or ``adam`` (``weight_decay`` as an L2 term);
+    schedule: ``cosine`` (decay over the epochs) or ``constant``.
+    stem_width, widths: both encoders' stem channels and stage planes (0 / None: the arch's own,
+    64 and 64/128/256/512); other values make a ``custom`` EncoderSpec.
+    augment: ``ours`` (:class:`~model.data.transforms.TrainAugment`), ``reference``
+    (:class:`~model.data.transforms.ReferenceAugment`) or ``none``; YAML true / false mean ours / none.
+    head_init: ``ours`` (torch's Linear default) or ``reference`` (the reference's 1x1-conv head:
+    Kaiming normal, fan out, std sqrt(2 / embed_dim)). bundle_from: ``best`` (lowest validation
+    loss) or ``last`` (the last epoch's weights).
     """
 
     data: str = ""
@@ -62,7 +102,7 @@ class PretrainConfig:
     audio_source: str = "spectrogram"
     n_mels: int = 128
     chunk_frames: int = 128
-    augment: bool = True
+    augment: str = "ours"
     num_workers: int = 2
     devices: int = 1
     accelerator: str = "auto"
@@ -74,21 +114,83 @@ class PretrainConfig:
     checkpoint_every: int = 0
     resume: str = ""
     limit_train_batches: float = 1.0
+    preset: str = "ours"
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    stem_width: int = 0
+    widths: list[int] | None = None
+    head_init: str = "ours"
+    bundle_from: str = "best"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # configs written before augment had kinds
+            self.augment = "ours" if self.augment else "none"
+        for name, allowed in (("preset", tuple(PRESETS)), ("loss", (*LOSS_NAMES, "published_batch_all_triplet")),
+                              ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES), ("augment", AUGMENTATIONS), ("head_init", HEAD_INITS),
+                              ("bundle_from", BUNDLE_FROM)):
+            if getattr(self, name) not in allowed:
+                fail(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.widths is not None:
+            self.widths = [int(w) for w in self.widths]
+        if int(self.stem_width) < 0 or (self.widths is not None and (len(self.widths) != 4 or min(self.widths) < 1)):
+            fail(f"stem_width must be >= 0 (0: the arch's) and widths 4 positive integers, "
+                 f"got {self.stem_width} and {self.widths}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PretrainConfig":
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise CLIError(f"{path}: cannot read config ({one_line(e)})") from None
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            fail(f"{path}: unknown config keys {sorted(unknown)}")
-        return cls(**data)
+        """The config of a YAML file: its preset's values (if it names one), then the file's."""
+        return resolve_config(read_config_file(path))
+
+    @classmethod
+    def from_preset(cls, preset: str = "ours", **values: Any) -> "PretrainConfig":
+        """``preset``'s values, overridden by ``values``."""
+        return resolve_config(values, preset=preset)
+
+    def encoder_spec(self, arch: str, in_channels: int):
+        """The EncoderSpec of an encoder of this run: ``arch`` with ``stem_width`` and ``widths``."""
+        from model.nn.encoders import EncoderSpec
+
+        spec = EncoderSpec.from_arch(arch, in_channels=in_channels, embed_dim=self.embed_dim)
+        changes = {"stem_width": int(self.stem_width)} if self.stem_width else {}
+        if self.widths is not None:
+            changes["widths"] = tuple(self.widths)
+        return spec.replace(**changes) if changes else spec
+
+    def settings(self) -> dict[str, Any]:
+        """What shaped the trained weights, for the bundle's provenance (no paths, nothing per machine)."""
+        keys = ("preset", "optimizer", "schedule", "lr", "weight_decay", "batch_size", "epochs", "loss",
+                "augment", "head_init", "bundle_from", "image_size", "crop", "embed_dim", "seed",
+                "limit_train_batches")
+        return {**{k: getattr(self, k) for k in keys}, **self.loss_kwargs()}
 
     def loss_kwargs(self) -> dict[str, Any]:
         return {"tau": self.tau} if self.loss == "contrastive" else {"margin": self.margin}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The options of a YAML config file; one CLIError line when unreadable or naming unknown keys."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CLIError(f"{path}: cannot read config ({one_line(e)})") from None
+    if not isinstance(data, dict):
+        fail(f"{path}: a config file holds option: value lines, got {type(data).__name__}")
+    unknown = set(data) - {f.name for f in fields(PretrainConfig)}
+    if unknown:
+        fail(f"{path}: unknown config keys {sorted(unknown)}")
+    return data
+
+
+def resolve_config(values: dict[str, Any], flags: dict[str, Any] | None = None,
+                   preset: str | None = None) -> PretrainConfig:
+    """The config of a run: the preset's values (``preset``, else the one ``flags`` or ``values`` name,
+    else ``ours``), then ``values`` (a config file's), then the ``flags`` that are not None."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    name = preset or flags.get("preset") or values.get("preset") or "ours"
+    if name not in PRESETS:
+        fail(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return PretrainConfig(**{**PRESETS[name], **values, **flags, "preset": name})
 
 
 def run_audio_config(cfg: PretrainConfig):
@@ -207,7 +309,6 @@ def resume_checkpoint(resume: str, out: Path) -> str | None:
 
 def run(cfg: PretrainConfig) -> Path:
     """Train, then write ``<out>/bundle``; returns the bundle path."""
-    from model.nn.encoders import EncoderSpec
     from model.train.audiovisual import AudioVisualModel
     from model.train.determinism import make_deterministic
     from model.train.run_record import run_record, write_training_record
@@ -221,23 +322,29 @@ def run(cfg: PretrainConfig) -> Path:
     image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     determinism = make_deterministic(cfg.seed, cfg.threads)
+    try:
+        specs = {"image_spec": cfg.encoder_spec(cfg.image_arch, 3).to_dict(),
+                 "audio_spec": cfg.encoder_spec(cfg.audio_arch, 1).to_dict()}
+    except ValueError as e:
+        fail(one_line(e))
     model = AudioVisualModel(
-        image_spec=EncoderSpec.from_arch(cfg.image_arch, in_channels=3, embed_dim=cfg.embed_dim).to_dict(),
-        audio_spec=EncoderSpec.from_arch(cfg.audio_arch, in_channels=1, embed_dim=cfg.embed_dim).to_dict(),
-        loss=cfg.loss, loss_kwargs=cfg.loss_kwargs(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-        epochs=cfg.epochs, channels_last=cfg.channels_last,
+        **specs, loss=cfg.loss, loss_kwargs=cfg.loss_kwargs(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+        epochs=cfg.epochs, channels_last=cfg.channels_last, optimizer=cfg.optimizer, schedule=cfg.schedule,
+        head_init=cfg.head_init,
     )
     trainer, best = _trainer(cfg, out)
     started = time.time()
     trainer.fit(model, datamodule=_datamodule(cfg, image_input, audio_config), ckpt_path=resume or None)
     if trainer.global_rank != 0:
         return out / "bundle"
-    _best_state(model, best.best_model_path)
+    if cfg.bundle_from == "best":
+        _best_state(model, best.best_model_path)
     record = run_record(trainer, cfg.epochs, determinism)
     provenance = {  # no wall-clock figures: the same command gives the same bytes
         "trained_by": "geoaudio model.train.pretrain", "data": str(data.resolve()), "loss": cfg.loss,
         **record, "precision": str(trainer.precision),
         "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+        "preset": cfg.preset, "settings": cfg.settings(),
     }
     write_training_record(out, {**record, "best_val_loss": provenance["best_val_loss"]}, time.time() - started)
     bundle = write_bundle(model.cpu(), cfg, out / "bundle", provenance, image_input)

@@ -146,3 +146,32 @@ def test_bad_batches_are_rejected(loss):
         loss(torch.randn(1, 4), torch.randn(1, 4))
     with pytest.raises(ValueError, match="equal shape"):
         loss(torch.randn(3, 4), torch.randn(2, 4))
+
+
+def ref_soundingearth_triplet(zi, za):
+    """The reference's TripletLoss (khdlr/SoundingEarth lib/loss_functions.py) term by term:
+    D[i][j] = ||img_i - snd_j||; d1 averages relu(D[j][j] - D[i][j] + 1) (d_true as a row), d2
+    averages relu(D[i][i] - D[i][j] + 1) (d_true as a column), both over all N * N entries."""
+    n = zi.shape[0]
+    d = [[_dist(zi[i], za[j]) for j in range(n)] for i in range(n)]
+    d1 = sum(_relu(d[j][j] - d[i][j] + 1.0) for i in range(n) for j in range(n)) / (n * n)
+    d2 = sum(_relu(d[i][i] - d[i][j] + 1.0) for i in range(n) for j in range(n)) / (n * n)
+    return 0.5 * (d1 + d2)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_batch_all_reference_is_the_reference_triplet_loss(n):
+    loss = build_loss("batch_all_reference")
+    assert isinstance(loss, PublishedBatchAllTripletLoss) and loss.margin == 1.0 and loss.distance == "euclidean"
+    zi, za = _pair(n, 21)
+    value = loss(zi, za)
+    want = ref_soundingearth_triplet(zi, za)
+    torch.testing.assert_close(value, want, rtol=1e-6, atol=1e-9)
+    for got, expected in zip(torch.autograd.grad(value, (zi, za)), torch.autograd.grad(want, (zi, za))):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
+    # the only difference from ours: the N diagonal terms, relu(1) = 1 each, join the mean
+    ours = BatchAllTripletLoss(1.0)(zi, za)
+    torch.testing.assert_close(value - ours, (1.0 - ours) / n)
+    # aligned pairs far apart: ours reaches 0, the reference's keeps the diagonal's 1 / N
+    z = torch.eye(n, dtype=torch.float64) * 3.0
+    assert loss(z, z).item() == pytest.approx(1.0 / n) and BatchAllTripletLoss(1.0)(z, z).item() == pytest.approx(0.0)
