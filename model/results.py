@@ -13,25 +13,12 @@ is the command line ``python -m MODULE ARGS`` it prints, run in this process thr
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
-from model.core.cli import fail, run_cli
+from model.core.cli import run_cli, run_module
 
 DEFAULT_WORK = "runs/results-work"
-
-
-def execute(module: str, argv: list[str]) -> None:
-    """Run ``python -m module *argv`` in this process; a non-zero exit status stops the recipe."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        fail(f"no module {module}")
-    entry = f"{module}.__main__" if spec.submodule_search_locations else module
-    status = importlib.import_module(entry).main(argv)
-    if status:
-        fail(f"python -m {module} {' '.join(argv)} exited with status {status}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from model.evaluation.recipe_run import run_recipe
 
     runs = build_recipe(args.work, args.quick)
-    done = run_recipe(runs, sizes_of(args.quick), Path(args.out), Path(args.work), execute, args.only)
+    done = run_recipe(runs, sizes_of(args.quick), Path(args.out), Path(args.work), run_module, args.only)
     print(f"done: {len(done)} runs; results in {args.out}")
     return 0
 

@@ -43,3 +43,18 @@ def run_cli(main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_module(module: str, argv: list[str]) -> None:
+    """Run ``python -m module *argv`` in this process through the module's ``main(argv)`` (torch and
+    friends are imported once for a whole sequence of commands); a non-zero status is :func:`fail`."""
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        fail(f"no module {module}")
+    entry = f"{module}.__main__" if spec.submodule_search_locations else module
+    status = importlib.import_module(entry).main(argv)
+    if status:
+        fail(f"python -m {module} {' '.join(argv)} exited with status {status}")
