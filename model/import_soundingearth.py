@@ -104,12 +104,14 @@ def _linear_head(tensors: dict[str, Any]) -> dict[str, Any]:
 
 def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, distance: str | None = None,
             audio_overrides: dict[str, Any] | None = None, overwrite: bool = False,
-            max_bytes: int | None = MAX_CHECKPOINT_BYTES, config: ReferenceConfig | None = None):
+            max_bytes: int | None = MAX_CHECKPOINT_BYTES, config: ReferenceConfig | None = None,
+            reference_resize: bool = False):
     """Convert a SoundingEarth checkpoint into a bundle at ``out``; returns the loaded Bundle.
 
     source_gsd: metres per pixel of the 1024 px source tiles (the encoder input then has
     source_gsd * 384 / 192 metres per pixel); distance: None for the ``config``'s, else Euclidean;
-    max_bytes: the archive size limit (None: none); config: the run's reference config, if any.
+    max_bytes: the archive size limit (None: none); config: the run's reference config, if any;
+    reference_resize: resize images as the reference did (bilinear without antialiasing).
     """
     import model.bundle as bundle_mod
     from model.bundle.audio import AudioConfig
@@ -131,6 +133,7 @@ def convert(checkpoint: str | Path, out: str | Path, source_gsd: float = 0.6, di
         tile_size=INPUT_PX, gsd=source_gsd * CROP_PX / INPUT_PX,
         note=(f"published SoundingEarth weights: {INPUT_PX} px input from a {CROP_PX} px centre crop of "
               f"{SOURCE_TILE_PX} px Google Earth tiles; source tile gsd {source_gsd} m assumed"),
+        antialias=not reference_resize,
     )
     provenance = {
         "source": "SoundingEarth reference implementation checkpoint (Heidler et al., JAG 2023)",
@@ -195,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: from the run's config.yml, else euclidean)")
     p.add_argument("--config", help="the run's config.yml (default: config.yml beside the checkpoint, if any)")
     p.add_argument("--no-config", action="store_true", help="ignore a config.yml beside the checkpoint")
+    p.add_argument("--reference-resize", action="store_true",
+                   help="resize images as the reference did, bilinear without antialiasing (recorded in the "
+                        "bundle's image input; evaluation then reads no antialiased image cache)")
     p.add_argument("--sample-rate", type=int, help="audio sample rate in Hz to record (default 22050)")
     p.add_argument("--n-fft", type=int, help="FFT size in samples (default 2048)")
     p.add_argument("--hop-length", type=int, help="hop in samples (default 512)")
@@ -210,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--source-gsd must be positive, got {args.source_gsd}")
     bundle = convert(args.checkpoint, args.out, source_gsd=args.source_gsd, distance=args.distance,
                      audio_overrides=overrides, overwrite=args.overwrite,
-                     max_bytes=None if args.force_large else MAX_CHECKPOINT_BYTES, config=_config(args))
+                     max_bytes=None if args.force_large else MAX_CHECKPOINT_BYTES, config=_config(args),
+                     reference_resize=args.reference_resize)
     spec = bundle.encoder_spec("image_encoder")
     print(f"wrote {bundle.path}: image {spec.arch} ({spec.block}, stem {spec.stem_width}, widths "
           f"{list(spec.widths)}), audio {bundle.encoder_spec('audio_encoder').arch}, {bundle.embedding_dim}-d, "

@@ -31,7 +31,10 @@ class ImageInput:
     """The image input a bundle's encoder was trained on.
 
     tile_size: pixels; gsd: metres per pixel; bands: band names in input order; mean, std: per
-    band, on the [0, 1] scale; note: free text on how training tiles were made.
+    band, on the [0, 1] scale; note: free text on how training tiles were made; antialias: whether
+    images are resized to the tile size with antialiased bilinear interpolation (ours) or plain
+    bilinear (False: the SoundingEarth reference's torchvision resize; kept in ``bundle.json``
+    only when False, so bundles without the field read as antialiased).
     """
 
     tile_size: int = 192
@@ -40,6 +43,7 @@ class ImageInput:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     note: str = ""
+    antialias: bool = True
 
     def __post_init__(self) -> None:
         """Every field in its range (``model.bundle.validation``); ImageInputError names the field."""
@@ -54,6 +58,8 @@ class ImageInput:
         d = asdict(self)
         for k in ("bands", "mean", "std"):
             d[k] = list(d[k])
+        if d["antialias"]:
+            del d["antialias"]  # the default: bundle.json (and its hash) as before the field existed
         return d
 
     @classmethod

@@ -129,6 +129,8 @@ def check_image_input(prefix: str, d: Mapping[str, Any]) -> None:
         values = check_list(f"{prefix}.{name}", d[name], Range(len(bands), len(bands)), "numbers (one per band)")
         for i, v in enumerate(values):
             check_number(f"{prefix}.{name}[{i}]", v, allowed)
+    if not isinstance(d.get("antialias", True), bool):
+        raise _fail(f"{prefix}.antialias", d["antialias"], "true or false")
 
 
 def check_audio(prefix: str, d: Mapping[str, Any]) -> None:

@@ -178,7 +178,7 @@ class SoundingEarthDataset(Dataset):
         self, image_cache: str | os.PathLike | bool | None
     ) -> tuple[Path | None, ImageCacheSpec | None, set[int]]:
         """The prepared cache to read from (None when none is used), its spec and the keys it holds."""
-        if image_cache is False:
+        if image_cache is False or not self.image_input.antialias:  # caches hold antialiased resizes
             return None, None, set()
         density = self.image_size / self.crop
         if image_cache is None or image_cache is True:

@@ -84,11 +84,12 @@ def centre_region(image: torch.Tensor, fraction: float) -> torch.Tensor:
     return image[..., top:top + side, left:left + side]
 
 
-def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize to ``size`` x ``size`` px (antialiased bilinear); a no-op when already that size."""
+def resize_square(image: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:
+    """Resize to ``size`` x ``size`` px (bilinear, antialiased unless ``antialias`` is False); a
+    no-op when already that size."""
     if tuple(image.shape[-2:]) == (size, size):
         return image
-    return F.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    return F.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=antialias)
 
 
 @lru_cache(maxsize=16)
@@ -127,8 +128,9 @@ def image_transform(image_input: ImageInput, augment: bool | str) -> "EvalTransf
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Deterministic evaluation preprocessing: resize the region to ``image_input.tile_size`` px,
-    normalise with ``image_input``'s mean and std."""
+    """Deterministic evaluation preprocessing: resize the region to ``image_input.tile_size`` px
+    (antialiased unless ``image_input.antialias`` is False), normalise with ``image_input``'s mean
+    and std."""
 
     image_input: ImageInput = ImageInput()
 
@@ -138,7 +140,7 @@ class EvalTransform:
         return self.image_input.tile_size
 
     def __call__(self, region: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
-        return normalise(resize_square(region, self.size), self.image_input)
+        return normalise(resize_square(region, self.size, self.image_input.antialias), self.image_input)
 
 
 @dataclass(frozen=True)

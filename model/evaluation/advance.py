@@ -410,6 +410,12 @@ def _reference_features(bundle, samples, left_out: LeftOut,
     features = {"image": embed_images_reference(bundle, [s.image for s in samples], batch_size, left_out=left_out)}
     if bundle.has("audio_encoder"):
         features["audio"] = embed_sounds_reference(bundle, [s.audio for s in samples], left_out=left_out)
+    return usable_features(features)
+
+
+def usable_features(features: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(the feature sets restricted to the samples whose every embedding is finite, plus ``concat``
+    of image and audio when both exist; that mask): unreadable items have NaN rows."""
     usable = np.all([np.isfinite(x).all(axis=1) for x in features.values()], axis=0)
     features = {name: x[usable] for name, x in features.items()}
     if "audio" in features:
@@ -517,10 +523,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       left_out=left_out)}
     if bundle.has("audio_encoder"):
         features["audio"] = embed_recordings(bundle, [s.audio for s in samples], left_out=left_out)
-    usable = np.all([np.isfinite(x).all(axis=1) for x in features.values()], axis=0)
-    features = {name: x[usable] for name, x in features.items()}
-    if "audio" in features:
-        features["concat"] = np.concatenate([features["image"], features["audio"]], axis=1)
+    features, usable = usable_features(features)
     labels = np.asarray([s.label for s in samples], dtype=np.int64)[usable]
     seeds = list(args.seeds)
     splits = {seed: stratified_split(labels, args.test_ratio, seed if args.vary_split else args.split_seed)

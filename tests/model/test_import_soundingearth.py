@@ -7,6 +7,7 @@ document describes.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -210,3 +211,24 @@ def test_the_runs_config_beside_the_checkpoint_settles_the_distance(tmp_path):
     config.write_text("LossFunction: DeepHashingLoss\n")
     hashing = run("--out", str(tmp_path / "e"))
     assert hashing.returncode == 2 and "DeepHashingLoss compares the signs" in hashing.stderr
+
+
+def test_the_reference_resize_is_recorded_and_used_by_evaluation(tmp_path):
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from model.bundle.image_input import ImageInput
+    from model.data.transforms import EvalTransform
+
+    ckpt = _checkpoint(tmp_path, published_state(VARIANTS[0]))
+    bundle = convert(ckpt, tmp_path / "b", reference_resize=True)
+    assert bundle.image_input.antialias is False
+    assert json.loads((tmp_path / "b" / "bundle.json").read_text())["image_input"]["antialias"] is False
+    assert "antialias" not in ImageInput().to_dict()  # the default keeps bundle.json (and hashes) as before
+    region = torch.randint(0, 256, (3, 384, 384), dtype=torch.uint8)
+    plain = F.resize(region, [192, 192], interpolation=InterpolationMode.BILINEAR, antialias=False)
+    expected = (plain.float() / 255 - torch.tensor(bundle.image_input.mean)[:, None, None]) / \
+        torch.tensor(bundle.image_input.std)[:, None, None]
+    got = EvalTransform(bundle.image_input)(region)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(EvalTransform(ImageInput(tile_size=192))(region), expected, atol=1e-3)
