@@ -41,7 +41,7 @@ COMMANDS: dict[str, Command] = {
     "prepare": Command("model.data.prepare", "crop and resize a dataset's images into a cache"),
     "import-soundingearth": Command("model.import_soundingearth", "convert a SoundingEarth checkpoint into a bundle"),
     "fetch": Command("model.fetch", "download the datasets and the published weights"),
-    "reproduce": Command("model.reproduce", "the paper's tables with the reference protocols, side by side"),
+    "reproduce": Command("model.reproduce", "the paper's tables, reference protocols"),
     "pretrain": Command("model.pretrain", "audiovisual pretraining on SoundingEarth pairs"),
     "baselines": Command("model.baselines", "image-only SimCLR / MoCo baselines"),
     "finetune": Command("model.finetune", "fine-tune on scene classification or segmentation"),
