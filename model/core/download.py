@@ -167,7 +167,7 @@ def download(url: str, dest: str | os.PathLike, *, size: int | None = None, md5:
     return _verify_and_publish(url, part, dest, size=size, md5=md5, sha256=sha256)
 
 
-class _Interrupted(Exception):
+class _Interrupted(GeoaudioError, ConnectionError):
     """The connection dropped or the response ended early: worth resuming."""
 
 
