@@ -7,6 +7,12 @@ queries. ``km@k`` follows the SoundingEarth paper: for each query, the great-cir
 kilometres from the query's location to the nearest of the locations of its top-k retrieved
 items; we report the median over queries. The distance matrix itself is
 :func:`model.core.distance.pairwise_distance`.
+
+How the paper's evaluation differs (``--metrics reference``,
+:mod:`model.evaluation.reference_retrieval`): each image's distances are divided by their mean over
+the sounds, ties are averaged rather than counted in the query's favour, ``R@k`` counts ranks
+below k (at 100, 500, 1000), ``D@k`` is the mean rather than the median km, and a cosine bundle is
+compared by the Euclidean distance of unit vectors.
 """
 from __future__ import annotations
 
