@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.geoaudio-installed
 
-.PHONY: install browser test app demo bench clean-demo results results-report
+.PHONY: install browser test app demo bench bench-gpu clean-demo results results-report
 
 # Creates the virtual environment if it is missing and installs the project with its test tools.
 # Reruns only when pyproject.toml changed.
@@ -46,6 +46,10 @@ bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/mapping.py --size 20000 --tile-size 64 --gsd 6 --export
+
+# The GPU check (benchmarks/gpu.py, under 5 minutes on one GPU); says "no CUDA" and exits 0 elsewhere.
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu.py --json benchmarks/gpu.json
 
 # Every run behind docs/results.md (python -m model.results; the recipe is model/evaluation/recipe.py):
 # about an hour on a 2-core CPU (the 8 pretrainings and 24 fine-tunings of its inits section: 41 min), data and bundles in runs/results-work, the small JSON files of
