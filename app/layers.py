@@ -332,9 +332,8 @@ def uncertainty_layer_image(path: str | Path) -> tuple[str, Footprint] | None:
 
 def uncertainty_legend_html(steps: int = 6) -> str:
     """Legend of the uncertainty layer: a ramp from certain (0) to uncertain (1)."""
-    ramp = heat_colors(np.linspace(0.0, 1.0, steps)[None, :], UNCERTAINTY_COLORMAP)[0]
-    cells = "".join(swatch(c[:3]) for c in ramp)
-    return f"<b>Soundscape uncertainty</b> (entropy of the class scores): one class certain {cells} all equally likely"
+    return (f"<b>Soundscape uncertainty</b> (entropy of the class scores): one class certain "
+            f"{ramp_html(UNCERTAINTY_COLORMAP, steps)} all equally likely")
 
 
 def bitmap_layer(layer_id: str, image: str, fp: Footprint, opacity: float = 1.0) -> pdk.Layer:
@@ -489,18 +488,11 @@ def selected_tile(event: Any, layer_id: str = TILES_LAYER) -> str | None:
 
 
 def marked_cells(array: np.ndarray, likely: float | None = None) -> list[tuple[int, int, int]]:
-    """The query's best cells to mark on the map: (rank 1..3, row, col) of
-    ``app.sound_query.best_cells``; with a calibrated heatmap (band 3 not all NaN) only those whose
-    probability of the same place is at least ``likely`` (``geo.query.LIKELY``), so none when no
-    cell is likely, as the page says."""
-    from app.sound_query import best_cells
-    from geo.query import LIKELY
+    """The query's cells to mark on the map: (rank 1..3, row, col) of ``app.sound_query.answer_cells``
+    (with a calibrated heatmap only the likely ones, so none when no cell is likely, as the page says)."""
+    from app.sound_query import answer_cells
 
-    likely = LIKELY if likely is None else likely
-    probability = array[2]
-    calibrated = bool(np.isfinite(probability).any())
-    return [(rank, r, c) for rank, (r, c, _) in enumerate(best_cells(array[0]), start=1)
-            if not calibrated or probability[r, c] >= likely]
+    return [(rank, r, c) for rank, (r, c, _) in enumerate(answer_cells(array, likely=likely), start=1)]
 
 
 def _cell_ring(profile: dict[str, Any], row: int, col: int) -> list[list[float]]:
@@ -567,8 +559,11 @@ def legend_html(title: str, classes: Sequence[dict[str, Any]]) -> str:
     return f"<b>{title}</b>: {items}"
 
 
+def ramp_html(colormap: str, steps: int = 6) -> str:
+    """``steps`` swatches of ``colormap`` from 0 to 1 (:func:`heat_colors`), for a legend."""
+    return "".join(swatch(c[:3]) for c in heat_colors(np.linspace(0.0, 1.0, steps)[None, :], colormap)[0])
+
+
 def heat_legend_html(colormap: str = HEAT_COLORMAP, steps: int = 6) -> str:
     """Legend of the heatmap: a colour ramp from 0 (least alike) to 1 (most alike)."""
-    ramp = heat_colors(np.linspace(0.0, 1.0, steps)[None, :])[0]
-    cells = "".join(swatch(c[:3]) for c in ramp)
-    return f"<b>Similarity heatmap</b>: least alike {cells} most alike"
+    return f"<b>Similarity heatmap</b>: least alike {ramp_html(colormap, steps)} most alike"

@@ -157,21 +157,20 @@ def _answer(array: np.ndarray, what: str, calibrated: bool) -> None:
     without a calibration, the best cells by rank alone, said to be relative."""
     from geo.query import LIKELY
 
-    best = sound_query.best_cells(array[0])
-    if not best:
-        return
     if not calibrated:
-        cells = ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best)
-        st.success(f"Most like {what}: {cells}")
-        st.caption("Ranks within this map only: the bundle has no query calibration to say how likely a match is.")
+        best = sound_query.best_cells(array[0])
+        if best:
+            st.success(f"Most like {what}: " + ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best))
+            st.caption("Ranks within this map only: the bundle has no query calibration to say how likely a match is.")
         return
     probability = array[2]
-    top = float(np.nanmax(probability))
-    if top < LIKELY:
-        st.warning(f"No place in this scene sounds like {what}: the most likely cell has a {top:.0%} probability "
-                   f"of being the same place (below {LIKELY:.0%}).")
+    answer = sound_query.answer_cells(array)
+    if not answer:
+        if np.isfinite(probability).any():
+            st.warning(f"No place in this scene sounds like {what}: the most likely cell has a "
+                       f"{float(np.nanmax(probability)):.0%} probability of being the same place (below {LIKELY:.0%}).")
         return
-    cells = ", ".join(f"r{r} c{c} (p {probability[r, c]:.0%})" for r, c, _ in best if probability[r, c] >= LIKELY)
+    cells = ", ".join(f"r{r} c{c} (p {probability[r, c]:.0%})" for r, c, _ in answer)
     likely = int(np.nansum(probability >= LIKELY))
     st.success(f"Most like {what}: {cells}; {likely} cells are more likely than not the same place "
                f"(p >= {LIKELY:.0%}).")

@@ -149,6 +149,20 @@ def best_cells(similarity: np.ndarray, k: int = 3) -> list[tuple[int, int, float
     return [(int(i // cols), int(i % cols), float(flat[i])) for i in order if np.isfinite(flat[i])]
 
 
+def answer_cells(array: np.ndarray, k: int = 3, likely: float | None = None) -> list[tuple[int, int, float]]:
+    """The cells that answer a query: the ``k`` :func:`best_cells` of the similarity band; with a
+    calibrated heatmap (band 3 not all NaN) only those whose probability of the same place is at
+    least ``likely`` (``geo.query.LIKELY``), so none when no cell is likely."""
+    from geo.query import LIKELY
+
+    likely = LIKELY if likely is None else likely
+    probability = array[2]
+    best = best_cells(array[0], k)
+    if not np.isfinite(probability).any():
+        return best
+    return [(r, c, s) for r, c, s in best if probability[r, c] >= likely]
+
+
 def heat_name(label: str, key: str) -> str:
     """The heatmap file's name: ``heat-<label>-<key[:8]>.tif``, the label (what was asked: a
     recording's stem, ``gallery-<key>``, ``class-<name>``, ``text-<words>``) with anything but letters, digits, ``.``,

@@ -129,20 +129,24 @@ def classify_settings(args: argparse.Namespace, data) -> dict[str, Any]:
         side = args.image_size or native_side(data.paths)
         ours = {**{k: v for k, v in CLASSIFY.items() if k != "epochs"}, "image_size": side,
                 "batch_size": batch_size_for(side)}
-    given = {"lr": args.lr, "weight_decay": args.weight_decay, "image_size": args.image_size,
-             "batch_size": args.batch_size}
-    return {**ours, **{k: v for k, v in given.items() if v is not None}}
+    return {**ours, **_given(args, "lr", "weight_decay", "image_size", "batch_size")}
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The options among ``names`` the user gave (not None): they override a protocol's values."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _classifier(init, num_classes: int, protocol: str):
     """Ours: the backbone with ``fc`` to K classes. Reference: a bundle's encoder with its own
     projection and distance transform, then a linear layer (``ProjectionClassifier``); a backbone
     without a projection (random, a weights file) is ours, as the reference's ``from_resnet``."""
+    from model.core.distance import COSINE
     from model.train.classify import ProjectionClassifier
 
     if protocol == "reference" and init.bundle is not None:
         return ProjectionClassifier(init.projection_encoder(), num_classes,
-                                    normalise=init.bundle.distance == "cosine")
+                                    normalise=init.bundle.distance == COSINE)
     return init.encoder(embed_dim=num_classes)
 
 
@@ -155,9 +159,7 @@ def segment_settings(args: argparse.Namespace) -> dict[str, Any]:
     ours = {"lr": 5e-4, "weight_decay": 1e-4, "schedule": "cosine", "batch_size": 8, "crop_size": 256,
             "patch_stride": None, "decoder": {"decoder_channels": 256}}
     base = {**SEGMENT, "decoder": dict(SEGMENT["decoder"])} if args.protocol == "reference" else ours
-    given = {"lr": args.lr, "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-             "crop_size": args.crop_size, "patch_stride": args.patch_stride}
-    settings = {**base, **{k: v for k, v in given.items() if v is not None}}
+    settings = {**base, **_given(args, "lr", "weight_decay", "batch_size", "crop_size", "patch_stride")}
     if args.decoder_channels is not None:
         settings["decoder"]["decoder_channels"] = args.decoder_channels
     whole = args.protocol == "reference" and args.window is None  # reference: each test tile in one window

@@ -67,15 +67,8 @@ def keep_readable(items: Sequence[T], check: Callable[[T], Any], left_out: LeftO
                   file_of: Callable[[T], Any] = lambda item: item) -> list[T]:
     """The items whose ``check(item)`` raises no :class:`GeoaudioError` (a project error naming the
     file and the problem); the others go to ``left_out`` under ``file_of(item)``."""
-    kept = []
-    for item in items:
-        try:
-            check(item)
-        except GeoaudioError as e:
-            left_out.add(file_of(item), problem_of(e, file_of(item)))
-        else:
-            kept.append(item)
-    return kept
+    _, kept = map_readable(items, check, left_out, file_of)
+    return [items[i] for i in kept]
 
 
 def map_readable(items: Iterable[T], read: Callable[[T], Any], left_out: LeftOut,

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from model.bundle.audio import AudioConfig
 from model.bundle.image_input import ImageInput
-from model.data.collate import collate  # not ``from model.data``: there the submodule shadows the function
+from model.data.collate import collate
 from model.data.errors import DatasetError
 from model.data.soundingearth import SoundingEarthDataset
 from model.data.transforms import EVAL_CROP, image_transform

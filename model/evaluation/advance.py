@@ -185,28 +185,23 @@ def probe_f1(features: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, te
 
 def check_probe_size(data: Any, labels: np.ndarray, classes: Sequence[str],
                      splits: dict[int, tuple[np.ndarray, np.ndarray]], left_out: LeftOut) -> None:
-    """DatasetError (one line) when a split's training part has fewer than two classes or its test
-    part no sample: too few usable samples for the probe (after ``left_out``)."""
-    from model.data.errors import DatasetError
-
+    """DatasetError (one line, :func:`too_few_samples`) when a split's training part has fewer than
+    two classes or its test part no sample: too few usable samples for the probe (after ``left_out``)."""
     for train_idx, test_idx in splits.values():
         if len(np.unique(labels[train_idx])) < 2 or len(test_idx) == 0:
-            present = len(np.unique(labels))
-            dropped = f" after {len(left_out)} unreadable left out" if left_out else ""
-            raise DatasetError(f"{data}: {len(labels)} usable samples in {present} of {len(classes)} classes{dropped} "
-                               "are too few for the probe (it needs two classes in training and a test sample; "
-                               "a class needs two samples to be in both)")
+            too_few_samples(data, labels, classes, left_out, "the probe")(
+                "it needs two classes in training and a test sample; a class needs two samples to be in both")
 
 
 # ---- --protocol reference (module doc) ------------------------------------------------------------
 
 
-def distance_transform(z: torch.Tensor, distance: str) -> torch.Tensor:
-    """The reference loss's ``distance_transform`` of embeddings (N, D): ``z / ||z||_2`` per row for a
-    cosine bundle (norm floored at NORM_EPS), ``z`` itself for a euclidean one."""
-    from model.core.distance import COSINE, NORM_EPS
+def distance_transform(z: np.ndarray, distance: str) -> np.ndarray:
+    """The reference loss's ``distance_transform`` of embeddings (N, D): unit rows
+    (``model.core.distance.unit_rows``) for a cosine bundle, ``z`` itself for a euclidean one."""
+    from model.core.distance import COSINE, unit_rows
 
-    return z / z.norm(dim=1, keepdim=True).clamp_min(NORM_EPS) if distance == COSINE else z
+    return unit_rows(z) if distance == COSINE else z
 
 
 def pooled_image(path: Path, image_input: ImageInput) -> torch.Tensor:
@@ -257,7 +252,7 @@ def _embed_each(encoder: torch.nn.Module, distance: str, inputs: Sequence[torch.
     for i, x in enumerate(inputs):
         by_shape.setdefault(tuple(x.shape), []).append(i)
     for rows in by_shape.values():
-        out[rows] = distance_transform(encoder(torch.cat([inputs[i] for i in rows])), distance).numpy()
+        out[rows] = distance_transform(encoder(torch.cat([inputs[i] for i in rows])).numpy(), distance)
     return out
 
 
@@ -367,16 +362,16 @@ def reference_splits(labels: np.ndarray, fail_with: Callable[[str], NoReturn]
     return test, repeats
 
 
-def too_few_samples(data: Any, labels: np.ndarray, classes: Sequence[str],
-                    left_out: LeftOut) -> Callable[[str], NoReturn]:
-    """The ``fail_with`` of :func:`reference_splits`: DatasetError, one line saying how many usable
-    samples of how many classes there are and why they cannot be split."""
+def too_few_samples(data: Any, labels: np.ndarray, classes: Sequence[str], left_out: LeftOut,
+                    what: str = "the reference protocol's stratified splits") -> Callable[[str], NoReturn]:
+    """A ``fail_with(reason)`` (as :func:`reference_splits` takes): DatasetError, one line saying how
+    many usable samples of how many classes there are and why they are too few for ``what``."""
     from model.data.errors import DatasetError
 
     def fail_with(reason: str) -> NoReturn:
         dropped = f" after {len(left_out)} unreadable left out" if left_out else ""
         raise DatasetError(f"{data}: {len(labels)} usable samples in {len(np.unique(labels))} of {len(classes)} "
-                           f"classes{dropped} are too few for the reference protocol's stratified splits ({reason})")
+                           f"classes{dropped} are too few for {what} ({reason})")
     return fail_with
 
 
@@ -531,8 +526,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_probe_size(args.data, labels, classes, splits, left_out)
     per_seed = {name: [probe_f1(x, labels, *splits[seed], [seed], args.C)[0] for seed in seeds]
                 for name, x in tqdm(features.items(), desc="probing", unit="set")}
-    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
-               for name, v in per_seed.items()}
+    summary = {name: _mean_std(v) for name, v in per_seed.items()}
     record = {"task": "advance", "protocol": "ours", "dataset": args.name or Path(args.data).resolve().name,
               "init": args.label or bundle_label(path), "seed": seeds,
               "scores": {f"f1_{name}": v for name, v in per_seed.items()}, "weighted_f1": summary,
