@@ -7,6 +7,11 @@ weight decay, batch 256, 300 epochs, its batch-all triplet loss, its augmentatio
 widths stem 32 and 64/182/256/512, its head initialisation, the last epoch's weights); ``--preset
 ours`` (the default) keeps our defaults. Options given in a --config file or as flags override the
 preset's; config.yaml and the bundle's provenance record the preset and every value used.
+
+On several machines, every node runs the same command with ``--num-nodes M`` and its own
+``NODE_RANK`` (docs/scale.md):
+
+    MASTER_ADDR=<node 0> MASTER_PORT=29500 NODE_RANK=<i> python -m model.pretrain ... --devices N --num-nodes M
 """
 from __future__ import annotations
 
@@ -65,7 +70,17 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
                         "grid distortion, HSV shifts, no flips) or none")
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="--augment none")
     p.add_argument("--num-workers", type=int, help="data loader processes (default 2)")
-    p.add_argument("--devices", type=int, help="devices for data-parallel training (DDP when > 1)")
+    p.add_argument("--devices", type=int,
+                   help="devices (processes) per node for data-parallel training (default 1; DDP when devices x "
+                        "nodes > 1: every device's pairs are negatives in the loss, so a step compares batch size x "
+                        "devices x nodes pairs)")
+    p.add_argument("--num-nodes", type=int,
+                   help="machines running this same command (default 1); Lightning takes the ranks from "
+                        "MASTER_ADDR, MASTER_PORT and NODE_RANK, SLURM or torchrun (docs/scale.md)")
+    p.add_argument("--sync-batchnorm", action="store_const", const=True,
+                   help="under DDP on GPUs, batch norm with the statistics of every device's batch together, "
+                        "so a step is the one a single device would take on the whole batch (default: each "
+                        "device's own statistics, Lightning's default)")
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda"])
     p.add_argument("--precision", help="auto (default), 32-true, bf16-mixed, 16-mixed")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False)

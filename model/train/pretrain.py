@@ -13,6 +13,16 @@ threads (0: torch's default, recorded), so the same config gives the same bundle
 
 Every option can come from a YAML file (``--config``); command-line flags override it.
 
+Scale (docs/scale.md): ``devices`` processes on each of ``num_nodes`` nodes train
+data-parallel, every node running the same command; Lightning's environment (``MASTER_ADDR``,
+``MASTER_PORT``, ``NODE_RANK``, SLURM, torchrun) decides the ranks. Every process's embeddings are
+all-gathered into the loss (:mod:`model.nn.gather`), so a step compares ``batch_size x devices x
+num_nodes`` pairs. Batch norm normalises each process's share with its own statistics (Lightning's
+default); on GPUs ``sync_batchnorm`` uses the whole gathered batch's instead, which makes the step the
+one a single process would take on that whole batch. Everything under ``--out`` is
+written by global rank 0 alone: a shared run folder gets one copy, and on separate disks the run
+lives on node 0's.
+
 Presets (``--preset``, :data:`PRESETS`) fill in the options a user does not give: ``ours`` (the
 defaults below) or ``reference``, the SoundingEarth reference code's pretraining
 (:data:`REFERENCE_PRETRAIN`): Adam at 1e-3, constant, no weight decay, batch 256, 300 epochs
@@ -27,6 +37,7 @@ run's ``config.yaml`` and its bundle's provenance (``preset``, ``settings``) rec
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -80,6 +91,12 @@ class PretrainConfig:
     head_init: ``ours`` (torch's Linear default) or ``reference`` (the reference's 1x1-conv head:
     Kaiming normal, fan out, std sqrt(2 / embed_dim)). bundle_from: ``best`` (lowest validation
     loss) or ``last`` (the last epoch's weights).
+    devices, num_nodes: processes per node and nodes; more than one process in all trains with DDP,
+    every process's embeddings in the loss. sync_batchnorm: then normalise each batch norm layer
+    with the statistics of the whole gathered batch, as one process holding it would (True; GPUs
+    only: torch's SyncBatchNorm has no CPU implementation), not with each process's share (False,
+    Lightning's default: cheaper, but the embeddings of different processes then carry different
+    statistics, which a contrastive loss can learn to tell apart).
     """
 
     data: str = ""
@@ -105,6 +122,8 @@ class PretrainConfig:
     augment: str = "ours"
     num_workers: int = 2
     devices: int = 1
+    num_nodes: int = 1
+    sync_batchnorm: bool = False
     accelerator: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
@@ -136,6 +155,9 @@ class PretrainConfig:
         if int(self.stem_width) < 0 or (self.widths is not None and (len(self.widths) != 4 or min(self.widths) < 1)):
             fail(f"stem_width must be >= 0 (0: the arch's) and widths 4 positive integers, "
                  f"got {self.stem_width} and {self.widths}")
+        from model.train.trainer import world_size
+
+        world_size(self.devices, self.num_nodes)  # one line for a count below 1, before anything runs
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PretrainConfig":
@@ -222,12 +244,14 @@ def _datamodule(cfg: PretrainConfig, image_input: ImageInput, audio_config):
 
 
 def _trainer(cfg: PretrainConfig, out: Path):
-    """The run's Trainer (DDP over ``cfg.devices``) and its ``best.ckpt`` callback (lowest val_loss)."""
+    """The run's Trainer (DDP over ``cfg.devices`` x ``cfg.num_nodes`` processes) and its ``best.ckpt``
+    callback (lowest val_loss)."""
     from model.train.trainer import best_checkpoint, build_trainer, last_checkpoints
 
     best = best_checkpoint(out, monitor="val_loss")
     trainer = build_trainer(
-        out, epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision,
+        out, epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        sync_batchnorm=cfg.sync_batchnorm, precision=cfg.precision,
         callbacks=[last_checkpoints(out, every=cfg.checkpoint_every), best], max_minutes=cfg.max_minutes,
         limit_train_batches=cfg.limit_train_batches,
     )
@@ -308,10 +332,18 @@ def resume_checkpoint(resume: str, out: Path) -> str | None:
 
 
 def run(cfg: PretrainConfig) -> Path:
-    """Train, then write ``<out>/bundle``; returns the bundle path."""
+    """Train, then write ``<out>/bundle``; returns the bundle path.
+
+    Under DDP every process runs this (Lightning's launcher re-runs the command with ``LOCAL_RANK``
+    set, and every node runs it): all of them train, global rank 0 alone writes ``config.yaml``, the
+    checkpoints, the logs, ``training.json`` and the bundle; the others return the bundle's path
+    without writing it."""
+    import torch
+
     from model.train.audiovisual import AudioVisualModel
     from model.train.determinism import make_deterministic
     from model.train.run_record import run_record, write_training_record
+    from model.train.trainer import world_size
 
     data, out = Path(cfg.data), Path(cfg.out)
     if not data.is_dir():
@@ -320,7 +352,10 @@ def run(cfg: PretrainConfig) -> Path:
     audio_config = run_audio_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     image_input = run_image_input(cfg)  # fails early when the ground sample distance is unknown
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    if cfg.threads and world_size(cfg.devices, cfg.num_nodes) > 1:
+        # Lightning's DDP launcher sets torch's thread count to cores / processes unless
+        # OMP_NUM_THREADS is set; this keeps the run's --threads (and passes it to the processes it starts)
+        os.environ["OMP_NUM_THREADS"] = str(int(cfg.threads))
     determinism = make_deterministic(cfg.seed, cfg.threads)
     try:
         specs = {"image_spec": cfg.encoder_spec(cfg.image_arch, 3).to_dict(),
@@ -332,14 +367,21 @@ def run(cfg: PretrainConfig) -> Path:
         epochs=cfg.epochs, channels_last=cfg.channels_last, optimizer=cfg.optimizer, schedule=cfg.schedule,
         head_init=cfg.head_init,
     )
-    trainer, best = _trainer(cfg, out)
+    trainer, best = _trainer(cfg, out)  # from here on the process knows its rank
+    if cfg.sync_batchnorm and trainer.world_size > 1 and trainer.strategy.root_device.type != "cuda":
+        fail(f"sync_batchnorm needs GPUs (torch's SyncBatchNorm has no {trainer.strategy.root_device.type} "
+             f"implementation); train without it")
+    if trainer.global_rank == 0:  # every process of every node runs this function: one writes the run's files
+        (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     started = time.time()
     trainer.fit(model, datamodule=_datamodule(cfg, image_input, audio_config), ckpt_path=resume or None)
     if trainer.global_rank != 0:
         return out / "bundle"
     if cfg.bundle_from == "best":
         _best_state(model, best.best_model_path)
-    record = run_record(trainer, cfg.epochs, determinism)
+    determinism = {**determinism, "threads": torch.get_num_threads()}  # under DDP, as Lightning's launcher left it
+    record = {**run_record(trainer, cfg.epochs, determinism), "world_size": int(trainer.world_size),
+              "sync_batchnorm": bool(cfg.sync_batchnorm and trainer.world_size > 1)}
     provenance = {  # no wall-clock figures: the same command gives the same bytes
         "trained_by": "geoaudio model.train.pretrain", "data": str(data.resolve()), "loss": cfg.loss,
         **record, "precision": str(trainer.precision),

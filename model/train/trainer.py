@@ -5,6 +5,13 @@ caller asks for (:func:`last_checkpoints`, :func:`best_checkpoint`), none otherw
 ``epochs`` epochs or ``max_steps`` optimiser steps, whichever comes first; ``max_minutes`` is only a
 safety stop (:class:`~model.train.safety_stop.SafetyStop`): a run it cuts short says so on stderr
 and :func:`~model.train.safety_stop.was_truncated` tells the caller, who records ``truncated``.
+
+Scale: ``devices`` per node times ``num_nodes`` processes train data-parallel (Lightning's DDP, its
+default process group backend: gloo on CPU, NCCL on CUDA). Lightning's cluster environments decide
+the ranks (``MASTER_ADDR``, ``MASTER_PORT``, ``NODE_RANK`` with the default launcher, which starts
+``devices`` processes on each node; SLURM; torchrun), so every node runs the same command
+(docs/scale.md). Checkpoints and loggers write from global rank 0 only (Lightning's
+strategy and ``rank_zero_only``).
 """
 from __future__ import annotations
 
@@ -68,14 +75,28 @@ def best_checkpoint(out: str | Path, monitor: str = "val_loss", mode: str = "min
                            save_top_k=1)
 
 
+def world_size(devices: int, num_nodes: int = 1) -> int:
+    """Processes of a data-parallel run: ``devices`` per node on ``num_nodes`` nodes; one line for
+    counts below 1 (Lightning's own message names neither flag)."""
+    if int(devices) < 1 or int(num_nodes) < 1:
+        from model.core.cli import fail
+
+        fail(f"devices and num_nodes must be at least 1, got {devices} and {num_nodes}")
+    return int(devices) * int(num_nodes)
+
+
 def build_trainer(out: str | Path, *, epochs: int | None = None, max_steps: int = -1,
-                  accelerator: str = "auto", devices: int = 1, precision: str = "auto",
+                  accelerator: str = "auto", devices: int = 1, num_nodes: int = 1, precision: str = "auto",
                   callbacks: Sequence["Callback"] = (), validate: bool = True, max_minutes: float = 0.0,
-                  limit_train_batches: float = 1.0, deterministic: bool | None = None) -> "L.Trainer":
+                  limit_train_batches: float = 1.0, deterministic: bool | None = None,
+                  sync_batchnorm: bool = False) -> "L.Trainer":
     """A Lightning Trainer writing under ``out``.
 
     epochs / max_steps: stop after that many epochs / optimiser steps (epochs None: Lightning's
-    default, 1000 without max_steps; -1: no limit by that count); devices > 1: DDP; precision:
+    default, 1000 without max_steps; -1: no limit by that count); devices: processes per node,
+    num_nodes: nodes running the same command, DDP whenever devices x num_nodes > 1
+    (:func:`world_size`); sync_batchnorm: under DDP, batch norm statistics over every process's
+    batch (Lightning's SyncBatchNorm conversion) rather than each process's own; precision:
     as :func:`resolve_precision`; callbacks: checkpointing is on exactly when one of them is a
     ModelCheckpoint; validate False: no validation loop and no sanity check; max_minutes > 0:
     wall-clock safety stop (a :class:`~model.train.safety_stop.SafetyStop` callback, not a budget);
@@ -89,12 +110,14 @@ def build_trainer(out: str | Path, *, epochs: int | None = None, max_steps: int 
     from model.train.safety_stop import SafetyStop
 
     out = Path(out)
+    parallel = world_size(devices, num_nodes) > 1
     callbacks = [*callbacks, *([SafetyStop(max_minutes)] if max_minutes > 0 else [])]
     loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
     no_validation = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     return L.Trainer(
         default_root_dir=out, max_epochs=epochs, max_steps=max_steps, accelerator=accelerator, devices=devices,
-        strategy="ddp" if devices > 1 else "auto", precision=resolve_precision(precision, accelerator),
+        num_nodes=num_nodes, strategy="ddp" if parallel else "auto", sync_batchnorm=sync_batchnorm and parallel,
+        precision=resolve_precision(precision, accelerator),
         callbacks=list(callbacks), logger=loggers, log_every_n_steps=LOG_EVERY_N_STEPS,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         limit_train_batches=batch_limit(limit_train_batches), deterministic=deterministic,
