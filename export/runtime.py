@@ -14,6 +14,8 @@ Backends (``name``):
 - ``onnx-int8``: ``{graph}.int8.onnx`` for the image graphs (float32 files for the rest).
 - ``onnx-fp16``: ``{graph}.fp16.onnx`` (only when asked for by name).
 - ``trt``: torch-tensorrt engines ``{graph}.trt.ep`` written by ``python -m export.trt`` (CUDA).
+- ``null``: no inference at all, outputs of the right shapes (``export.null_backend``): measures
+  what reading and writing cost (benchmarks/mapping.py's io-only run). Only by name.
 
 ``auto`` takes, in order: ``trt`` if current engines exist and CUDA and torch_tensorrt work; else
 ``onnx-int8`` if the INT8 image encoder exists and is current; else ``onnx`` if the float32 graphs
@@ -310,11 +312,15 @@ def open_backend(bundle: str | os.PathLike | Bundle, name: str = "auto", device:
     bundle = as_bundle(bundle)
     if name == "auto":
         return _auto(bundle, device)
+    if name == "null":
+        from export.null_backend import NullBackend
+
+        return NullBackend(bundle, reason="asked for by name")
     if name in ("onnx", "onnx-int8", "onnx-fp16"):
         precision_of = {"onnx": "fp32", "onnx-int8": "int8", "onnx-fp16": "fp16"}[name]
         return OnnxBackend(bundle, precision_of, device=device, reason="asked for by name")
     if name not in ("torch", "trt"):
-        raise BackendError(f"unknown backend {name!r} (known: auto, {', '.join(BACKENDS)})")
+        raise BackendError(f"unknown backend {name!r} (known: auto, {', '.join(BACKENDS)}; null for io-only runs)")
     from export import torch_backend
 
     if name == "torch":

@@ -2,17 +2,21 @@
 
 ::
 
-    reader threads (K)            main thread                    writer thread
-    own RasterSource each  ──►  reorder by chunk index  ──►  sink(Batch) in row-major order
-    read_tiles(chunk)           backend inference             (products written by windows)
+    reader threads (K)            main thread (+ inference threads)       writer thread
+    own RasterSource each  ──►  reorder by chunk index, cut into   ──►  sink(Batch) in row-major order
+    read_tiles(chunk)           batches, backend inference              (products written by windows)
 
 - Each reader opens its own dataset (rasterio/GDAL handles are not thread-safe), takes the next
-  chunk of ``batch`` tiles (row-major, :meth:`geo.grid.TileGrid.chunks`) and reads it with
-  :func:`geo.raster.read_tiles`. GDAL releases the GIL while decoding, so reading overlaps
-  inference.
-- At most ``2 * workers + 2`` chunks are read ahead of inference (a semaphore), and at most
-  ``WRITE_QUEUE`` inferred batches wait for the writer, so memory is bounded by
-  ``chunks in flight x batch x tile bytes``, never by the raster.
+  chunk of ``READ_BATCHES x batch`` tiles (row-major, :meth:`geo.grid.TileGrid.chunks`) and reads
+  it with :func:`geo.tile_read.read_tiles`: one GDAL read per run of tiles in a cell row. GDAL
+  releases the GIL while decoding, so reading overlaps inference.
+- At most ``2 * workers + 2`` chunks are read ahead of inference (a semaphore), at most
+  ``infer_workers`` batches are in inference at once, and at most ``WRITE_QUEUE`` inferred batches
+  wait for the writer, so memory is bounded by ``chunks in flight x chunk x tile bytes``, never by
+  the raster.
+- ``infer_workers > 1`` runs that many inference calls at once in a thread pool (for a backend
+  that is itself a pool, e.g. remote inference actors; it must then be thread-safe); results are
+  still written in order.
 - Tiles with no valid pixel are not inferred (their cells become nodata).
 - The first error in any thread stops all threads and is raised in the caller's thread.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Iterator
@@ -29,10 +35,12 @@ import numpy as np
 
 from geo.errors import RasterError
 from geo.grid import Tile, TileGrid
-from geo.raster import RasterSource, read_tiles
+from geo.raster import RasterSource
 from geo.scaling import Scaling
+from geo.tile_read import read_tiles
 
 WRITE_QUEUE = 4  # inferred batches waiting for the writer
+READ_BATCHES = 4  # inference batches per read chunk (one GDAL read per cell row of a chunk)
 POLL_S = 0.1  # seconds between checks of the stop flag while waiting
 
 
@@ -176,20 +184,21 @@ def _writer(inbox: queue.Queue, sink: Callable[[Batch], None], shared: _Shared) 
 
 def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scaling: Scaling, backend: Any,
                  sink: Callable[[Batch], None], batch_size: int = 32, workers: int = 2,
-                 progress: Any = None, landcover: bool = True, start: int = 0) -> Timings:
+                 progress: Any = None, landcover: bool = True, start: int = 0, infer_workers: int = 1) -> Timings:
     """Map every tile of ``grid`` from row-major position ``start`` on: read with ``workers``
-    threads (each calls ``open_source()`` for its own handle), infer in this thread, pass each
-    :class:`Batch` to ``sink`` in a writer thread. ``landcover=False`` skips the backend's
-    land-cover head.
+    threads (each calls ``open_source()`` for its own handle), infer ``batch_size`` tiles at a
+    time (``infer_workers`` calls at once), pass each :class:`Batch` to ``sink`` in a writer thread,
+    in row-major order. ``landcover=False`` skips the backend's land-cover head.
 
     ``progress`` is an optional tqdm bar advanced by tiles. Returns the :class:`Timings`; the
     first error of any thread is raised here after all threads have stopped.
     """
-    if batch_size < 1 or workers < 1:
-        raise RasterError(f"batch size and workers must be >= 1, got {batch_size} and {workers}")
+    if batch_size < 1 or workers < 1 or infer_workers < 1:
+        raise RasterError(f"batch size, workers and inference workers must be >= 1, got {batch_size}, "
+                          f"{workers} and {infer_workers}")
     began = time.perf_counter()
     shared, timings = _Shared(), Timings()
-    chunks = enumerate(grid.chunks(batch_size, start))
+    chunks = enumerate(grid.chunks(batch_size * READ_BATCHES, start))
     read_q: queue.Queue = queue.Queue()
     write_q: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
     slots = threading.Semaphore(2 * workers + 2)
@@ -199,10 +208,14 @@ def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scalin
     writer = threading.Thread(target=_writer, name="geo-write", daemon=True, args=(write_q, sink, shared))
     for t in readers + [writer]:
         t.start()
+    pool = ThreadPoolExecutor(infer_workers, thread_name_prefix="geo-infer") if infer_workers > 1 else None
     try:
-        run = partial(_infer_batch, backend, tile_size=grid.tile_size, landcover=landcover, timings=timings)
-        _infer_loop(read_q, write_q, slots, workers, run, shared, progress)
+        run = partial(_infer_batch, backend, tile_size=grid.tile_size, landcover=landcover)
+        inference = _Inference(run, pool, infer_workers, write_q, shared, timings, progress)
+        _infer_loop(read_q, slots, workers, batch_size, inference, shared)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         _finish_threads(readers, writer, write_q, shared)
     if shared.writer_error is not None:
         raise shared.writer_error
@@ -211,9 +224,42 @@ def run_pipeline(open_source: Callable[[], RasterSource], grid: TileGrid, scalin
     return timings
 
 
-def _infer_loop(read_q: queue.Queue, write_q: queue.Queue, slots: threading.Semaphore, workers: int,
-                run: Callable[..., Batch], shared: _Shared, progress: Any) -> None:
-    """Take read chunks in index order, infer the tiles with data, queue the batches for writing."""
+class _Inference:
+    """Runs inference on batches, up to ``limit`` at once in ``pool`` (inline when None), and queues
+    the results for the writer in submission order."""
+
+    def __init__(self, run: Callable[..., tuple[Batch, float]], pool: ThreadPoolExecutor | None, limit: int,
+                 write_q: queue.Queue, shared: _Shared, timings: Timings, progress: Any) -> None:
+        self.run, self.pool, self.limit = run, pool, limit
+        self.write_q, self.shared, self.timings, self.progress = write_q, shared, timings, progress
+        self.in_flight: deque[Future] = deque()
+
+    def submit(self, tiles: list[Tile], rgb: np.ndarray, valid: np.ndarray) -> None:
+        """Infer one batch (or start it in the pool, first handing on the oldest when ``limit`` are busy)."""
+        if self.pool is None:
+            self._emit(*self.run(tiles, rgb, valid))
+            return
+        while len(self.in_flight) >= self.limit:
+            self._emit(*self.in_flight.popleft().result())
+        self.in_flight.append(self.pool.submit(self.run, tiles, rgb, valid))
+
+    def drain(self) -> None:
+        """Hand on every batch still in inference, in order."""
+        while self.in_flight:
+            self._emit(*self.in_flight.popleft().result())
+
+    def _emit(self, batch: Batch, seconds: float) -> None:
+        self.timings.infer_s += seconds
+        self.timings.tiles += len(batch.tiles)
+        self.timings.tiles_with_data += int(batch.has_data.sum())
+        _put(self.write_q, batch, self.shared)
+        if self.progress is not None:
+            self.progress.update(len(batch.tiles))
+
+
+def _infer_loop(read_q: queue.Queue, slots: threading.Semaphore, workers: int, batch_size: int,
+                inference: _Inference, shared: _Shared) -> None:
+    """Take read chunks in index order, cut them into batches and hand them to ``inference``."""
     pending: dict[int, tuple[list[Tile], np.ndarray, np.ndarray]] = {}
     next_index, finished = 0, 0
     try:
@@ -229,27 +275,24 @@ def _infer_loop(read_q: queue.Queue, write_q: queue.Queue, slots: threading.Sema
                 tiles, rgb, valid = pending.pop(next_index)
                 slots.release()
                 next_index += 1
-                batch = run(tiles, rgb, valid)
-                _put(write_q, batch, shared)
-                if progress is not None:
-                    progress.update(len(tiles))
+                for i in range(0, len(tiles), batch_size):
+                    inference.submit(tiles[i:i + batch_size], rgb[i:i + batch_size], valid[i:i + batch_size])
             if finished == workers and pending and next_index not in pending:
                 raise RuntimeError(f"tile chunk {next_index} was never read")
+        inference.drain()
     except BaseException:
         shared.stop.set()
         raise
 
 
 def _infer_batch(backend: Any, tiles: list[Tile], rgb: np.ndarray, valid: np.ndarray, *, tile_size: int,
-                 landcover: bool, timings: Timings) -> Batch:
+                 landcover: bool) -> tuple[Batch, float]:
+    """The :class:`Batch` of one batch of tiles and the seconds its inference took."""
     has_data = valid.any(axis=(1, 2))
     t0 = time.perf_counter()
     outputs = (infer(backend, rgb[has_data], landcover) if has_data.any()
                else _empty_outputs(backend, tile_size, landcover))
-    timings.infer_s += time.perf_counter() - t0
-    timings.tiles += len(tiles)
-    timings.tiles_with_data += int(has_data.sum())
-    return Batch(tiles, valid, has_data, *outputs)
+    return Batch(tiles, valid, has_data, *outputs), time.perf_counter() - t0
 
 
 def _put(write_q: queue.Queue, batch: Batch, shared: _Shared) -> None:

@@ -3,9 +3,7 @@
 ``open_raster`` checks everything that would make mapping fail or lie, once, up front, and turns it
 into one-line :class:`geo.errors.RasterError` messages that start with the file: missing file, not a
 raster, unreadable pixels, no georeferencing, a rotated or sheared geotransform, bands that do not
-make an RGB image. ``read_tile`` then reads one window of source pixels resampled to
-``tile_size`` x ``tile_size`` model pixels (never the whole raster), with a validity mask from
-nodata, alpha, internal masks, non-finite values and the parts of the window outside the raster.
+make an RGB image. :mod:`geo.tile_read` then reads model tiles from it (never the whole raster).
 
 Band choice (1-based, in R, G, B order) when ``bands`` is not given: the bands whose colour
 interpretation is red, green and blue (so a BGR(A) file comes out as RGB); otherwise bands 1-3 of a
@@ -17,7 +15,7 @@ import math
 import warnings
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import rasterio
@@ -30,13 +28,11 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geo.errors import RasterError
-from geo.grid import Tile
-from geo.scaling import Scaling, apply, estimate_scaling, valid_pixels
+from geo.scaling import Scaling, estimate_scaling, valid_pixels
 
 T = TypeVar("T")
 ROTATION_TOLERANCE = 1e-9  # |b|, |d| below this fraction of the pixel size count as zero
 DISTORTION_TOLERANCE = 0.01  # projection scale off 1 by more than this is corrected in gsd_metres
-EDGE_EPS = 1e-6  # model pixels; absorbs float error when locating the raster edge inside a tile
 PROBE_MAX_PIXELS = 2048 * 2048  # the overview probe reads at most this many pixels per band
 DATA_PROBE_PIXELS = 1024 * 1024  # the nodata probe (has_valid_pixels) reads at most this many pixels per band
 MAX_PIXEL_ASPECT = 20.0  # ground pixel sides differing more than this: a geographic CRS near a pole
@@ -92,6 +88,13 @@ class RasterSource:
         band, no internal or per-dataset mask): reading masks can then be skipped."""
         flags = self.dataset.mask_flag_enums
         return all(flags[b - 1] == [MaskFlags.all_valid] for b in self.bands)
+
+    @cached_property
+    def overviews_exact(self) -> bool:
+        """True when every overview of the red band is an exact reduction (the raster's width and
+        height divide by its factor), so overview pixels line up with whole source pixels."""
+        factors = self.dataset.overviews(self.bands[0])
+        return all(self.width % f == 0 and self.height % f == 0 for f in factors)
 
     @cached_property
     def gsd(self) -> tuple[float, float]:
@@ -300,89 +303,6 @@ def _point_scale(crs: ProjCRS, x: float, y: float) -> tuple[float, float]:
     if not (math.isfinite(k_x) and math.isfinite(k_y) and k_x > 0 and k_y > 0):
         return 1.0, 1.0
     return k_x, k_y
-
-
-def read_tile(src: RasterSource, window: Window | Tile, tile_size: int,
-              scaling: Scaling | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One model tile: ``rgb`` uint8 (tile_size, tile_size, 3) and ``valid`` bool (tile_size, tile_size).
-
-    The source ``window`` (pixels; may reach outside the raster) is resampled to ``tile_size``
-    pixels per side: "average" when downsampling, "bilinear" when upsampling, "nearest" at 1:1;
-    masks always "nearest". Model pixels not wholly inside the raster, or whose mask says nodata /
-    transparent, or with non-finite values are invalid and set to 0. Values go through ``scaling``
-    (default: the source's own, see :mod:`geo.scaling`).
-    """
-    w = window.window if isinstance(window, Tile) else window
-    if int(tile_size) != tile_size or tile_size < 1:
-        raise ValueError(f"tile_size must be a positive whole number of pixels, got {tile_size}")
-    if not (w.width > 0 and w.height > 0):
-        raise ValueError(f"window must have a positive size, got {w}")
-    rgb = np.zeros((3, tile_size, tile_size), np.uint8)
-    valid = np.zeros((tile_size, tile_size), bool)
-    part = inside_part(w, src.width, src.height, tile_size)
-    if part is not None:
-        (r0, r1, c0, c1), inner = part
-        out_shape = (3, r1 - r0, c1 - c0)
-        where = f" in window col {w.col_off:g}, row {w.row_off:g}, {w.width:g}x{w.height:g}"
-        ds = src.dataset
-        data = src.guarded_read(lambda: ds.read(list(src.bands), window=inner, out_shape=out_shape,
-                                                resampling=_resampling(w, tile_size)), where)
-        scaled = apply(src.scaling if scaling is None else scaling, data)
-        if src.all_valid and not np.issubdtype(data.dtype, np.floating):
-            rgb[:, r0:r1, c0:c1] = scaled
-            valid[r0:r1, c0:c1] = True
-        else:
-            masks = src.guarded_read(lambda: ds.read_masks(list(src.bands), window=inner, out_shape=out_shape,
-                                                           resampling=Resampling.nearest), where)
-            ok = valid_pixels(data, masks)
-            rgb[:, r0:r1, c0:c1] = np.where(ok, scaled, 0)
-            valid[r0:r1, c0:c1] = ok
-    return np.ascontiguousarray(rgb.transpose(1, 2, 0)), valid
-
-
-def read_tiles(src: RasterSource, windows: Iterable[Window | Tile], tile_size: int,
-               scaling: Scaling | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of tiles: ``rgb`` uint8 (n, tile_size, tile_size, 3) and ``valid`` bool (n, tile_size, tile_size)."""
-    scaling = src.scaling if scaling is None else scaling
-    tiles = [read_tile(src, w, tile_size, scaling) for w in windows]
-    if not tiles:
-        return np.zeros((0, tile_size, tile_size, 3), np.uint8), np.zeros((0, tile_size, tile_size), bool)
-    return np.stack([t[0] for t in tiles]), np.stack([t[1] for t in tiles])
-
-
-def inside_part(window: Window, width: int, height: int,
-                tile_size: int) -> tuple[tuple[int, int, int, int], Window] | None:
-    """The model pixels of a tile lying wholly inside the raster and the source window they read.
-
-    Model pixel j along an axis covers source ``[off + j * s, off + (j + 1) * s)`` with
-    ``s = window size / tile_size``; the inside ones are ``ceil(-off / s) <= j < floor((n - off) / s)``.
-    Returns ((row0, row1, col0, col1), source window) or None when no model pixel is inside.
-    """
-    cols = _inside_span(window.col_off, window.width, width, tile_size)
-    rows = _inside_span(window.row_off, window.height, height, tile_size)
-    if cols is None or rows is None:
-        return None
-    (c0, c1, x0, x1), (r0, r1, y0, y1) = cols, rows
-    return (r0, r1, c0, c1), Window(x0, y0, x1 - x0, y1 - y0)
-
-
-def _inside_span(off: float, size: float, n: int, tile_size: int) -> tuple[int, int, float, float] | None:
-    """(first, end) model pixels inside [0, n) along one axis, and their source span (clipped)."""
-    s = size / tile_size
-    j0 = max(0, math.ceil(-off / s - EDGE_EPS))
-    j1 = min(tile_size, math.floor((n - off) / s + EDGE_EPS))
-    if j1 <= j0:
-        return None
-    return j0, j1, max(0.0, off + j0 * s), min(float(n), off + j1 * s)
-
-
-def _resampling(window: Window, tile_size: int) -> Resampling:
-    """average when the window has more source pixels than the tile, bilinear when fewer, else nearest."""
-    if window.width > tile_size or window.height > tile_size:
-        return Resampling.average
-    if window.width < tile_size or window.height < tile_size:
-        return Resampling.bilinear
-    return Resampling.nearest
 
 
 def describe(src: RasterSource) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import pytest
 from affine import Affine
 
 from geo.grid import Tile, TileGrid, resample_refusal, resolution_warning
-from geo.raster import open_raster, read_tiles
+from geo.raster import open_raster
+from geo.tile_read import read_tiles
 
 
 def from_origin(west: float, north: float, xsize: float, ysize: float) -> Affine:

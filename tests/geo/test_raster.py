@@ -12,7 +12,8 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from geo.errors import RasterError
-from geo.raster import describe, gsd_metres, open_raster, read_tile, read_tiles
+from geo.raster import describe, gsd_metres, open_raster
+from geo.tile_read import read_tile, read_tiles
 from geo.scaling import Scaling, apply, estimate_scaling
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "geotiff"
