@@ -100,16 +100,17 @@ def graph_spec(bundle, name: str) -> GraphSpec:
     raise ValueError(f"unknown graph {name!r} (known: {', '.join(GRAPHS)})")
 
 
-def build_graph(bundle, name: str, half: bool = False) -> nn.Module:
-    """The eval-mode torch module of graph ``name`` (float16 inside, float32 outside when ``half``)."""
+def build_graph(bundle, name: str, half: bool = False, share: bool = False) -> nn.Module:
+    """The eval-mode torch module of graph ``name`` (float16 inside, float32 outside when ``half``;
+    ``share``: weights on the bundle's own arrays, for inference, see ``model.nn.encoders.bundle_state``)."""
     if name == "image_encoder":
-        module: nn.Module = image_encoder_from_bundle(bundle)
+        module: nn.Module = image_encoder_from_bundle(bundle, share)
     elif name == "image_soundscape":
-        module = ImageSoundscape(image_encoder_from_bundle(bundle), SoundscapeHead.from_bundle(bundle))
+        module = ImageSoundscape(image_encoder_from_bundle(bundle, share), SoundscapeHead.from_bundle(bundle))
     elif name == "landcover":
-        module = LandcoverProbabilities(segmenter_from_bundle(bundle))
+        module = LandcoverProbabilities(segmenter_from_bundle(bundle, share))
     elif name == "audio_encoder":
-        module = audio_encoder_from_bundle(bundle)
+        module = audio_encoder_from_bundle(bundle, share)
     else:
         raise ValueError(f"unknown graph {name!r} (known: {', '.join(GRAPHS)})")
     module = HalfPrecision(module) if half else module

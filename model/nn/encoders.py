@@ -324,24 +324,32 @@ def build_audio_encoder(arch: str = "resnet18", embed_dim: int = 128, **override
     return AudioEncoder(spec.replace(**overrides) if overrides else spec)
 
 
-def encoder_from_bundle(bundle: Any, part: str) -> ResNetEncoder:
+def encoder_from_bundle(bundle: Any, part: str, share: bool = False) -> ResNetEncoder:
     """The bundle's ``part`` ("image_encoder" or "audio_encoder") as a torch module in eval mode.
 
     The network comes from the part's spec in bundle.json, the weights from its ``part.`` tensors,
-    loaded strictly; ``bundle`` is a loaded ``model.bundle.Bundle``.
+    loaded strictly; ``bundle`` is a loaded ``model.bundle.Bundle``. ``share``: the module's
+    weights are the bundle's own arrays, not copies (:func:`bundle_state`; for inference only).
     """
     kind = AudioEncoder if part == "audio_encoder" else ResNetEncoder
     encoder = kind(bundle.encoder_spec(part))
-    state = {k: torch.from_numpy(np.array(v)) for k, v in bundle.part_tensors(part).items()}
-    encoder.load_state_dict(state, strict=True)
+    encoder.load_state_dict(bundle_state(bundle.part_tensors(part), share), strict=True, assign=share)
     return encoder.eval()
 
 
-def image_encoder_from_bundle(bundle: Any) -> ResNetEncoder:
+def bundle_state(arrays: dict[str, np.ndarray], share: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict from a bundle's NumPy arrays: copies (safe to train), or with ``share`` tensors
+    on the arrays' own memory, to be loaded with ``assign=True`` so that modules made from one
+    bundle (the image encoder and the land-cover segmenter's encoder) hold its weights once, not
+    once per module: an inference process then keeps one copy of the weights instead of three."""
+    return {k: torch.from_numpy(v if share else np.array(v)) for k, v in arrays.items()}
+
+
+def image_encoder_from_bundle(bundle: Any, share: bool = False) -> ResNetEncoder:
     """The bundle's image encoder (normalised pixels (N, 3, T, T) -> (N, D)), eval mode."""
-    return encoder_from_bundle(bundle, "image_encoder")
+    return encoder_from_bundle(bundle, "image_encoder", share)
 
 
-def audio_encoder_from_bundle(bundle: Any) -> AudioEncoder:
+def audio_encoder_from_bundle(bundle: Any, share: bool = False) -> AudioEncoder:
     """The bundle's audio encoder (log-mel chunks (N, 1, n_mels, frames) -> (N, D)), eval mode."""
-    return encoder_from_bundle(bundle, "audio_encoder")  # type: ignore[return-value]
+    return encoder_from_bundle(bundle, "audio_encoder", share)  # type: ignore[return-value]

@@ -34,12 +34,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from model.core.errors import GeoaudioError
-from model.nn.encoders import EncoderSpec, EncoderSpecError, ResNetFeatures
+from model.nn.encoders import EncoderSpec, EncoderSpecError, ResNetFeatures, bundle_state
 
 HEAD = "landcover"
 ARCH = "deeplabv3plus"
@@ -183,9 +182,10 @@ def _recorded_fields(bundle, head: Mapping[str, Any]) -> dict[str, Any]:
         raise LandcoverError(f"{bundle.path}: landcover head has no valid encoder spec ({e})") from None
 
 
-def segmenter_from_bundle(bundle) -> nn.Module:
+def segmenter_from_bundle(bundle, share: bool = False) -> nn.Module:
     """The bundle's land-cover segmenter in eval mode: encoder from ``image_encoder.`` (without
-    ``fc.``), decoder and segmentation head from ``landcover.``; loaded strictly."""
+    ``fc.``), decoder and segmentation head from ``landcover.``; loaded strictly. ``share``: on the
+    bundle's own arrays (``model.nn.encoders.bundle_state``; for inference only)."""
     head = bundle.heads.get(HEAD)
     if head is None:
         raise LandcoverError(f"{bundle.path}: bundle has no landcover head")
@@ -193,9 +193,8 @@ def segmenter_from_bundle(bundle) -> nn.Module:
     model = build_segmenter(encoder, len(head["classes"]), **head.get("decoder", {}))
     state = {f"encoder.{k}": v for k, v in bundle.part_tensors("image_encoder").items() if not k.startswith("fc.")}
     state.update(bundle.part_tensors(HEAD))
-    tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
     try:
-        model.load_state_dict(tensors, strict=True)
+        model.load_state_dict(bundle_state(state, share), strict=True, assign=share)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise LandcoverError(f"{bundle.path}: landcover tensors do not fit the segmenter "
