@@ -22,6 +22,13 @@ locked while it is mapped (:mod:`geo.lock`): a second process on the same input 
 "busy" (being mapped by process N) and goes on with its other inputs, or waits with ``--wait``;
 the exit status is 2 when any input failed or was busy.
 
+After the run, ``OUT/catalog.json`` (a STAC catalogue of everything mapped in OUT) and the
+mosaics ``OUT/mosaic/<product>.vrt`` are (re)written (:mod:`geo.catalog`; ``--no-catalog`` skips
+them, ``--mosaic-crs`` warps the mosaics to one CRS).
+
+With ``--ray ADDRESS`` the inputs are mapped on a Ray cluster by the same per-file code
+(:mod:`geo.cluster`, docs/scale.md); without it Ray is never imported.
+
 Python API: :func:`map_files`.
 """
 from __future__ import annotations
@@ -37,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB; GDAL's block cache counts towards peak memory
+os.environ.setdefault("GDAL_CACHEMAX", "64")  # MB; GDAL's block cache counts towards peak memory (docs/performance.md)
 
 from tqdm import tqdm  # noqa: E402
 
@@ -64,6 +71,7 @@ PARTIAL = ".partial"
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # what a folder given as input contributes
 MIN_AREA_PIXELS = 16  # default --min-area: this many land-cover pixels
 MAX_TILES = 1_000_000  # default --max-tiles: about 2 h at 150 tiles/s on two CPU cores (docs/reliability.md)
+RAY_SPLIT_TILES = 20_000  # default --ray-split-tiles: 2-5 min of one 2-core CPU node (docs/scale.md)
 KNOWN_PRODUCTS = product_names(True, True)
 FILE_ERRORS = (GeoaudioError, OSError) + RASTER_READ_ERRORS  # bad input: that file fails alone; others are bugs
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # OSError numbers of a write that found no space
@@ -120,12 +128,17 @@ class FileResult:
 
 @dataclass
 class _Model:
-    """What every file of a batch shares: the bundle, its hash, the backend, the gallery lookup."""
+    """What every file of a batch shares: the bundle, its hash, the backend, the gallery lookup;
+    ``infer_workers``: inference calls the pipeline keeps in flight (> 1 only for a thread-safe
+    backend that is itself a pool, :mod:`geo.infer_pool`); ``run_extra``: more run.json fields
+    (the ``cluster`` description of a ``--ray`` run, :mod:`geo.cluster`)."""
 
     bundle: Any
     bundle_hash: str
     backend: Any
     gallery: Any
+    infer_workers: int = 1
+    run_extra: dict[str, Any] = field(default_factory=dict)
 
 
 def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike | Bundle, out_dir: str | os.PathLike,
@@ -141,9 +154,7 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike 
     """
     paths = expand_inputs(paths)
     model = _load_model(bundle_dir, backend)
-    tile_size = model.bundle.image_input.tile_size
-    if options.stride is not None and not 1 <= options.stride <= tile_size:
-        raise RasterError(f"--stride {options.stride} must be between 1 and the bundle's tile size ({tile_size} px)")
+    check_stride(options.stride, model.bundle.image_input.tile_size)
     out_root = Path(out_dir)
     results: list[FileResult] = []
     seen: dict[str, Path] = {}
@@ -160,6 +171,12 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike 
     finally:
         bar.close()
     return results
+
+
+def check_stride(stride: int | None, tile_size: int) -> None:
+    """RasterError (one line) unless ``stride`` is None or 1..``tile_size`` model pixels."""
+    if stride is not None and not 1 <= stride <= tile_size:
+        raise RasterError(f"--stride {stride} must be between 1 and the bundle's tile size ({tile_size} px)")
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -222,13 +239,23 @@ def gallery_columns(found: Any) -> dict[str, list[Any]]:
     return columns
 
 
-def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, options: MapOptions) -> FileResult:
-    """Skip, map or fail one input (see module doc)."""
+def claim_output(path: Path, out_root: Path, seen: dict[str, Path]) -> FileResult | None:
+    """Record that ``path`` maps into ``out_root/<stem>``; a "failed" result when an earlier input of
+    the batch (in ``seen``, stem -> path) already uses that folder."""
     out = out_root / path.stem
     if path.stem in seen:
         return FileResult(path, "failed", out, f"{path}: output folder {out} is already used by {seen[path.stem]} "
                                               f"in this batch; rename one of them")
     seen[path.stem] = path
+    return None
+
+
+def _map_one(path: Path, out_root: Path, seen: dict[str, Path], model: _Model, options: MapOptions) -> FileResult:
+    """Skip, map or fail one input (see module doc)."""
+    out = out_root / path.stem
+    clash = claim_output(path, out_root, seen)
+    if clash is not None:
+        return clash
     waiting = lambda message: tqdm.write(f"waiting: {path}: {message}", file=sys.stderr)  # noqa: E731
     try:
         with folder_lock(out, options.wait, waiting):
@@ -387,7 +414,7 @@ def _make_products(path: Path, partial: Path, plan: _Plan, model: _Model, option
         if products.needs_tiles:
             timings = run_pipeline(lambda: open_raster(path, **plan.open_kwargs), plan.grid, plan.scaling, backend,
                                    products.add, options.batch, options.workers, progress, plan.landcover,
-                                   plan.start_tile)
+                                   plan.start_tile, infer_workers=model.infer_workers)
         if products.tiles_with_data == 0:
             raise RasterError(f"{path}: no valid pixels (every pixel is nodata or masked)")
         t0 = time.perf_counter()
@@ -423,7 +450,7 @@ def _run_info(path: Path, plan: _Plan, model: _Model, options: MapOptions, names
             "options": options.product_key(), "min_area_m2_used": plan.min_area_m2, "grid": plan.grid.to_dict(),
             "scaling": plan.scaling.to_dict(), "products": names,
             "timings": timings.to_dict(), "resumed_at_tile": plan.start_tile, "warnings": warnings,
-            "settings": {"batch": options.batch, "workers": options.workers}}
+            "settings": {"batch": options.batch, "workers": options.workers}, **model.run_extra}
 
 
 def _landcover_usable(backend: Any, image_input: Any, warnings: list[str]) -> bool:
@@ -525,6 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-ungeoreferenced", action="store_true",
                    help="map rasters without CRS/geotransform in pixel units (pixel size taken as metres)")
     p.add_argument("--allow-rotated", action="store_true", help="map rasters with a rotated geotransform")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="map on a Ray cluster: HOST:PORT of its head, auto (RAY_ADDRESS or the cluster started on "
+                        "this machine) or local (a Ray instance for this run only); OUT and the inputs must be "
+                        "paths every node sees (docs/scale.md). Needs pip install 'geoaudio[cluster]'")
+    p.add_argument("--ray-split-tiles", type=_positive_int, default=RAY_SPLIT_TILES, metavar="N",
+                   help=f"with --ray, an input of more than N tiles is inferred by an inference actor on every "
+                        f"node while one task reads and writes it ({RAY_SPLIT_TILES:,}); smaller inputs are one "
+                        f"task each")
+    p.add_argument("--mosaic-crs", type=_crs_text, default=None, metavar="CRS",
+                   help="warp the mosaics OUT/mosaic/<product>.vrt to this CRS (e.g. EPSG:32632; default: one "
+                        "mosaic per CRS of the inputs)")
+    p.add_argument("--no-catalog", action="store_true",
+                   help="do not write OUT/catalog.json (a STAC catalogue of everything mapped in OUT) and the "
+                        "mosaics OUT/mosaic/ after the run (python -m geo.catalog OUT writes them later)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--progress-json", action="store_true",
                    help='also write progress as JSON lines on stderr: {"progress": {"file": ..., "done": N, '
@@ -554,9 +595,46 @@ def main(argv: Sequence[str] | None = None) -> int:
                          checkpoint_s=args.checkpoint_every, on_progress=json_lines() if args.progress_json else None,
                          max_tiles=None if args.force_large else args.max_tiles, wait=args.wait,
                          check_space=not args.ignore_free_space, allow_resample=args.allow_resample)
-    results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
+    if args.ray:
+        from geo.cluster import map_on_cluster  # the one way into Ray (docs/scale.md)
+
+        results = map_on_cluster(args.inputs, args.bundle, args.out, args.backend, options, args.ray,
+                                 args.ray_split_tiles)
+    else:
+        results = map_files(args.inputs, args.bundle, args.out, args.backend, options)
     print(summary(results))
-    return 2 if any(r.status in ("failed", "busy") for r in results) else 0
+    failed = any(r.status in ("failed", "busy") for r in results)
+    if not args.no_catalog and any(r.status in ("mapped", "skipped") for r in results):
+        failed = not publish_catalogue_of(Path(args.out), args.mosaic_crs) or failed
+    return 2 if failed else 0
+
+
+def publish_catalogue_of(out: Path, mosaic_crs: str | None) -> bool:
+    """Write OUT/catalog.json and OUT/mosaic/ over everything mapped in ``out`` (:mod:`geo.catalog`)
+    and say so in one line; False (and one ``error:`` line) when they cannot be written."""
+    from geo.catalog import publish_catalogue
+
+    try:
+        made = publish_catalogue(out, mosaic_crs)
+    except (GeoaudioError, OSError) as e:
+        print(f"error: catalogue of {out} not written: {one_line(e)}", file=sys.stderr)
+        return False
+    if made["catalog"] is not None:
+        print(f"catalogue: {made['catalog']} ({len(made['items'])} inputs), {len(made['mosaics'])} mosaics in "
+              f"{out / 'mosaic'}")
+    return True
+
+
+def _crs_text(text: str) -> str:
+    """``--mosaic-crs``: any CRS GDAL knows (EPSG:32632, WKT, PROJ), checked before mapping starts."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        CRS.from_user_input(text)
+    except CRSError as e:
+        raise argparse.ArgumentTypeError(f"not a CRS GDAL knows: {text!r} ({one_line(e)})")
+    return text
 
 
 if __name__ == "__main__":
