@@ -172,7 +172,7 @@ def _degrees(lon: float, lat: float, digits: int = 4) -> str:
     return f"{abs(lat):.{digits}f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.{digits}f}° {'E' if lon >= 0 else 'W'}"
 
 
-def _crs_label(crs: Any) -> str:
+def crs_label(crs: Any) -> str:
     """"EPSG:32632", or the CRS's name when it has no EPSG code."""
     from pyproj import CRS
 
@@ -194,7 +194,7 @@ def _crs_units(crs: Any) -> tuple[str, int]:
 def crs_coords(x: float, y: float, crs: Any) -> str:
     """A point in its CRS's own units: "x 664,920.0 m, y 5,343,080.0 m (EPSG:32632)"."""
     unit, n = _crs_units(crs)
-    return f"x {x:,.{n}f}{unit}, y {y:,.{n}f}{unit} ({_crs_label(crs)})"
+    return f"x {x:,.{n}f}{unit}, y {y:,.{n}f}{unit} ({crs_label(crs)})"
 
 
 def crs_bounds(xs: Sequence[float], ys: Sequence[float], crs: Any) -> str:
@@ -244,6 +244,24 @@ def map_caption(fp: Footprint, info: dict[str, Any]) -> str:
     return (f"About this map: CRS {_crs_name(facts)}; extent {_metres(fp.width_m)} x {_metres(fp.height_m)} "
             f"on the ground around {_degrees(*fp.center)} ({bounds}); imagery {_gsd_text(gsd)} per pixel "
             f"({width:,} x {height:,} pixels); map cells {_metres(cell_m)} ({rows} x {cols}{tiles}).")
+
+
+def bbox_footprint(west: float, south: float, east: float, north: float) -> Footprint:
+    """The footprint of a box in degrees (a region's items' bboxes together)."""
+    corners = ((west, south), (west, north), (east, north), (east, south))
+    return Footprint(corners, ground_distance(corners[1], corners[2]), ground_distance(corners[0], corners[1]))
+
+
+def region_caption(fp: Footprint, stems: Sequence[str], crs: Sequence[str], bundles: Sequence[str],
+                   max_px: int = MAX_PREVIEW_PX) -> str:
+    """The "About this region" line: how many mapped inputs (named when few), their CRSs, the
+    extent on the ground (metres) around its centre (degrees), the bundles it was mapped with, and
+    that the layers are shown decimated to at most ``max_px`` pixels a side."""
+    names = f" ({', '.join(stems)})" if len(stems) <= 6 else ""
+    return (f"About this region: {len(stems)} mapped inputs{names}; CRS {', '.join(crs) or 'unknown'}; extent "
+            f"{_metres(fp.width_m)} x {_metres(fp.height_m)} on the ground around {_degrees(*fp.center)}; mapped "
+            f"with bundle {', '.join(bundles)}; layers from the mosaics, read decimated to at most {max_px} px a "
+            f"side.")
 
 
 def metres_per_pixel(latitude: float, zoom: float) -> float:
@@ -309,23 +327,40 @@ def heat_colors(similarity: np.ndarray, colormap: str = HEAT_COLORMAP) -> np.nda
     return rgba
 
 
-def heat_layer_image(similarity: np.ndarray, profile: dict[str, Any]) -> tuple[str, Footprint]:
-    """The similarity band of a ``geo.query.query_embeddings`` result as a data URL and footprint."""
+def decimate(values: np.ndarray, max_px: int = MAX_PREVIEW_PX) -> np.ndarray:
+    """A 2-D array at most ``max_px`` a side: the value nearest each pixel centre of the smaller grid
+    (as GDAL's decimated nearest read), so it still covers the same footprint; unchanged when small."""
+    height, width = values.shape[:2]
+    out_h, out_w = _out_shape(height, width, max_px)
+    if (out_h, out_w) == (height, width):
+        return values
+    rows = ((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64)
+    cols = ((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64)
+    return values[rows][:, cols]
+
+
+def heat_layer_image(similarity: np.ndarray, profile: dict[str, Any],
+                     max_px: int = MAX_PREVIEW_PX) -> tuple[str, Footprint]:
+    """The similarity band of a ``geo.query.query_embeddings`` result as a data URL (at most
+    ``max_px`` a side, :func:`decimate`: a region's heatmap may be large) and footprint."""
     fp = footprint(profile["transform"], profile["width"], profile["height"], profile.get("crs"))
-    return _data_url(_enlarge(heat_colors(similarity))), fp
+    return _data_url(_enlarge(heat_colors(decimate(similarity, max_px)))), fp
 
 
-def uncertainty_layer_image(path: str | Path) -> tuple[str, Footprint] | None:
-    """The ``uncertainty`` band of a ``soundscape_scores.tif`` (the normalised entropy of a cell's
-    sound-class scores, 0..1, ``geo.uncertainty``) as a data URL and footprint; NaN transparent.
-    None when the file has no such band (a map made before it existed)."""
+def uncertainty_layer_image(path: str | Path, max_px: int = MAX_PREVIEW_PX) -> tuple[str, Footprint] | None:
+    """The ``uncertainty`` band of a ``soundscape_scores.tif`` or of its mosaic (the normalised
+    entropy of a cell's sound-class scores, 0..1, ``geo.uncertainty``) as a data URL (at most
+    ``max_px`` per side, a decimated read) and footprint; NaN transparent. None when the file has
+    no such band (a map made before it existed)."""
     from geo.uncertainty import UNCERTAINTY
 
     with rasterio.open(path) as ds:
         if UNCERTAINTY not in ds.descriptions:
             return None
         band = ds.descriptions.index(UNCERTAINTY) + 1
-        values = ds.read(band, out_dtype="float32", masked=True).filled(np.nan)
+        shape = _out_shape(ds.height, ds.width, max_px)
+        values = ds.read(band, out_dtype="float32", out_shape=shape, resampling=Resampling.nearest,
+                         masked=True).filled(np.nan)
         fp = footprint(ds.transform, ds.width, ds.height, ds.crs)
     return _data_url(_enlarge(heat_colors(values, UNCERTAINTY_COLORMAP))), fp
 
@@ -342,6 +377,20 @@ def bitmap_layer(layer_id: str, image: str, fp: Footprint, opacity: float = 1.0)
     pydeck reads a bare string prop as an accessor expression; a quoted one is passed as text."""
     return pdk.Layer("BitmapLayer", id=layer_id, image=f'"{image}"', bounds=fp.bounds(), opacity=float(opacity),
                      pickable=False)
+
+
+def footprint_layers(records: list[dict[str, Any]]) -> list[pdk.Layer]:
+    """The outlines of a region's inputs (``footprints``, white) and their names (``footprint_labels``)
+    from records with ``input``, ``polygon`` and ``position`` (``app.catalog_scene.footprint_records``);
+    neither is pickable, so tooltips and clicks go to the tiles."""
+    if not records:
+        return []
+    outline = pdk.Layer("PolygonLayer", id="footprints", data=records, get_polygon="polygon", filled=False,
+                        stroked=True, get_line_color=[255, 255, 255, 220], line_width_min_pixels=2, pickable=False)
+    labels = pdk.Layer("TextLayer", id="footprint_labels", data=records, get_position="position", get_text="input",
+                       get_size=14, get_color=[255, 255, 255, 255], background=True, background_padding=[4, 1],
+                       get_background_color=[20, 24, 30, 180], pickable=False)
+    return [outline, labels]
 
 
 def majority_classes(path: str | Path, bounds: np.ndarray, crs: Any = None,

@@ -6,7 +6,9 @@ with ``geo.map`` (cached per input, bundle and backend) and shown on a pydeck ma
 is the imagery itself, with land-cover, soundscape and similarity-heatmap layers, tile tooltips,
 a sound query, the tiles' nearest gallery recordings and downloads of every product. Clicking a
 tile on the map listens to it; a scale bar (true at the initial zoom) and an "About this map" line
-(CRS, extent, resolution) are under the map.
+(CRS, extent, resolution) are under the map. With ``--allow-server-paths`` the server path may also
+name a folder written by ``geo.map`` (or its ``catalog.json``): the mapped region is shown from its
+catalogue and mosaics without mapping anything (:mod:`app.region_view`).
 
 Environment: ``GEOAUDIO_DEMO_DIR`` (default ``demo/``), ``GEOAUDIO_CACHE`` (default
 ``~/.cache/geoaudio``), ``GEOAUDIO_ALLOW_SERVER_PATHS=1`` (same as the flag).
@@ -24,33 +26,24 @@ import streamlit as st  # noqa: E402
 
 from app import layers, mapping  # noqa: E402
 from app.access import SERVER_PATHS_NOTE, public  # noqa: E402
+from app.catalog_scene import CatalogScene  # noqa: E402
 from app.downloads import download_buttons, product_files  # noqa: E402
-from app.panels import Query, heat_file, listen_panel, load_gallery, query_panel  # noqa: E402
+from app.panels import Query, heat_file, listen_panel, query_panel  # noqa: E402
 from app.pickers import (BundleChoice, LayerChoice, concrete_backend, file_stamp, keep_values,  # noqa: E402
                          pick_backend, pick_bundle, pick_layers, pick_scene)
+from app.region_view import show_region  # noqa: E402
 from app.scenes import Scene  # noqa: E402
-from app.state import MAX_TILES, demo_dir, parse_options, sha256_hex  # noqa: E402
-from model.bundle.gallery import collapse_warning  # noqa: E402
+from app.state import MAX_TILES, demo_dir, parse_options  # noqa: E402
+from app.view import (chosen_gallery, class_image, clicked_tile, map_key, show_map,  # noqa: E402
+                      uncertainty_image)
 from model.core.errors import GeoaudioError, one_line  # noqa: E402
 
 QUERY_KEYS = ("query_source", "query_gallery", "query_class", "query_text", "listen_tile")  # kept while not drawn
-HEAT_CAPTION = ("Similarity heatmap of {what}: 1 = the cells that sound most like it, 0 = the least alike "
-                "(a ranking within this map).")
 
 
 @st.cache_data(max_entries=8, show_spinner="preparing the imagery ...")
 def _imagery(path: str, stamp: tuple) -> tuple[str, layers.Footprint]:
     return layers.imagery(path)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _class_image(path: str, stamp: tuple, colors: tuple) -> tuple[str, layers.Footprint]:
-    return layers.class_layer_image(path, colors)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _uncertainty_image(path: str, stamp: tuple) -> tuple[str, layers.Footprint] | None:
-    return layers.uncertainty_layer_image(path)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -76,18 +69,6 @@ def tile_records(map_dir: Path, choice: BundleChoice) -> list[dict]:
     names = tuple(c["name"] for c in head["classes"]) if use else ()
     return _tiles(str(tiles_path), file_stamp(tiles_path), str(landcover) if use else None,
                   file_stamp(landcover) if use else (), names)
-
-
-def map_key(map_dir: Path) -> str:
-    """The map chart's widget key, one per map folder: a click selects a tile of that map only (a
-    selection does not carry over to another map's tiles)."""
-    return f"map_{sha256_hex(str(map_dir).encode())[:12]}"
-
-
-def clicked_tile(key: str) -> tuple[str, str | None]:
-    """(chart key, the tile clicked on that map or None), read from the chart's selection in
-    session state at the start of the run (the chart itself is drawn after the panels)."""
-    return key, layers.selected_tile(st.session_state.get(key))
 
 
 def run_info(map_dir: Path) -> dict:
@@ -173,12 +154,12 @@ def build_layers(scene: Scene, map_dir: Path, choice: BundleChoice, shown: Layer
         if on and path.is_file() and name in heads:
             classes = heads[name]["classes"]
             colors = tuple(tuple(int(v) for v in c["color"][:3]) for c in classes)
-            image, class_fp = _class_image(str(path), file_stamp(path), colors)
+            image, class_fp = class_image(str(path), file_stamp(path), colors)
             out.append(layers.bitmap_layer(name, image, class_fp, opacity))
             legends.append(layers.legend_html(title, classes))
     scores = map_dir / "soundscape_scores.tif"
     if shown.uncertainty and scores.is_file():
-        found = _uncertainty_image(str(scores), file_stamp(scores))
+        found = uncertainty_image(str(scores), file_stamp(scores))
         if found is not None:
             out.append(layers.bitmap_layer("uncertainty", found[0], found[1], shown.uncertainty_opacity))
             legends.append(layers.uncertainty_legend_html())
@@ -191,24 +172,6 @@ def build_layers(scene: Scene, map_dir: Path, choice: BundleChoice, shown: Layer
     if query is not None and shown.heatmap:  # on top; not pickable, so clicks reach the tiles
         out += layers.best_cell_layers(layers.marked_cells(query.array), query.profile)
     return out, fp, legends
-
-
-def show_map(slot, deck_layers: list, fp: layers.Footprint, shown: LayerChoice, records: list[dict],
-             legends: list[str], query: Query | None, key: str, about: str) -> None:
-    """Draw the deck (clicking a tile selects it: chart ``key``), its scale bar, legends and the
-    ``about`` line into ``slot``."""
-    tip = layers.tooltip(records) if shown.tiles and records else None
-    view = layers.view_state(fp)
-    deck = layers.make_deck(deck_layers, view, shown.web_basemap, tip)
-    with slot:
-        st.pydeck_chart(deck, height=layers.MAP_HEIGHT_PX, on_select="rerun", selection_mode="single-object", key=key)
-        st.markdown(layers.scale_bar_html(view), unsafe_allow_html=True)
-        for legend in legends:
-            st.markdown(legend, unsafe_allow_html=True)
-        if query is not None and shown.heatmap:
-            st.caption(HEAT_CAPTION.format(what=query.what))
-        if about:
-            st.caption(about)
 
 
 def about_map(map_dir: Path) -> None:
@@ -242,6 +205,9 @@ def main() -> None:
     scene = pick_scene(options, demo)
     choice = pick_bundle(options, demo)
     picked = pick_backend(choice) if choice is not None else "auto"
+    if isinstance(scene, CatalogScene):  # a mapped region: shown as it is, never mapped again
+        show_region(scene, choice, picked)
+        return
     if scene is None or choice is None:
         return
     try:
@@ -253,17 +219,7 @@ def main() -> None:
     if map_dir is None:
         return
     slot = st.container()
-    try:
-        gallery = load_gallery(str(choice.path), choice.hash, choice.bundle)
-    except (GeoaudioError, OSError) as e:
-        st.warning(public(f"gallery not usable: {one_line(e)}", {choice.path: "the bundle"}))
-        gallery = None
-    if gallery is not None and gallery.refused:
-        st.warning(f"{gallery.refused} recordings of this bundle's gallery name files outside its data folder: "
-                   "they are not played.")
-    collapsed = collapse_warning(gallery.embeddings) if gallery is not None else None
-    if collapsed:
-        st.warning(collapsed)
+    gallery = chosen_gallery(choice)
     records = tile_records(map_dir, choice)
     key = map_key(map_dir)
     left, right = st.columns(2)

@@ -29,10 +29,16 @@ class Query:
     profile: dict[str, Any]
     key: str
     label: str = "query"  # short name of what was asked, for file names
+    cell_names: dict[tuple[int, int], str] | None = None  # (row, col) -> tile name, where not "r<row> c<col>"
 
     @property
     def similarity(self) -> np.ndarray:
         return self.array[0]
+
+    def cell_name(self, row: int, col: int) -> str:
+        """The name of heatmap cell (``row``, ``col``): its tile's (a region's ``"<input> r2 c3"``), or
+        ``"r<row> c<col>"``."""
+        return (self.cell_names or {}).get((row, col), f"r{row} c{col}")
 
 
 @st.cache_data(max_entries=16, show_spinner="embedding the recording ...")
@@ -41,9 +47,9 @@ def _embed_upload(path: str, bundle_hash: str, backend: str, name: str, data: by
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _heatmap(map_dir: str, stamp: tuple, vector: np.ndarray, distance: str,
+def _heatmap(embeddings: str, stamp: tuple, vector: np.ndarray, distance: str,
              calibration: tuple[tuple[str, Any], ...] | None) -> tuple[np.ndarray, dict[str, Any]]:
-    return sound_query.heatmap(Path(map_dir), vector, distance, dict(calibration) if calibration else None)
+    return sound_query.heatmap(Path(embeddings), vector, distance, dict(calibration) if calibration else None)
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
@@ -130,37 +136,42 @@ def _text_vector(gallery: Gallery) -> tuple[np.ndarray, str, str] | None:
     return vector, f"the description \"{text}\"", "text-" + "-".join(text.split())
 
 
-def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gallery | None) -> Query | None:
-    """Query by sound: pick the source, compute the heatmap; None until there is a query."""
+def query_panel(choice: BundleChoice, backend: str, map_dir: Path, gallery: Gallery | None,
+                embeddings: Path | None = None, cell_names: dict[tuple[int, int], str] | None = None) -> Query | None:
+    """Query by sound: pick the source, compute the heatmap over ``embeddings`` (default the map's
+    ``embeddings.tif``; a region's embeddings mosaic, whose cells are named by ``cell_names``); None
+    until there is a query."""
     st.subheader("Query by sound")
     found = _query_vector(choice, backend, gallery)
     if found is None:
         st.caption("Upload a recording (or pick one) to see where the scene sounds most like it.")
         return None
     vector, what, label = found
+    embeddings = embeddings or map_dir / "embeddings.tif"
     try:
-        stamp = (map_dir / "embeddings.tif").stat().st_mtime_ns
+        stamp = (embeddings.stat().st_size, embeddings.stat().st_mtime_ns)
         calibration = query_calibration(choice.bundle)
-        array, profile = _heatmap(str(map_dir), stamp, np.asarray(vector, np.float32), choice.bundle.distance,
+        array, profile = _heatmap(str(embeddings), stamp, np.asarray(vector, np.float32), choice.bundle.distance,
                                   tuple(sorted(calibration.items())) if calibration else None)
     except (GeoaudioError, OSError) as e:
         st.error(public(f"query failed: {one_line(e)}"))
         return None
-    _answer(array, what, calibration is not None)
-    key = sound_query.query_key(vector, map_dir)
-    return Query(what, array, profile, key, label)
+    query = Query(what, array, profile, sound_query.query_key(vector, map_dir), label, cell_names)
+    _answer(query, calibration is not None)
+    return query
 
 
-def _answer(array: np.ndarray, what: str, calibrated: bool) -> None:
+def _answer(query: Query, calibrated: bool) -> None:
     """Where it sounds like the query: the best cells with their probability of the same place
     (band 3), or "no place in this scene sounds like this" when none reaches ``geo.query.LIKELY``;
     without a calibration, the best cells by rank alone, said to be relative."""
     from geo.query import LIKELY
 
+    array, what, name = query.array, query.what, query.cell_name
     if not calibrated:
         best = sound_query.best_cells(array[0])
         if best:
-            st.success(f"Most like {what}: " + ", ".join(f"r{r} c{c} ({s:.2f})" for r, c, s in best))
+            st.success(f"Most like {what}: " + ", ".join(f"{name(r, c)} ({s:.2f})" for r, c, s in best))
             st.caption("Ranks within this map only: the bundle has no query calibration to say how likely a match is.")
         return
     probability = array[2]
@@ -170,7 +181,7 @@ def _answer(array: np.ndarray, what: str, calibrated: bool) -> None:
             st.warning(f"No place in this scene sounds like {what}: the most likely cell has a "
                        f"{float(np.nanmax(probability)):.0%} probability of being the same place (below {LIKELY:.0%}).")
         return
-    cells = ", ".join(f"r{r} c{c} (p {probability[r, c]:.0%})" for r, c, _ in answer)
+    cells = ", ".join(f"{name(r, c)} (p {probability[r, c]:.0%})" for r, c, _ in answer)
     likely = int(np.nansum(probability >= LIKELY))
     st.success(f"Most like {what}: {cells}; {likely} cells are more likely than not the same place "
                f"(p >= {LIKELY:.0%}).")
@@ -191,8 +202,9 @@ def _follow_query(query: Query | None, by_id: dict[str, Any]) -> None:
         return
     st.session_state["listen_query"] = query.key
     best = sound_query.best_cells(query.similarity, 1)
-    if best and f"r{best[0][0]} c{best[0][1]}" in by_id:
-        st.session_state["listen_tile"] = f"r{best[0][0]} c{best[0][1]}"
+    tile = query.cell_name(best[0][0], best[0][1]) if best else None
+    if tile in by_id:
+        st.session_state["listen_tile"] = tile
 
 
 def _follow_click(clicked: tuple[str, str | None] | None, by_id: dict[str, Any]) -> None:
@@ -205,13 +217,18 @@ def _follow_click(clicked: tuple[str, str | None] | None, by_id: dict[str, Any])
         st.session_state["listen_tile"] = clicked[1]
 
 
+NO_GALLERY = "No gallery recordings for this map (the bundle has no gallery)."
+
+
 def listen_panel(records: list[dict[str, Any]], gallery: Gallery | None, query: Query | None,
-                 clicked: tuple[str, str | None] | None = None) -> None:
+                 clicked: tuple[str, str | None] | None = None, no_tiles: str = "This map has no tiles with data.",
+                 no_gallery: str = NO_GALLERY) -> None:
     """Pick a tile by clicking it on the map (``clicked``: :func:`_follow_click`) or by id; show its
-    land cover and top sounds and play its nearest gallery recordings."""
+    land cover and top sounds and play its nearest gallery recordings. ``no_tiles`` and
+    ``no_gallery`` are the captions shown without tile records or without a gallery."""
     st.subheader("Listen to a tile")
     if not records:
-        st.caption("This map has no tiles with data.")
+        st.caption(no_tiles)
         return
     ids = [r["tile"] for r in records]
     by_id = {r["tile"]: r for r in records}
@@ -228,7 +245,7 @@ def listen_panel(records: list[dict[str, Any]], gallery: Gallery | None, query: 
         st.markdown("**Top sounds:** " + " · ".join(sounds))
     near = [j for j in range(1, 4) if f"near_{j}_key" in rec]
     if not near or gallery is None:
-        st.caption("No gallery recordings for this map (the bundle has no gallery).")
+        st.caption(no_gallery)
         return
     for j in near:
         key = rec[f"near_{j}_key"]

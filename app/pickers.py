@@ -19,6 +19,7 @@ import streamlit as st
 
 from app import scenes
 from app.access import listed_bundles, public
+from app.catalog_scene import CatalogScene, catalogue_scene, is_catalogue_path
 from app.scenes import Scene
 from app.state import MAX_UPLOAD_MB, AppOptions, bundles_dir, landsat_sample
 from model.core.errors import GeoaudioError, one_line
@@ -75,8 +76,9 @@ class BundleChoice:
     hash: str
 
 
-def pick_scene(options: AppOptions, demo: Any) -> Scene | None:
-    """Scene radio (demo, Landsat sample, upload, server path) and its input; None until usable."""
+def pick_scene(options: AppOptions, demo: Any) -> Scene | CatalogScene | None:
+    """Scene radio (demo, Landsat sample, upload, server path) and its input; None until usable. A
+    server path naming a folder or a ``catalog.json`` is a mapped region (:mod:`app.catalog_scene`)."""
     sb = st.sidebar
     sb.header("Scene")
     choices = scenes.sources(demo.scene if demo else None, landsat_sample(), options.allow_server_paths)
@@ -87,11 +89,14 @@ def pick_scene(options: AppOptions, demo: Any) -> Scene | None:
         return scenes.file_scene("the Landsat sample", landsat_sample())
     if choice == scenes.UPLOAD:
         return _uploaded_scene()
-    text = sb.text_input("GeoTIFF path on the server", key="scene_path")
+    text = sb.text_input("GeoTIFF path on the server", key="scene_path",
+                         help="Or a folder written by python -m geo.map (or its catalog.json): the mapped region is "
+                              "shown as it is, from its catalogue and mosaics.")
     if not text.strip():
         return None
     try:
-        return scenes.server_scene(text)
+        path = Path(text.strip()).expanduser()
+        return catalogue_scene(path) if is_catalogue_path(path) else scenes.server_scene(text)
     except (GeoaudioError, OSError) as e:
         st.error(public(one_line(e)))
         return None
@@ -212,13 +217,13 @@ QUIET_OPACITY = 0.2  # the class layers' default opacity while a similarity heat
 
 
 def pick_layers(has_landcover: bool, has_soundscape: bool, query_active: bool = False,
-                has_uncertainty: bool = False) -> LayerChoice:
+                has_uncertainty: bool = False, has_imagery: bool = True) -> LayerChoice:
     """Layer toggles and opacity sliders (those of missing products are not shown). While a query's
     heatmap is shown (``query_active`` and its toggle on) the class layers' sliders default to
     :data:`QUIET_OPACITY`, so the imagery shows through; a slider the user has moved keeps its value."""
     sb = st.sidebar
     sb.header("Layers")
-    imagery = sb.checkbox("Imagery", value=True, key="layer_imagery", persist_state="page")
+    imagery = has_imagery and sb.checkbox("Imagery", value=True, key="layer_imagery", persist_state="page")
     quiet = QUIET_OPACITY if query_active and st.session_state.get("layer_heatmap", True) else None
     landcover, lc_opacity = _toggle("Land cover", "landcover", has_landcover, False, 0.5, quiet)
     soundscape, ss_opacity = _toggle("Soundscape (top sound per tile)", "soundscape", has_soundscape, True, 0.45, quiet)

@@ -13,8 +13,9 @@ The query vector ``v`` is one of
   the score-weighted mean of the stored embeddings of at most ``DEFAULT_TOP_K`` (10) matching
   recordings (:func:`text_vector`).
 
-The heatmap is ``geo.query.query_embeddings(OUT/<stem>/embeddings.tif, v, distance)``: band 0 the
-rank-normalised similarity 0..1 (1 = the cell most like the sound), band 1 the embedding distance,
+The heatmap is ``geo.query.query_embeddings(OUT/<stem>/embeddings.tif, v, distance)`` (for a mapped
+region, over its embeddings mosaic ``OUT/mosaic/embeddings.vrt``, ranked over the whole region): band
+0 the rank-normalised similarity 0..1 (1 = the cell most like the sound), band 1 the embedding distance,
 band 2 the probability that the cell and the sound come from the same place (the bundle's
 calibration; NaN without one).
 """
@@ -132,13 +133,14 @@ def embed_upload(backend: Any, name: str, data: bytes) -> np.ndarray:
         Path(tmp).unlink(missing_ok=True)
 
 
-def heatmap(map_dir: Path, vector: np.ndarray, distance: str,
+def heatmap(embeddings: Path, vector: np.ndarray, distance: str,
             calibration: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """``geo.query.query_embeddings`` over the map's embeddings.tif: (3, rows, cols) (similarity,
-    distance, probability of the same place with the bundle's ``calibration``) and profile."""
+    """``geo.query.query_embeddings`` over ``embeddings`` (a map's embeddings.tif, or a region's
+    embeddings mosaic VRT, which GDAL reads as one raster): (3, rows, cols) (similarity, distance,
+    probability of the same place with the bundle's ``calibration``) and profile."""
     from geo.query import query_embeddings
 
-    return query_embeddings(map_dir / "embeddings.tif", vector, distance, calibration)
+    return query_embeddings(embeddings, vector, distance, calibration)
 
 
 def best_cells(similarity: np.ndarray, k: int = 3) -> list[tuple[int, int, float]]:
