@@ -1,25 +1,34 @@
-"""Mapping throughput and memory: ``python -m geo.map`` end to end against the backend alone.
+"""Mapping throughput and memory: ``python -m geo.map`` end to end against its bound.
 
-    python benchmarks/mapping.py [--size 20000] [--overviews | --raster IN.tif] [--bundle B]
-                                 [--backends torch onnx onnx-int8]
-                                 [--tile-size 192 --gsd 0.5] [--batch 32] [--workers 2] [--export]
+    python benchmarks/mapping.py [--size 20000] [--native-size 4000] [--cases native coarse coarse-overviews]
+                                 [--backends torch onnx onnx-int8] [--tile-size 64 --gsd 6]
+                                 [--batch 32] [--workers 2] [--json PATH]
 
-1. Generates a ``size`` x ``size`` px RGB uint8 GeoTIFF at 0.5 m (EPSG:32632; tiled 512 px, ZSTD)
-   block row by block row from a repeating procedural pattern (fields, roads, water, noise);
-   ``--overviews`` adds internal average overviews, as delivered COG imagery has; ``--raster``
-   measures on a given GeoTIFF instead.
-2. Uses ``--bundle`` or makes a random-initialised one (resnet18 image encoder, ``--dim``-d
-   embeddings, soundscape head and DeepLabV3+ land-cover head, ``--tile-size`` px at ``--gsd`` m).
-   ``--export`` runs ``python -m export.onnx --int8`` on it first so the ONNX backends exist.
-3. For each backend that opens: **model-only** tiles/s (``geo.pipeline.infer`` on tiles preloaded
-   from the raster, after one warm-up batch) and **end-to-end** tiles/s of ``python -m geo.map`` in
-   a child process (``pipeline``: the read-infer-write pipeline; ``total``: including COG
-   publishing and land-cover vectorisation), with the child's peak RSS (psutil, polled every 50 ms,
-   process and its children), and the share of the pipeline's wall time spent in inference.
-4. Times ``geo.query.query_embeddings`` on a generated 100,000-cell x 128-d embeddings raster.
+For one random-initialised bundle (resnet18 image encoder, soundscape head, DeepLabV3+ land-cover
+head; ``--tile-size`` px at ``--gsd`` m; exported to ONNX and INT8 first) and each case:
 
-Prints a table; ``--json PATH`` also writes the figures.
+- ``native``: a ``--native-size`` px raster whose pixels are the bundle's own ``--gsd``;
+- ``coarse``: a ``--size`` px raster at 0.5 m, read ``gsd / 0.5`` times coarser (12x at 6 m),
+  without overviews; ``coarse-overviews``: the same with internal average overviews 2-16, as a COG
+  has them.
+
+Rasters are RGB uint8 GeoTIFFs (EPSG:32632, 512 px tiles, ZSTD) written block row by block row
+from a repeating procedural pattern (fields, roads, water, noise). Measured side by side in one run:
+
+- **model-only** tiles/s per backend: ``geo.pipeline.infer`` on preloaded tiles, after a warm-up;
+- **io-only** tiles/s per case: ``geo.map --backend null`` (export.null_backend: same tiles read,
+  same products written, no inference);
+- **end to end** per backend and case: ``geo.map`` in a child process; ``pipeline`` is the
+  read-infer-write pipeline, ``total`` adds COG publishing and land-cover vectorising; with the
+  child's peak RSS (psutil, every 50 ms, with its children);
+- the **bound**: on a machine where reading and writing take CPU from inference, ``1 / (1 /
+  model_only + 1 / io_only)`` tiles/s (pipeline against io-only pipeline, total against io-only
+  total), and each end-to-end rate as a fraction of it and of model-only.
+
+Prints one table; ``--json PATH`` also writes every figure. Targets (issue #20): pipeline >= 0.9
+and total >= 0.8 of the bound, peak RSS < 1 GiB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SOURCE_GSD = 0.5  # metres per pixel of the generated raster
+SOURCE_GSD = 0.5  # metres per pixel of the generated coarse-case rasters
+CASES = ("native", "coarse", "coarse-overviews")
 BLOCK = 512  # px, GeoTIFF block size of the generated raster
 PERIOD = 2048  # px, the procedural pattern repeats after this many pixels
 OVERVIEWS = [2, 4, 8, 16]  # --overviews: internal overview factors of the generated raster
@@ -56,9 +66,9 @@ def pattern(seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_raster(path: Path, size: int, overviews: bool = False) -> float:
-    """Write the benchmark GeoTIFF block row by block row (with internal average overviews 2, 4, 8,
-    16 when ``overviews``, as a cloud-optimised GeoTIFF has them); returns seconds taken."""
+def make_raster(path: Path, size: int, overviews: bool = False, gsd: float = SOURCE_GSD) -> float:
+    """Write the benchmark GeoTIFF (``gsd`` m pixels) block row by block row (with internal average
+    overviews 2, 4, 8, 16 when ``overviews``, as a cloud-optimised GeoTIFF has them); returns seconds taken."""
     import rasterio
     from affine import Affine
     from rasterio.enums import Resampling
@@ -68,7 +78,7 @@ def make_raster(path: Path, size: int, overviews: bool = False) -> float:
     tile = pattern()
     cols = np.arange(size) % PERIOD
     profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32632",
-                   transform=Affine(SOURCE_GSD, 0, 690000, 0, -SOURCE_GSD, 5340000), tiled=True,
+                   transform=Affine(gsd, 0, 690000, 0, -gsd, 5340000), tiled=True,
                    blockxsize=BLOCK, blockysize=BLOCK, compress="zstd", zstd_level=1, photometric="RGB",
                    interleave="pixel", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     with rasterio.open(path, "w", **profile) as ds:
@@ -99,7 +109,8 @@ def random_bundle(path: Path, tile_size: int, gsd: float, dim: int, landcover: b
 def preload_tiles(raster: Path, tile_size: int, gsd: float, n: int) -> np.ndarray:
     """The first ``n`` tiles of the raster's grid, read as geo.map reads them."""
     from geo.grid import TileGrid
-    from geo.raster import open_raster, read_tiles
+    from geo.raster import open_raster
+    from geo.tile_read import read_tiles
 
     with open_raster(raster) as src:
         grid = TileGrid.from_source(src, tile_size, gsd)
@@ -186,86 +197,122 @@ def query_speed(folder: Path, cells: int = 100_000, dim: int = 128, repeats: int
     return best
 
 
-def describe_raster(raster: Path, args: argparse.Namespace) -> str:
-    """One line naming the raster measured: the given file, or the generated one's size."""
-    if args.raster is not None:
-        return str(raster)
-    return f"{args.size} x {args.size} px{' with overviews' if args.overviews else ''} at {SOURCE_GSD} m"
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="On a CPU-only machine the default 192-px resnet18 bundle maps a 20000 px "
-                                       "raster in hours; --tile-size 64 --gsd 6 reads the same raster with 729 tiles.")
-    p.add_argument("--size", type=int, default=20000, help="raster side in pixels (default 20000)")
-    p.add_argument("--raster", type=Path, default=None,
-                   help="measure on this GeoTIFF instead of generating one (--size, --overviews ignored)")
-    p.add_argument("--overviews", action="store_true",
-                   help="give the raster internal average overviews (2, 4, 8, 16) as a COG has; GDAL then reads "
-                        "downsampled tiles from them")
-    p.add_argument("--bundle", type=Path, default=None, help="bundle to use (default: a random resnet18 one)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=20000, help="side of the coarse-case rasters in px at 0.5 m (20000)")
+    p.add_argument("--native-size", type=int, default=4000, help="side of the native-case raster in px (4000)")
+    p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="cases to run (all)")
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"],
                    help="backends to measure; those that do not open are skipped (default: torch onnx onnx-int8)")
-    p.add_argument("--tile-size", type=int, default=192, help="tile size of the random bundle (px)")
-    p.add_argument("--gsd", type=float, default=0.5, help="GSD of the random bundle (m/px)")
+    p.add_argument("--tile-size", type=int, default=64, help="tile size of the random bundle (px, 64)")
+    p.add_argument("--gsd", type=float, default=6.0, help="GSD of the random bundle (m/px, 6: 12x coarser than 0.5 m)")
     p.add_argument("--dim", type=int, default=128, help="embedding size of the random bundle")
     p.add_argument("--no-landcover", action="store_true", help="random bundle without land-cover head")
-    p.add_argument("--export", action="store_true", help="export the bundle to ONNX (+INT8) first")
     p.add_argument("--batch", type=int, default=32, help="tiles per inference call (32)")
     p.add_argument("--workers", type=int, default=2, help="geo.map reader threads (2)")
     p.add_argument("--preload", type=int, default=128, help="tiles preloaded for the model-only rate")
     p.add_argument("--min-seconds", type=float, default=10.0, help="least time of a model-only measurement")
+    p.add_argument("--no-query", action="store_true", help="skip the geo.query timing")
     p.add_argument("--work", type=Path, default=None, help="working folder (default: a temp folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def make_case(case: str, work: Path, args: argparse.Namespace) -> Path:
+    """The raster of one case (module doc), written into ``work``."""
+    path = work / f"{case}.tif"
+    if case == "native":
+        seconds = make_raster(path, args.native_size, False, args.gsd)
+        what = f"{args.native_size} px at {args.gsd:g} m"
+    else:
+        seconds = make_raster(path, args.size, case == "coarse-overviews")
+        what = f"{args.size} px at {SOURCE_GSD:g} m{' with overviews' if case == 'coarse-overviews' else ''}"
+    print(f"{case}: {what}, written in {seconds:.1f} s ({path.stat().st_size / 2**20:.0f} MiB)", flush=True)
+    return path
+
+
+def rates(timings: dict) -> tuple[float, float]:
+    """(pipeline, total) tiles/s of a run.json's timings."""
+    return timings["tiles"] / timings["pipeline_s"], timings["tiles_per_s"]
+
+
+def bound(model: float, io: float) -> float:
+    """Tiles/s when model work and input/output share the machine: 1 / (1/model + 1/io)."""
+    return 1.0 / (1.0 / model + 1.0 / io)
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict:
+    """Every figure of the module doc, as one JSON-ready dict."""
     from export.runtime import BackendError, open_backend
 
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        work = Path(tmp)
-        raster = args.raster or work / f"bench_{args.size}.tif"
-        if args.raster is None:
-            made = make_raster(raster, args.size, args.overviews)
-            print(f"raster {args.size} x {args.size} px{' with overviews' if args.overviews else ''}: written in "
-                  f"{made:.1f} s ({raster.stat().st_size / 2**20:.0f} MiB)")
-        bundle = args.bundle or random_bundle(work / "bundle", args.tile_size, args.gsd, args.dim, not args.no_landcover)
-        if args.export:
-            subprocess.run([sys.executable, "-m", "export.onnx", "--bundle", str(bundle), "--int8", "--calibration",
-                            str(raster), "--calibration-tiles", "64"], cwd=ROOT, check=True)
+    bundle = random_bundle(work / "bundle", args.tile_size, args.gsd, args.dim, not args.no_landcover)
+    rasters = {case: make_case(case, work, args) for case in args.cases}
+    calibration = next(iter(rasters.values()))
+    subprocess.run([sys.executable, "-m", "export.onnx", "--bundle", str(bundle), "--int8", "--calibration",
+                    str(calibration), "--calibration-tiles", "64"], cwd=ROOT, check=True, capture_output=True)
+    model_rates = {}
+    for name in args.backends:
+        try:
+            backend = open_backend(bundle, name=name, device="cpu" if name.startswith("onnx") else None)
+        except (BackendError, ValueError) as e:
+            print(f"{name}: skipped ({e})")
+            continue
+        tiles = preload_tiles(calibration, backend.tile_size, backend.bundle.image_input.gsd, args.preload)
+        model_rates[name] = model_only(backend, tiles, args.batch, args.min_seconds)
+        del backend
+    cases = []
+    for case, raster in rasters.items():
+        io_timings, io_peak = end_to_end(raster, bundle, "null", work / "out_null", args.batch, args.workers)
+        io_pipeline, io_total = rates(io_timings)
         rows = []
-        for name in args.backends:
-            try:
-                backend = open_backend(bundle, name=name, device="cpu" if name.startswith("onnx") else None)
-            except (BackendError, ValueError) as e:
-                print(f"{name}: skipped ({e})")
-                continue
-            tiles = preload_tiles(raster, backend.tile_size, backend.bundle.image_input.gsd, args.preload)
-            alone = model_only(backend, tiles, args.batch, args.min_seconds)
-            del backend
+        for name, alone in model_rates.items():
             timings, peak = end_to_end(raster, bundle, name, work / f"out_{name}", args.batch, args.workers)
-            pipeline = timings["tiles"] / timings["pipeline_s"]
-            rows.append({"backend": name, "tiles": timings["tiles"], "model_only_tiles_per_s": alone,
-                         "pipeline_tiles_per_s": pipeline, "total_tiles_per_s": timings["tiles_per_s"],
-                         "pipeline_ratio": pipeline / alone, "total_ratio": timings["tiles_per_s"] / alone,
-                         "infer_share": timings["infer_s"] / timings["pipeline_s"],
+            pipeline, total = rates(timings)
+            rows.append({"backend": name, "tiles": timings["tiles"], "model_only": alone,
+                         "pipeline": pipeline, "total": total,
+                         "bound_pipeline": bound(alone, io_pipeline), "bound_total": bound(alone, io_total),
+                         "pipeline_of_bound": pipeline / bound(alone, io_pipeline),
+                         "total_of_bound": total / bound(alone, io_total),
+                         "pipeline_of_model": pipeline / alone, "total_of_model": total / alone,
                          "peak_rss_mib": peak / 2**20, "timings": timings})
-        query_s = query_speed(work)
-    print(f"\nraster {describe_raster(raster, args)}, "
-          f"batch {args.batch}, {args.workers} reader threads")
-    print(f"{'backend':10s} {'tiles':>6s} {'model-only/s':>12s} {'pipeline/s':>10s} {'ratio':>6s} "
-          f"{'total/s':>8s} {'ratio':>6s} {'infer share':>11s} {'peak RSS MiB':>12s}")
-    for r in rows:
-        print(f"{r['backend']:10s} {r['tiles']:6d} {r['model_only_tiles_per_s']:12.2f} {r['pipeline_tiles_per_s']:10.2f} "
-              f"{r['pipeline_ratio']:6.2f} {r['total_tiles_per_s']:8.2f} {r['total_ratio']:6.2f} "
-              f"{r['infer_share']:11.1%} {r['peak_rss_mib']:12.0f}")
-    print("ratio: end-to-end / model-only tiles/s; infer share: inference seconds / pipeline wall seconds "
-          "(1.0 = reading and writing fully hidden behind inference)")
-    print(f"query_embeddings, 100,000 cells x 128 dims: {query_s * 1000:.0f} ms (best of 5, read included)")
+        cases.append({"case": case, "raster": str(raster.name), "io_only_pipeline": io_pipeline,
+                      "io_only_total": io_total, "io_only_peak_rss_mib": io_peak / 2**20, "rows": rows})
+    return {"tile_size": args.tile_size, "gsd": args.gsd, "batch": args.batch, "workers": args.workers,
+            "cases": cases, "query_s": None if args.no_query else query_speed(work)}
+
+
+def report(figures: dict) -> str:
+    """The table of :func:`measure`'s figures."""
+    lines = [f"bundle: random resnet18, {figures['tile_size']} px at {figures['gsd']:g} m; batch {figures['batch']}, "
+             f"{figures['workers']} reader threads; rates in tiles/s",
+             f"{'case':17s} {'backend':10s} {'tiles':>6s} {'model':>7s} {'io-only':>8s} {'bound':>7s} "
+             f"{'pipeline':>8s} {'/bound':>6s} {'/model':>6s} {'total':>7s} {'/bound':>6s} {'/model':>6s} {'RSS MiB':>7s}"]
+    for case in figures["cases"]:
+        lines.append(f"{case['case']:17s} {'null':10s} {'':>6s} {'':>7s} {case['io_only_pipeline']:8.1f} {'':>7s} "
+                     f"{'':>8s} {'':>6s} {'':>6s} {case['io_only_total']:7.1f} {'':>6s} {'':>6s} "
+                     f"{case['io_only_peak_rss_mib']:7.0f}")
+        for r in case["rows"]:
+            lines.append(f"{'':17s} {r['backend']:10s} {r['tiles']:6d} {r['model_only']:7.1f} {'':>8s} "
+                         f"{r['bound_pipeline']:7.1f} {r['pipeline']:8.1f} {r['pipeline_of_bound']:6.2f} "
+                         f"{r['pipeline_of_model']:6.2f} {r['total']:7.1f} {r['total_of_bound']:6.2f} "
+                         f"{r['total_of_model']:6.2f} {r['peak_rss_mib']:7.0f}")
+    lines.append("io-only: geo.map --backend null (no inference); bound = 1/(1/model + 1/io-only), the pipeline's "
+                 "against io-only pipeline, the total's against io-only total; targets pipeline/bound >= 0.9, "
+                 "total/bound >= 0.8, RSS < 1024 MiB")
+    if figures["query_s"] is not None:
+        lines.append(f"query_embeddings, 100,000 cells x 128 dims: {figures['query_s'] * 1000:.0f} ms "
+                     f"(best of 5, read included)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        figures = measure(args, Path(tmp))
+    print()
+    print(report(figures))
     if args.json:
-        args.json.write_text(json.dumps({"raster": describe_raster(raster, args), "rows": rows, "query_s": query_s}, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 
