@@ -154,7 +154,8 @@ def run_map(source: Path, bundle_dir: Path, backend: str, out_folder: Path,
         raise ValueError(f"geo.map writes OUT/{source.stem}, not {out_folder}")
     out_folder.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "geo.map", str(source), "--bundle", str(bundle_dir), "--out",
-           str(out_folder.parent), "--backend", backend, "--no-progress", "--progress-json", "--wait"]
+           str(out_folder.parent), "--backend", backend, "--no-progress", "--progress-json", "--wait",
+           "--no-catalog"]  # a cache folder of one scene, not a region a user opens
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         lines = _follow(proc.stderr, on_progress)

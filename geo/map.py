@@ -620,7 +620,8 @@ def publish_catalogue_of(out: Path, mosaic_crs: str | None) -> bool:
         print(f"error: catalogue of {out} not written: {one_line(e)}", file=sys.stderr)
         return False
     if made["catalog"] is not None:
-        print(f"catalogue: {made['catalog']} ({len(made['items'])} inputs), {len(made['mosaics'])} mosaics in "
+        n = len(made["items"])
+        print(f"catalogue: {made['catalog']} ({n} input{'s' if n != 1 else ''}), {len(made['mosaics'])} mosaics in "
               f"{out / 'mosaic'}")
     return True
 

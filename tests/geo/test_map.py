@@ -16,6 +16,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pystac
 import pytest
 import rasterio
 from scipy.ndimage import binary_erosion
@@ -314,8 +315,11 @@ def test_bad_files_fail_alone_with_one_line_each(bundles, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "corrupt.tif" in errors[0] and "all-nodata.tif" in errors[1]
     assert "Traceback" not in proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["RGB.byte"]  # nothing left for the bad files
+    # nothing left for the bad files; the catalogue and mosaics written after the run list the one mapped
+    assert sorted(p.name for p in out.iterdir()) == ["RGB.byte", "catalog.json", "mosaic", "stac"]
     assert (out / "RGB.byte" / "run.json").is_file()
+    assert [i.id for i in pystac.Catalog.from_file(out / "catalog.json").get_items()] == ["RGB.byte"]
+    assert (out / "mosaic" / "soundscape.vrt").is_file() and f"catalogue: {out / 'catalog.json'} (1 input)" in proc.stdout
     assert "1 mapped, 0 skipped (up to date), 2 failed" in proc.stdout and "corrupt.tif" in proc.stdout
 
 
