@@ -27,8 +27,9 @@ CONNECT_TIMEOUT_S = 3.0  # seconds a TCP connect to HOST:PORT may take before th
 LOCAL, AUTO = "local", "auto"
 
 
-class ClusterError(GeoaudioError, RuntimeError):
-    """Ray is missing, the cluster cannot be reached or cannot run the work (one line)."""
+class ClusterError(GeoaudioError, OSError):
+    """Ray is missing, the cluster cannot be reached or cannot run the work (one line); an OSError,
+    like any other trouble with the machines a run depends on."""
 
 
 def import_ray() -> Any:
