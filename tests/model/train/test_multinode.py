@@ -210,10 +210,10 @@ def test_two_processes_gather_every_negative_and_match_one_process_on_the_whole_
     import torch.multiprocessing as mp
     from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
-    # forked, not spawned: the processes start with torch and Lightning imported (a spawned pair
-    # spends 15-30 s importing them again); each runs one thread, as DataLoader workers do after a fork
+    # spawned, not forked: a fork of a pytest process whose earlier tests ran backward passes cannot
+    # run autograd (PyTorch's autograd threads do not survive a fork); each runs one thread
     context = mp.start_processes(_rank_worker, args=(find_free_network_port(), str(tmp_path)), nprocs=WORLD,
-                                 join=False, start_method="fork")
+                                 join=False, start_method="spawn")
     deadline = time.monotonic() + DEADLINE_S
     try:
         while not context.join(timeout=max(0.1, deadline - time.monotonic())):
