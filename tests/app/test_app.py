@@ -32,6 +32,7 @@ from app.access import SERVER_PATHS_NOTE
 from app.scenes import LANDSAT, SERVER, UPLOAD, UploadError, check_upload_name, sources
 from app.state import MAX_AUDIO_MB, MAX_UPLOAD_MB, map_key, parse_options, sha256_hex
 from model.bundle.files import META_FILE, WEIGHTS_FILE
+from tests.app.page import deck_spec, healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -53,22 +54,12 @@ def env(quick_demo, tmp_path, monkeypatch):  # noqa: F811
 def _start() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
-    _healthy(at)
+    healthy(at)
     return at
 
 
-def _healthy(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def _deck(at: AppTest) -> dict:
-    charts = at.get("deck_gl_json_chart")
-    assert len(charts) == 1, "expected one pydeck map"
-    return json.loads(charts[0].proto.json)
-
-
 def _layer_ids(at: AppTest) -> list[str]:
-    return [layer["id"] for layer in _deck(at)["layers"]]
+    return [layer["id"] for layer in deck_spec(at)["layers"]]
 
 
 def _errors(at: AppTest) -> list[str]:
@@ -82,7 +73,7 @@ def _markdown(at: AppTest) -> str:
 def test_page_shows_the_demo_map_without_a_web_basemap(env):
     at = _start()
     assert _errors(at) == []
-    deck = _deck(at)
+    deck = deck_spec(at)
     assert _layer_ids(at) == ["imagery", "soundscape", "tiles"]
     assert "mapProvider" not in deck and deck["mapStyle"].startswith("data:application/json")  # no tile server
     with rasterio.open(env.scene) as ds:
@@ -109,12 +100,12 @@ def test_layer_switches_and_opacity_change_the_deck(env):
     at.slider(key="opacity_landcover").set_value(0.8).run()
     at.checkbox(key="layer_imagery").uncheck().run()
     at.checkbox(key="layer_tiles").uncheck().run()
-    _healthy(at)
+    healthy(at)
     assert _layer_ids(at) == ["landcover", "soundscape"]
-    assert _deck(at)["layers"][0]["opacity"] == pytest.approx(0.8)
+    assert deck_spec(at)["layers"][0]["opacity"] == pytest.approx(0.8)
     assert "Land cover" in _markdown(at) and "forest" in _markdown(at)
     at.checkbox(key="layer_web").check().run()
-    assert _deck(at).get("mapProvider") == "carto"
+    assert deck_spec(at).get("mapProvider") == "carto"
 
 
 def test_the_soundscape_uncertainty_layer_shows_the_entropy_band(env):
@@ -123,9 +114,9 @@ def test_the_soundscape_uncertainty_layer_shows_the_entropy_band(env):
     at = _start()
     assert not at.checkbox(key="layer_uncertainty").value  # off by default
     at.checkbox(key="layer_uncertainty").check().run()
-    _healthy(at)
+    healthy(at)
     assert _layer_ids(at) == ["imagery", "soundscape", "uncertainty", "tiles"]
-    layer = _deck(at)["layers"][2]
+    layer = deck_spec(at)["layers"][2]
     assert layer["@@type"] == "BitmapLayer" and layer["opacity"] == pytest.approx(0.6)
     assert "Soundscape uncertainty" in _markdown(at) and "all equally likely" in _markdown(at)
     with rasterio.open(env.map_dir / "soundscape_scores.tif") as ds:
@@ -139,10 +130,10 @@ def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_aud
     assert uploader.proto.max_upload_size_mb == MAX_AUDIO_MB  # Streamlit itself refuses a larger upload
     assert uploader.proto.label.endswith(f"at most {MAX_AUDIO_MB} MB and 10 minutes)")
     uploader.set_value(("robin.ogg", ROBIN.read_bytes(), "audio/ogg")).run()
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == []
     assert _layer_ids(at) == ["imagery", "soundscape", "heatmap", "tiles", "best_cells", "best_labels"]
-    heat = _deck(at)["layers"][2]
+    heat = deck_spec(at)["layers"][2]
     assert heat["image"].startswith("data:image/png") and heat["opacity"] == pytest.approx(0.6)
     assert any("Similarity heatmap of your recording robin.ogg" in c.value for c in at.caption)
     assert "Similarity heatmap" in _markdown(at)
@@ -154,7 +145,7 @@ def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_aud
     at.checkbox(key="layer_heatmap").uncheck().run()
     assert "heatmap" not in _layer_ids(at)
     at.get("file_uploader")[0].set_value(("notes.wav", b"this is not audio", "audio/wav")).run()
-    _healthy(at)
+    healthy(at)
     [error] = _errors(at)
     assert error == "audio rejected: notes.wav: not a readable audio file (wav, flac, ogg, mp3)"
     assert _layer_ids(at) == ["imagery", "soundscape", "tiles"]
@@ -163,7 +154,7 @@ def test_sound_query_with_robin_adds_the_heatmap_and_keeps_working_after_bad_aud
 def test_gallery_query_and_listening_to_a_tile(env):
     at = _start()
     at.radio(key="query_source").set_value("a gallery recording").run()
-    _healthy(at)
+    healthy(at)
     assert "heatmap" in _layer_ids(at)
     assert len(at.get("audio")) >= 2  # the picked recording and the tile's nearest recordings
     at.selectbox(key="listen_tile").set_value("r0 c0").run()
@@ -180,14 +171,14 @@ def test_a_description_queries_the_gallerys_titles_and_descriptions(env):
     at = _start()
     at.radio(key="query_source").set_value("a description").run()
     at.text_input(key="query_text").input("a dog barking").run()  # only recording 100021 has a dog
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == [] and "heatmap" in _layer_ids(at)
     assert any('Similarity heatmap of the description "a dog barking"' in c for c in _captions(at))
     assert "Water on lakeshore (recording 100021, score" in _markdown(at)
     players = len(at.get("audio"))
     assert any(b.label.startswith("heat-text-a-dog-barking-") for b in at.get("download_button"))
     at.text_input(key="query_text").input("thunder").run()
-    _healthy(at)
+    healthy(at)
     assert ('no gallery recording\'s title or description matches "thunder" (the gallery has 40 recordings with text)'
             in [w.value for w in at.warning])
     assert "heatmap" not in _layer_ids(at)
@@ -207,13 +198,13 @@ def test_bad_uploads_give_one_error_line_and_the_app_keeps_working(env):
     at = _start()
     at.radio(key="scene_source").set_value(UPLOAD).run()
     at.get("file_uploader")[0].set_value(("corrupt.tif", CORRUPT.read_bytes(), "image/tiff")).run()
-    _healthy(at)
+    healthy(at)
     [error] = _errors(at)
     assert error.startswith("upload rejected: corrupt.tif: cannot read pixels") and "\n" not in error
     assert not at.get("deck_gl_json_chart")
     assert not list((Path(os.environ["GEOAUDIO_CACHE"]) / "uploads").glob("**/*"))  # nothing half-kept
     at.radio(key="scene_source").set_value(sources(env.scene, None, False)[0]).run()
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == [] and "imagery" in _layer_ids(at)
 
 
@@ -230,7 +221,7 @@ def test_an_all_nodata_upload_is_refused_at_upload_with_its_reason(env, tmp_path
     assert uploader.proto.max_upload_size_mb == MAX_UPLOAD_MB  # the widget's own limit is the one its label states
     assert f"at most {MAX_UPLOAD_MB} MB" in uploader.proto.label
     uploader.set_value(("empty.tif", empty.read_bytes(), "image/tiff")).run()
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == ["upload rejected: empty.tif: every pixel is nodata, nothing to map"]
     assert not at.button and not at.get("deck_gl_json_chart")  # refused at upload: nothing to map or preview
     assert not list((Path(os.environ["GEOAUDIO_CACHE"]) / "uploads").glob("**/*"))  # no file left behind
@@ -250,14 +241,14 @@ def test_landsat_sample_is_not_mapped_at_the_demo_bundles_resolution_but_shown(e
         pytest.skip("../shared/data/geotiff/RGB.byte.tif is not present")
     at = _start()
     at.radio(key="scene_source").set_value(LANDSAT).run()
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == []
     [line] = [w.value for w in at.warning]  # why it is not mapped (geo.map's own refusal) and what bundle would fit
     assert line == ("Not mapped: RGB.byte.tif: its pixels are 300 m, 600x coarser than the bundle's 0.5 m; mapping it "
                     "would upsample every tile (more than 8x is refused; python -m geo.map --allow-resample maps it "
                     "anyway); a bundle trained at ≥ 37.6 m per pixel would fit it.")
     assert _layer_ids(at) == ["imagery"]  # the imagery preview alone
-    preview = _deck(at)["layers"][0]
+    preview = deck_spec(at)["layers"][0]
     assert preview["image"].startswith("data:image/png") and len(preview["bounds"]) == 4  # PNG: nodata is clear
     [caption] = [c for c in _captions(at) if c.startswith("Imagery of the Landsat sample")]
     assert caption.endswith("; CRS EPSG:32618 (WGS 84 / UTM zone 18N); 300 m per pixel (791 x 718 pixels).")
@@ -321,14 +312,14 @@ def test_an_uploaded_geotiff_is_mapped_with_a_progress_bar(env, tmp_path):
     at.selectbox(key="listen_tile").set_value("r5 c5").run()  # a tile the small scene does not have
     at.radio(key="scene_source").set_value(UPLOAD).run()
     at.get("file_uploader")[0].set_value(("corner.tif", scene.read_bytes(), "image/tiff")).run()
-    _healthy(at)
+    healthy(at)
     assert "4 tiles" in at.info[0].value and not at.get("deck_gl_json_chart")
     at.button(key="map_button").click().run()
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == []
     assert not [i.value for i in at.info if "not mapped yet" in i.value] and not at.button  # the box is gone
     assert at.get("progress")[0].proto.value == 100
-    deck = _deck(at)
+    deck = deck_spec(at)
     assert len(deck["layers"][-1]["data"]) == 4
     assert at.selectbox(key="listen_tile").value == "r0 c0"
     [run] = list((tmp_path / "cache" / "maps").glob("*/corner/run.json"))
@@ -336,8 +327,8 @@ def test_an_uploaded_geotiff_is_mapped_with_a_progress_bar(env, tmp_path):
     assert run.parent.parent.name == map_key(f"sha256:{sha256_hex(scene.read_bytes())}", env.info["bundle_hash"],
                                              "torch")  # keyed by the backend auto took
     at.selectbox(key="backend").set_value("torch").run()  # the same backend by name: the same map, not mapped again
-    _healthy(at)
-    assert not at.button and len(_deck(at)["layers"][-1]["data"]) == 4
+    healthy(at)
+    assert not at.button and len(deck_spec(at)["layers"][-1]["data"]) == 4
 
 
 def _captions(at: AppTest) -> list[str]:
@@ -362,7 +353,7 @@ def test_without_the_flag_only_the_apps_own_bundles_are_offered(env, tmp_path):
     assert not [t for t in at.text_input if t.key == "bundle_path"]  # no box takes a folder path
     assert SERVER_PATHS_NOTE not in _captions(at)
     at.radio(key="bundle_source").set_value("broken").run()
-    _healthy(at)
+    healthy(at)
     [error] = _errors(at)
     assert error.startswith("bundle rejected: broken") and str(tmp_path) not in error and "\n" not in error
     at.radio(key="bundle_source").set_value("mine").run()
@@ -379,7 +370,7 @@ def test_gallery_recordings_outside_the_data_folder_are_not_played(env, tmp_path
     write_gallery(gallery_path(hostile), rows[list(rows.columns)], embeddings, gallery_stamp(hostile, env.pairs, "audio"))
     at = _start()
     at.radio(key="bundle_source").set_value("hostile").run()
-    _healthy(at)
+    healthy(at)
     assert ("2 recordings of this bundle's gallery name files outside its data folder: they are not played."
             in [w.value for w in at.warning])
     at.radio(key="query_source").set_value("a gallery recording").run()
@@ -393,7 +384,7 @@ def test_bundle_folder_is_validated_with_one_line_with_the_flag(env, tmp_path, m
     assert SERVER_PATHS_NOTE in _captions(at)
     at.radio(key="bundle_source").set_value("Bundle folder").run()
     at.text_input(key="bundle_path").input(str(tmp_path)).run()
-    _healthy(at)
+    healthy(at)
     [error] = _errors(at)
     assert error == f"bundle rejected: {tmp_path}: not a bundle (bundle.json missing)"
     at.text_input(key="bundle_path").input(str(env.bundle)).run()
@@ -407,7 +398,7 @@ def test_server_paths_only_with_the_flag(env, monkeypatch):
     at = _start()
     at.radio(key="scene_source").set_value(SERVER).run()
     at.text_input(key="scene_path").input(str(env.scene)).run()
-    _healthy(at)
+    healthy(at)
     assert _errors(at) == [] and "imagery" in _layer_ids(at)
     at.text_input(key="scene_path").input(str(env.root / "missing.tif")).run()
     assert _errors(at) == [f"{env.root / 'missing.tif'}: no such file on the server"]
@@ -432,7 +423,7 @@ def test_a_bundle_whose_gallery_is_collapsed_gets_one_warning_line(env, tmp_path
     at = _start()
     assert not [w.value for w in at.warning if "collapsed" in w.value]  # the demo's own gallery is spread out
     at.radio(key="bundle_source").set_value("collapsed").run()
-    _healthy(at)
+    healthy(at)
     [warning] = [w.value for w in at.warning if "collapsed" in w.value]
     assert "mean cosine similarity" in warning and "1.0000" in warning and "\n" not in warning
 
@@ -469,15 +460,15 @@ def test_layers_and_the_query_stay_through_backend_bundle_and_scene_switches(env
     at.selectbox(key="backend").set_value("torch").run()  # what auto took: the demo's own map, nothing to map
     assert not at.button and _layer_state(at) == before
     at.radio(key="bundle_source").set_value("other").run()  # not mapped with it: no layer or query widgets
-    _healthy(at)
+    healthy(at)
     assert "not mapped yet" in at.info[0].value and not at.get("deck_gl_json_chart")
     assert not [c for c in at.checkbox if c.key == "layer_landcover"]
     at.radio(key="bundle_source").set_value("Demo bundle").run()
     at.selectbox(key="backend").set_value("auto").run()
-    _healthy(at)
+    healthy(at)
     assert _layer_state(at) == before
     assert _layer_ids(at) == ["imagery", "landcover", "soundscape", "heatmap", "best_cells", "best_labels"]
-    assert _deck(at)["layers"][1]["opacity"] == pytest.approx(0.8)
+    assert deck_spec(at)["layers"][1]["opacity"] == pytest.approx(0.8)
     assert at.success[0].value.startswith(f"Most like the sound class {name}")
     at.radio(key="scene_source").set_value(LANDSAT).run()  # a preview only
     at.radio(key="scene_source").set_value(sources(env.scene, None, False)[0]).run()
@@ -487,7 +478,7 @@ def test_layers_and_the_query_stay_through_backend_bundle_and_scene_switches(env
 # ---- map basics: about line, scale bar, tooltips, best cells, clicks, quieter defaults ----------------------------
 
 def _layer(at: AppTest, layer_id: str) -> dict:
-    [layer] = [layer for layer in _deck(at)["layers"] if layer["id"] == layer_id]
+    [layer] = [layer for layer in deck_spec(at)["layers"] if layer["id"] == layer_id]
     return layer
 
 
@@ -508,7 +499,7 @@ def test_about_this_map_line_and_scale_bar(env):
         assert f"imagery {ds.res[0]:g} m per pixel ({ds.width} x {ds.height} pixels)" in about
     assert "extent 191 m x 192 m on the ground" in about and about.endswith("map cells 32 m (6 x 6).")
     [bar] = [m.value for m in at.markdown if "scale at the initial zoom" in m.value]
-    view = _deck(at)["initialViewState"]
+    view = deck_spec(at)["initialViewState"]
     width_px = float(bar.split("width:")[1].split("px")[0])
     length_m = float(bar.split("</span>")[1].split(" m")[0])
     assert length_m / width_px == pytest.approx(metres_per_pixel(view["latitude"], view["zoom"]), rel=0.01)
@@ -552,7 +543,7 @@ def test_hover_shows_centre_land_cover_sounds_and_the_querys_similarity(env):
     assert rec["centre"] == crs_coords(x, y, crs) == f"x {x:,.1f} m, y {y:,.1f} m (EPSG:32632)"
     assert rec["degrees"] == f"{lat[0]:.5f}° N, {lon[0]:.5f}° E"
     at.radio(key="query_source").set_value("a gallery recording").run()
-    _healthy(at)
+    healthy(at)
     tip = at.get("deck_gl_json_chart")[0].proto.tooltip
     assert "{similarity}" in tip and "{probability}" not in tip  # the quick demo's bundle has no calibration
     best, score = at.success[0].value.split(": ")[1].split(" (")[:2]
@@ -579,7 +570,7 @@ def test_best_cells_are_marked_on_the_map_after_a_query(env):
     at = _start()
     assert "best_cells" not in _layer_ids(at)
     at.radio(key="query_source").set_value("a gallery recording").run()
-    _healthy(at)
+    healthy(at)
     listed = [part.split(" (")[0] for part in at.success[0].value.split(": ")[1].split(", ")]
     outline, labels = _layer(at, "best_cells"), _layer(at, "best_labels")
     assert [d["cell"] for d in outline["data"]] == listed and [d["rank"] for d in labels["data"]] == ["1", "2", "3"]
@@ -617,7 +608,7 @@ def _run_with_selection(at: AppTest, selection: dict) -> None:
     states = at._tree.get_widget_states()
     states.widgets.append(WidgetState(id=at.get("deck_gl_json_chart")[0].proto.id, string_value=json.dumps(selection)))
     at._run(states)
-    _healthy(at)
+    healthy(at)
 
 
 def test_a_selection_as_streamlit_returns_it_names_the_tile():
@@ -660,7 +651,7 @@ def test_class_layers_are_quieter_while_a_heatmap_is_shown_unless_moved(env):
     at.slider(key="opacity_landcover").set_value(0.8).run()  # moved by the user: kept
     assert at.slider(key="opacity_soundscape").value == pytest.approx(0.45)
     at.radio(key="query_source").set_value("a gallery recording").run()
-    _healthy(at)
+    healthy(at)
     assert at.slider(key="opacity_soundscape").value == pytest.approx(QUIET_OPACITY)
     assert _layer(at, "soundscape")["opacity"] == pytest.approx(QUIET_OPACITY)
     assert at.slider(key="opacity_landcover").value == pytest.approx(0.8)
@@ -691,10 +682,10 @@ def test_a_calibrated_bundle_answers_with_the_probability_of_the_same_place(env,
     at = _start()
     at.radio(key="bundle_source").set_value("calibrated").run()
     at.button(key="map_button").click().run()
-    _healthy(at)
+    healthy(at)
     at.radio(key="query_source").set_value("a sound class").run()
-    _healthy(at)
+    healthy(at)
     said = [m.value for m in (*at.success, *at.warning)]
     assert any(answer in text for text in said), said
-    marks = [layer for layer in _deck(at)["layers"] if layer["id"] == "best_cells"]
+    marks = [layer for layer in deck_spec(at)["layers"] if layer["id"] == "best_cells"]
     assert bool(marks and marks[0]["data"]) == (alpha > 0)  # no cell is marked when none is likely

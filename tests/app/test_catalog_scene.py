@@ -27,6 +27,7 @@ from app.catalog_scene import Region, query_refusal, read_region
 from app.scenes import SERVER
 from geo.catalog import publish_catalogue
 from geo.map import MapOptions, map_files
+from tests.app.page import deck_spec, healthy
 from tests.bundles import LAND, RGB, SOUNDS, map_bundle, tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,22 +78,12 @@ def _open(path: Path) -> AppTest:
     at.run()
     at.radio(key="scene_source").set_value(SERVER).run()
     at.text_input(key="scene_path").input(str(path)).run()
-    _healthy(at)
+    healthy(at)
     return at
 
 
-def _healthy(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def _deck(at: AppTest) -> dict:
-    charts = at.get("deck_gl_json_chart")
-    assert len(charts) == 1, "expected one pydeck map"
-    return json.loads(charts[0].proto.json)
-
-
 def _layers(at: AppTest) -> dict[str, dict]:
-    return {layer["id"]: layer for layer in _deck(at)["layers"]}
+    return {layer["id"]: layer for layer in deck_spec(at)["layers"]}
 
 
 def _texts(elements) -> list[str]:
@@ -115,7 +106,7 @@ def test_a_mapped_folder_opens_as_one_scene_with_its_mosaics_and_nothing_is_mapp
     assert list(_layers(at)) == ["soundscape", "footprints", "footprint_labels", "tiles"]  # no imagery layer
     at.checkbox(key="layer_landcover").check().run()
     at.checkbox(key="layer_uncertainty").check().run()
-    _healthy(at)
+    healthy(at)
     layers = _layers(at)
     assert list(layers) == ["landcover", "soundscape", "uncertainty", "footprints", "footprint_labels", "tiles"]
     west, east = (_lonlat_bounds(env["scenes"][stem]) for stem in ("west", "east"))
@@ -148,7 +139,7 @@ def test_the_sound_query_needs_the_bundle_the_region_was_mapped_with(env):
     assert "heatmap" not in _layers(at)
     at.radio(key="bundle_source").set_value("region").run()
     at.radio(key="query_source").set_value("a sound class").run()
-    _healthy(at)
+    healthy(at)
     assert _texts(at.warning) == [] and _texts(at.error) == []
     [answer] = _texts(at.success)
     assert answer.startswith("Most like the sound class birds: ")
@@ -174,10 +165,10 @@ def test_a_bad_catalogue_is_one_line_and_the_app_keeps_working(env, tmp_path):
     (empty / "catalog.json").write_text(json.dumps({"type": "Catalog", "id": "x", "stac_version": "1.1.0",
                                                     "description": "nothing", "links": []}))
     at.text_input(key="scene_path").input(str(empty)).run()
-    _healthy(at)
+    healthy(at)
     assert _texts(at.error) == [f"{empty / 'catalog.json'}: the catalogue has no items (no mapped input)"]
     at.text_input(key="scene_path").input(str(env["out"])).run()
-    _healthy(at)
+    healthy(at)
     assert _texts(at.error) == [] and "soundscape" in _layers(at)
 
 
@@ -190,13 +181,13 @@ def test_a_folder_of_mapped_runs_without_a_catalogue_is_offered_to_build_it(env,
     assert offer.startswith("runs holds 2 mapped inputs but no catalog.json: build it")
     assert not at.get("deck_gl_json_chart") and not (folder / "catalog.json").exists()
     at.button(key="catalogue_button").click().run()
-    _healthy(at)
+    healthy(at)
     assert _texts(at.success) == ["Built catalog.json of runs (python -m geo.catalog): 2 items, 4 mosaics."]
     assert (folder / "catalog.json").is_file() and "soundscape" in _layers(at) and _infos(at) == []
     nothing = tmp_path / "nothing"
     nothing.mkdir()
     at.text_input(key="scene_path").input(str(nothing)).run()
-    _healthy(at)
+    healthy(at)
     expected = f"{nothing}: no catalog.json and nothing mapped here (no folder with a run.json of python -m geo.map)"
     assert _texts(at.error) == [expected]
 
