@@ -39,6 +39,7 @@ again (its content hash is computed once per Bundle object).
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,13 @@ class BackendError(GeoaudioError, ValueError):
     the wrong shape for the bundle."""
 
 
+def checked_streams(streams: int | None) -> int | None:
+    """``streams`` when None or >= 1; else BackendError."""
+    if streams is not None and streams < 1:
+        raise BackendError(f"streams must be >= 1, got {streams}")
+    return streams
+
+
 def graphs_of(bundle) -> list[str]:
     """The graphs a bundle has (the same rule as ``export.graphs.available_graphs``, without torch)."""
     out = []
@@ -74,7 +82,11 @@ def graphs_of(bundle) -> list[str]:
 
 
 class Backend:
-    """The common interface; subclasses implement :meth:`_run` for one graph and one batch."""
+    """The common interface; subclasses implement :meth:`_run` for one graph and one batch.
+
+    A backend may be called from several threads at once. ``concurrency`` is how many calls it is
+    set up to serve at once (1 unless :meth:`set_streams` said otherwise); ``geo.map`` keeps that
+    many in flight."""
 
     name = "backend"
 
@@ -82,6 +94,26 @@ class Backend:
         self.bundle = bundle
         self.reason = reason
         self.batch_size = DEFAULT_BATCH
+        self.concurrency = 1
+        self._opening = threading.Lock()  # graphs and sessions are opened once, by the first caller
+
+    def set_streams(self, streams: int | None = None, cores: int | None = None) -> None:
+        """Serve ``streams`` calls at once (None: this backend's default), sharing ``cores`` CPU
+        cores (None: :func:`export.streams.available_cores`). This base class only records the
+        number (default 1); the CPU backends also split the cores between the streams
+        (:mod:`export.streams`)."""
+        self.concurrency = checked_streams(streams) or 1
+
+    def close(self) -> None:
+        """Undo what :meth:`set_streams` changed for the whole process (PyTorch's thread count);
+        nothing for a backend that changed nothing. The backend may still be used afterwards."""
+
+    def _streams_detail(self, threads: int | None) -> str:
+        """", N streams x T threads" for the description (nothing for one stream of default threads)."""
+        if self.concurrency == 1 and not threads:
+            return ""
+        streams = f"{self.concurrency} stream{'s' if self.concurrency > 1 else ''}"
+        return f", {streams} x {threads} thread{'s' if threads != 1 else ''}" if threads else f", {streams}"
 
     # --- what the bundle offers ---------------------------------------------------------------
     @property
@@ -247,15 +279,34 @@ class OnnxBackend(Backend):
 
     def _detail(self) -> str:
         files = ", ".join(p.name for p in self.files.values())
-        return f"{self.providers[0]}, files {files}"
+        return f"{self.providers[0]}{self._streams_detail(self.threads)}, files {files}"
+
+    def set_streams(self, streams: int | None = None, cores: int | None = None) -> None:
+        """On the CPU provider: ``streams`` calls at once (default 2 on 2+ cores), each session
+        with ``cores // streams`` intra-op threads (:func:`export.streams.cpu_streams`); sessions
+        already open are opened again with them. On a GPU provider: ``streams`` calls (default 1)."""
+        from export.sessions import CPU
+        from export.streams import cpu_streams
+
+        if self.providers[0] != CPU:
+            super().set_streams(streams, cores)
+            return
+        with self._opening:
+            self.concurrency, self.threads = cpu_streams(checked_streams(streams), cores)
+            self._sessions = {}
 
     def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
+        session = self._sessions.get(graph) or self._open(graph)
+        return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+
+    def _open(self, graph: str) -> Any:
+        """The session of ``graph``, opened by the first thread that needs it."""
         from export.sessions import open_session
 
-        if graph not in self._sessions:
-            self._sessions[graph] = open_session(self.files[graph], self.device, self.threads)
-        session = self._sessions[graph]
-        return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+        with self._opening:
+            if graph not in self._sessions:
+                self._sessions[graph] = open_session(self.files[graph], self.device, self.threads)
+            return self._sessions[graph]
 
 
 def _no_onnx_message(bundle, skipped: list[str]) -> str:

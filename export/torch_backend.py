@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from export.manifest import read_manifest, trt_name
-from export.runtime import Backend, BackendError, graphs_of
+from export.runtime import Backend, BackendError, checked_streams, graphs_of
 from model.bundle.files import TRT_MANIFEST
 from model.core.errors import one_line
 
@@ -71,23 +71,55 @@ class TorchBackend(Backend):
         if self.device.type == "cpu" and not torch.cuda.is_available():
             skip_gpu_compiler()
         self.precision = None if precision == "fp32" else precision
+        self.threads: int | None = None  # per stream, once set_streams has run on the CPU
+        self._threads_before: int | None = None  # the process's thread count set_streams changed
         self._modules: dict[str, Any] = {}
 
     def _detail(self) -> str:
-        return f"{self.device}, {self.precision or 'fp32'}, channels-last"
+        return f"{self.device}, {self.precision or 'fp32'}, channels-last{self._streams_detail(self.threads)}"
+
+    def set_streams(self, streams: int | None = None, cores: int | None = None) -> None:
+        """On the CPU: ``streams`` calls at once (default 2 on 2+ cores) with ``cores // streams``
+        threads each (:func:`export.streams.cpu_streams`). PyTorch has one thread count per
+        process, so this sets ``torch.set_num_threads`` for the whole process. On CUDA: ``streams``
+        calls (default 1)."""
+        import torch
+
+        from export.streams import cpu_streams
+
+        if self.device.type != "cpu":
+            super().set_streams(streams, cores)
+            return
+        self.concurrency, self.threads = cpu_streams(checked_streams(streams), cores)
+        if self._threads_before is None:
+            self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def close(self) -> None:
+        """PyTorch's thread count back to what it was before :meth:`set_streams`."""
+        import torch
+
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def _module(self, graph: str):
+        module = self._modules.get(graph)
+        if module is None:
+            with self._opening:  # built once, by the first thread that needs it
+                module = self._modules.get(graph) or self._build(graph)
+                self._modules[graph] = module
+        return module
+
+    def _build(self, graph: str):
         import torch
 
         from export.graphs import build_graph
 
-        if graph not in self._modules:
-            if self.device.type == "cpu":  # weights stay the bundle's arrays, shared by the graphs
-                self._modules[graph] = build_graph(self.bundle, graph, share=True)
-            else:
-                module = build_graph(self.bundle, graph).to(self.device)
-                self._modules[graph] = module.to(memory_format=torch.channels_last)
-        return self._modules[graph]
+        if self.device.type == "cpu":  # weights stay the bundle's arrays, shared by the graphs
+            return build_graph(self.bundle, graph, share=True)
+        module = build_graph(self.bundle, graph).to(self.device)
+        return module.to(memory_format=torch.channels_last)
 
     def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
         import torch

@@ -31,19 +31,16 @@ from geo.ray_runtime import assigned_cpus, this_node
 
 FILE_RETRIES = 3  # attempts after the first when a worker process dies mid-file
 
-_models: dict[tuple[str, str], _Model] = {}  # (bundle, backend) -> model, per worker process
+_models: dict[tuple[str, str, int | None], _Model] = {}  # (bundle, backend, streams) -> model, per worker process
 _bundles: dict[str, _Model] = {}  # bundle -> model without a backend of its own (split files)
 
 
-def worker_model(bundle: str, backend: str) -> _Model:
+def worker_model(bundle: str, backend: str, streams: int | None = None) -> _Model:
     """The bundle and backend of this worker process, opened on first use (``geo.map._load_model``);
-    an ONNX backend gets the task's CPUs as its thread count instead of every core of the node."""
-    key = (bundle, backend)
+    its ``streams`` (None: default) share the task's CPUs, not every core of the node."""
+    key = (bundle, backend, streams)
     if key not in _models:
-        model = _load_model(bundle, backend)
-        if getattr(model.backend, "threads", 0) is None:
-            model.backend.threads = assigned_cpus()
-        _models[key] = model
+        _models[key] = _load_model(bundle, backend, streams, cores=assigned_cpus())
     return _models[key]
 
 
@@ -62,7 +59,7 @@ def worker_bundle(bundle: str) -> _Model:
 def map_file(path: str, out_root: str, bundle: str, backend: str, options: MapOptions,
              cluster: dict[str, Any]) -> FileResult:
     """Map one input in this task (module doc); ``cluster``: the cluster's description."""
-    model = worker_model(bundle, backend)
+    model = worker_model(bundle, backend, options.streams)
     extra = {"cluster": {**cluster, "node": this_node(), "split": False}}
     return _map_one(Path(path), Path(out_root), {}, replace(model, run_extra=extra), options)
 

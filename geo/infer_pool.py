@@ -52,8 +52,7 @@ class InferenceActor:
         except (GeoaudioError, OSError) as e:
             self.error = one_line(e)
             return
-        if getattr(self.backend, "threads", 0) is None:  # ONNX sessions: Ray's CPU share, not every core
-            self.backend.threads = assigned_cpus()
+        self.backend.set_streams(1, cores=assigned_cpus())  # an actor runs one call at a time, on Ray's CPU share
 
     def profile(self) -> dict[str, Any]:
         """The backend's name, description and heads (``PROFILE_KEYS``), where the actor runs, and

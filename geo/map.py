@@ -88,7 +88,9 @@ class MapOptions:
     (None: no limit, ``--force-large``); ``wait``: wait for another process mapping the same output
     folder instead of reporting it busy; ``check_space``: refuse an input whose estimated writes
     exceed the free space; ``allow_resample``: map an input more than 8x coarser than the bundle
-    (``geo.grid.resample_refusal``, refused by default before anything is read or written)."""
+    (``geo.grid.resample_refusal``, refused by default before anything is read or written);
+    ``streams``: inference calls at once, the cores split between them (None: the backend's
+    default, 2 on a CPU of 2+ cores, :mod:`export.streams`)."""
 
     stride: int | None = None
     bands: tuple[int, int, int] | None = None
@@ -105,6 +107,7 @@ class MapOptions:
     wait: bool = False
     check_space: bool = True
     allow_resample: bool = False
+    streams: int | None = None
 
     def product_key(self) -> dict[str, Any]:
         """The options that change the products (compared with run.json to decide a skip)."""
@@ -153,7 +156,7 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike 
     (unless ``options.wait``).
     """
     paths = expand_inputs(paths)
-    model = _load_model(bundle_dir, backend)
+    model = _load_model(bundle_dir, backend, options.streams)
     check_stride(options.stride, model.bundle.image_input.tile_size)
     out_root = Path(out_dir)
     results: list[FileResult] = []
@@ -170,6 +173,7 @@ def map_files(paths: Sequence[str | os.PathLike], bundle_dir: str | os.PathLike 
             bar.update(1)
     finally:
         bar.close()
+        model.backend.close()  # e.g. PyTorch's thread count, which the streams set for the process
     return results
 
 
@@ -193,14 +197,17 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def _load_model(bundle_dir: str | os.PathLike | Bundle, backend: str) -> _Model:
+def _load_model(bundle_dir: str | os.PathLike | Bundle, backend: str, streams: int | None = None,
+                cores: int | None = None) -> _Model:
     """The bundle (loaded once, by ``open_backend``), its content hash (computed once and kept on
-    the Bundle), the backend and the gallery lookup, shared by every file of the batch."""
+    the Bundle), the backend set up for ``streams`` inference calls at once on ``cores`` CPU cores
+    (``Backend.set_streams``; None: defaults), and the gallery lookup, shared by every file of the batch."""
     from export.runtime import open_backend
 
     engine = open_backend(bundle_dir, name=backend)
+    engine.set_streams(streams, cores)
     bundle = engine.bundle
-    return _Model(bundle, bundle.content_hash(), engine, _gallery_lookup(bundle))
+    return _Model(bundle, bundle.content_hash(), engine, _gallery_lookup(bundle), infer_workers=engine.concurrency)
 
 
 def _gallery_lookup(bundle: Any) -> GalleryLookup | None:
@@ -531,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "interpretation, else 1,2,3)")
     p.add_argument("--batch", type=_positive_int, default=32, metavar="N", help="tiles per inference call (32)")
     p.add_argument("--workers", type=_positive_int, default=2, metavar="K", help="reader threads (2)")
+    p.add_argument("--streams", type=_positive_int, default=None, metavar="N",
+                   help="inference calls at once, the CPU cores split between them (default: 2 on a CPU of 2 or "
+                        "more cores, each with half the cores' threads; 1 on a GPU)")
     p.add_argument("--min-area", type=_non_negative, default=None, metavar="M2",
                    help=f"smallest land-cover polygon in landcover.gpkg, metres² (default: "
                         f"{MIN_AREA_PIXELS} land-cover pixels)")
@@ -594,7 +604,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
                          checkpoint_s=args.checkpoint_every, on_progress=json_lines() if args.progress_json else None,
                          max_tiles=None if args.force_large else args.max_tiles, wait=args.wait,
-                         check_space=not args.ignore_free_space, allow_resample=args.allow_resample)
+                         check_space=not args.ignore_free_space, allow_resample=args.allow_resample,
+                         streams=args.streams)
     if args.ray:
         from geo.cluster import map_on_cluster  # the one way into Ray (docs/scale.md)
 

@@ -141,3 +141,33 @@ def test_edge_modules_do_not_import_lightning(bundle_dir):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == "onnx-int8"
+
+
+@pytest.mark.parametrize("name", ["torch", "onnx", "onnx-int8"])
+def test_two_streams_give_the_outputs_of_one_call_at_a_time(bundle_dir, tiles, name):
+    """On 2 cores a CPU backend serves 2 calls at once with 1 thread each (export.streams); calls
+    from two threads at once, the first of them opening the graphs, give the serial outputs;
+    close() puts PyTorch's process-wide thread count back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    threads_before = torch.get_num_threads()
+    backend = open_backend(bundle_dir, name, device="cpu")
+    backend.set_streams(cores=2)
+    assert (backend.concurrency, backend.threads) == (2, 1)
+    assert "2 streams x 1 thread" in backend.describe()
+    with ThreadPoolExecutor(2) as pool:
+        parallel = list(pool.map(lambda i: backend.embed_and_score(tiles[i:i + 3]), [0, 2]))
+    serial = open_backend(bundle_dir, name, device="cpu")
+    serial.set_streams(1, cores=1)
+    assert (serial.concurrency, serial.threads) == (1, 1)
+    for (emb, scores), i in zip(parallel, [0, 2]):
+        want_emb, want_scores = serial.embed_and_score(tiles[i:i + 3])
+        np.testing.assert_allclose(emb, want_emb, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
+    with pytest.raises(BackendError, match="streams must be >= 1"):
+        backend.set_streams(0)
+    serial.close()
+    backend.close()
+    assert torch.get_num_threads() == threads_before
