@@ -104,6 +104,20 @@ class Backend:
         (:mod:`export.streams`)."""
         self.concurrency = checked_streams(streams) or 1
 
+    def prepare(self, landcover: bool = True) -> None:
+        """Open now the graphs that mapping runs (``geo.pipeline.infer``: the image encoder with the
+        soundscape head when there is one, and the land-cover graph when ``landcover`` and the
+        bundle has it), so that building them (PyTorch modules, ONNX Runtime sessions: seconds)
+        is part of opening the backend, once per command, not of the first file's first batch."""
+        graphs = ["image_soundscape" if self.has_soundscape else "image_encoder"]
+        if landcover and self.has_landcover:
+            graphs.append("landcover")
+        for graph in graphs:
+            self._prepare_graph(graph)
+
+    def _prepare_graph(self, graph: str) -> None:
+        """Build or open ``graph`` (nothing for a backend without graphs of its own)."""
+
     def close(self) -> None:
         """Undo what :meth:`set_streams` changed for the whole process (PyTorch's thread count);
         nothing for a backend that changed nothing. The backend may still be used afterwards."""
@@ -294,6 +308,9 @@ class OnnxBackend(Backend):
         with self._opening:
             self.concurrency, self.threads = cpu_streams(checked_streams(streams), cores)
             self._sessions = {}
+
+    def _prepare_graph(self, graph: str) -> None:
+        self._open(graph)
 
     def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
         session = self._sessions.get(graph) or self._open(graph)

@@ -103,6 +103,9 @@ class TorchBackend(Backend):
             torch.set_num_threads(self._threads_before)
             self._threads_before = None
 
+    def _prepare_graph(self, graph: str) -> None:
+        self._module(graph)
+
     def _module(self, graph: str):
         module = self._modules.get(graph)
         if module is None:

@@ -201,11 +201,13 @@ def _load_model(bundle_dir: str | os.PathLike | Bundle, backend: str, streams: i
                 cores: int | None = None) -> _Model:
     """The bundle (loaded once, by ``open_backend``), its content hash (computed once and kept on
     the Bundle), the backend set up for ``streams`` inference calls at once on ``cores`` CPU cores
-    (``Backend.set_streams``; None: defaults), and the gallery lookup, shared by every file of the batch."""
+    (``Backend.set_streams``; None: defaults) with its graphs opened (``Backend.prepare``), and the
+    gallery lookup, shared by every file of the batch."""
     from export.runtime import open_backend
 
     engine = open_backend(bundle_dir, name=backend)
     engine.set_streams(streams, cores)
+    engine.prepare()
     bundle = engine.bundle
     return _Model(bundle, bundle.content_hash(), engine, _gallery_lookup(bundle), infer_workers=engine.concurrency)
 

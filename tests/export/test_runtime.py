@@ -157,6 +157,9 @@ def test_two_streams_give_the_outputs_of_one_call_at_a_time(bundle_dir, tiles, n
     backend.set_streams(cores=2)
     assert (backend.concurrency, backend.threads) == (2, 1)
     assert "2 streams x 1 thread" in backend.describe()
+    backend.prepare(landcover=False)  # what geo.map opens before its first file: the graphs it runs
+    opened = backend._modules if name == "torch" else backend._sessions
+    assert set(opened) == {"image_soundscape"}
     with ThreadPoolExecutor(2) as pool:
         parallel = list(pool.map(lambda i: backend.embed_and_score(tiles[i:i + 3]), [0, 2]))
     serial = open_backend(bundle_dir, name, device="cpu")
