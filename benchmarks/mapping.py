@@ -15,7 +15,10 @@ head; ``--tile-size`` px at ``--gsd`` m; exported to ONNX and INT8 first) and ea
 Rasters are RGB uint8 GeoTIFFs (EPSG:32632, 512 px tiles, ZSTD) written block row by block row
 from a repeating procedural pattern (fields, roads, water, noise). Measured side by side in one run:
 
-- **model-only** tiles/s per backend: ``geo.pipeline.infer`` on preloaded tiles, after a warm-up;
+- **model-only** tiles/s per backend: ``geo.pipeline.infer`` on preloaded tiles, after a warm-up,
+  with as many calls at once as geo.map runs (``Backend.set_streams``: 2 streams on a CPU of 2+
+  cores, :mod:`export.streams`); measured right before and right after each end-to-end run and
+  averaged, because the speed of a shared machine drifts by 10-20 % within minutes;
 - **io-only** tiles/s per case: ``geo.map --backend null`` (export.null_backend: same tiles read,
   same products written, no inference);
 - **end to end** per backend and case: ``geo.map`` in a child process; ``pipeline`` is the
@@ -120,18 +123,23 @@ def preload_tiles(raster: Path, tile_size: int, gsd: float, n: int) -> np.ndarra
 
 
 def model_only(backend, tiles: np.ndarray, batch: int, min_seconds: float) -> float:
-    """Tiles/s of ``geo.pipeline.infer`` (every head geo.map runs) on preloaded tiles."""
+    """Tiles/s of ``geo.pipeline.infer`` (every head geo.map runs) on preloaded tiles, set up as
+    geo.map sets it up (``Backend.set_streams`` defaults): ``backend.concurrency`` calls at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from geo.pipeline import infer
 
-    infer(backend, tiles[:batch])  # warm-up: graph building, allocator
-    done, start = 0, time.perf_counter()
-    while True:
-        for i in range(0, len(tiles), batch):
-            infer(backend, tiles[i:i + batch])
-            done += len(tiles[i:i + batch])
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return done / elapsed
+    backend.set_streams()
+    starts = range(0, len(tiles), batch)
+    with ThreadPoolExecutor(backend.concurrency) as pool:
+        list(pool.map(lambda i: infer(backend, tiles[i:i + batch]), starts))  # warm-up: graphs, allocator
+        done, start = 0, time.perf_counter()
+        while True:
+            list(pool.map(lambda i: infer(backend, tiles[i:i + batch]), starts))
+            done += len(tiles)
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                return done / elapsed
 
 
 def _tree_rss(proc) -> int:
@@ -250,31 +258,36 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     calibration = next(iter(rasters.values()))
     subprocess.run([sys.executable, "-m", "export.onnx", "--bundle", str(bundle), "--int8", "--calibration",
                     str(calibration), "--calibration-tiles", "64"], cwd=ROOT, check=True, capture_output=True)
-    model_rates = {}
+    backends, tiles = {}, {}
     for name in args.backends:
         try:
             backend = open_backend(bundle, name=name, device="cpu" if name.startswith("onnx") else None)
         except (BackendError, ValueError) as e:
             print(f"{name}: skipped ({e})")
             continue
-        tiles = preload_tiles(calibration, backend.tile_size, backend.bundle.image_input.gsd, args.preload)
-        model_rates[name] = model_only(backend, tiles, args.batch, args.min_seconds)
-        del backend
+        backends[name] = backend
+        tiles[name] = preload_tiles(calibration, backend.tile_size, backend.bundle.image_input.gsd, args.preload)
     cases = []
     for case, raster in rasters.items():
         io_timings, io_peak = end_to_end(raster, bundle, "null", work / "out_null", args.batch, args.workers)
         io_pipeline, io_total = rates(io_timings)
         rows = []
-        for name, alone in model_rates.items():
+        for name, backend in backends.items():
+            before = model_only(backend, tiles[name], args.batch, args.min_seconds)
             timings, peak = end_to_end(raster, bundle, name, work / f"out_{name}", args.batch, args.workers)
+            after = model_only(backend, tiles[name], args.batch, args.min_seconds)
+            alone = (before + after) / 2
             pipeline, total = rates(timings)
-            rows.append({"backend": name, "tiles": timings["tiles"], "model_only": alone,
+            rows.append({"backend": name, "setup": backend.describe(), "tiles": timings["tiles"],
+                         "model_only": alone, "model_only_before": before, "model_only_after": after,
                          "pipeline": pipeline, "total": total,
                          "bound_pipeline": bound(alone, io_pipeline), "bound_total": bound(alone, io_total),
                          "pipeline_of_bound": pipeline / bound(alone, io_pipeline),
                          "total_of_bound": total / bound(alone, io_total),
                          "pipeline_of_model": pipeline / alone, "total_of_model": total / alone,
                          "peak_rss_mib": peak / 2**20, "timings": timings})
+            print(f"{case} {name}: pipeline {pipeline:.1f}, total {total:.1f}, model-only {before:.1f} / "
+                  f"{after:.1f} tiles/s, peak RSS {peak / 2**20:.0f} MiB", flush=True)
         cases.append({"case": case, "raster": str(raster.name), "io_only_pipeline": io_pipeline,
                       "io_only_total": io_total, "io_only_peak_rss_mib": io_peak / 2**20, "rows": rows})
     return {"tile_size": args.tile_size, "gsd": args.gsd, "batch": args.batch, "workers": args.workers,
