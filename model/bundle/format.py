@@ -31,6 +31,7 @@ from model.bundle.audio import AudioConfig
 from model.bundle.encoder_spec import EncoderSpec, EncoderSpecError, infer_spec
 from model.bundle.files import META_FILE, REQUIRED_FILES, WEIGHTS_FILE
 from model.bundle.image_input import ImageInput
+from model.bundle.tensor_file import TensorFile, shapes_of
 from model.bundle.validation import check_meta
 from model.core.atomic import staging_dir, write_atomic, write_text_atomic
 from model.core.distance import DISTANCES
@@ -49,11 +50,12 @@ class BundleError(GeoaudioError, ValueError):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: its folder, its metadata and its tensors (NumPy arrays by name)."""
+    """A loaded bundle: its folder, its metadata and its tensors (NumPy arrays by name, each read
+    from weights.safetensors on first use: :class:`model.bundle.tensor_file.TensorFile`)."""
 
     path: Path
     meta: dict[str, Any]
-    tensors: dict[str, np.ndarray] = field(repr=False)
+    tensors: Mapping[str, np.ndarray] = field(repr=False)
     _content_hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -84,7 +86,7 @@ class Bundle:
     def part_tensors(self, part: str) -> dict[str, np.ndarray]:
         """Tensors of one part with the ``part.`` prefix removed."""
         prefix = f"{part}."
-        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix):]: self.tensors[k] for k in self.tensors if k.startswith(prefix)}  # reads only these
 
     def encoder_spec(self, part: str) -> EncoderSpec:
         """The :class:`~model.bundle.encoder_spec.EncoderSpec` of ``image_encoder`` or ``audio_encoder``."""
@@ -138,15 +140,15 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+def _read_tensors(path: Path) -> TensorFile:
+    """The weights file opened and its header checked; tensors are read when first used."""
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
 
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{path}: {WEIGHTS_FILE} missing")
     try:
-        return load_file(str(weights))
+        return TensorFile(weights)
     except (SafetensorError, OSError, ValueError) as e:
         raise BundleError(f"{weights}: unreadable safetensors file ({e})") from None
 
@@ -157,7 +159,7 @@ def _check_encoder(path: Path, meta: dict[str, Any], tensors: Mapping[str, np.nd
     except (TypeError, ValueError, KeyError) as e:
         raise BundleError(f"{path}: {part} spec in {META_FILE} is invalid ({e})") from None
     prefix = f"{part}."
-    own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    own = {k[len(prefix):]: v for k, v in shapes_of(tensors).items() if k.startswith(prefix)}
     if not own:
         raise BundleError(f"{path}: {WEIGHTS_FILE} has no {part} tensors")
     try:
