@@ -19,6 +19,8 @@ from a repeating procedural pattern (fields, roads, water, noise). Measured side
   with as many calls at once as geo.map runs (``Backend.set_streams``: 2 streams on a CPU of 2+
   cores, :mod:`export.streams`); measured right before and right after each end-to-end run and
   averaged, because the speed of a shared machine drifts by 10-20 % within minutes;
+- an end-to-end run whose pipeline takes under ``--short-seconds`` (20) is made ``--repeats`` (3)
+  times and the one with the median pipeline rate kept (the 729-tile INT8 runs take 4 s);
 - **io-only** tiles/s per case: ``geo.map --backend null`` (export.null_backend: same tiles read,
   same products written, no inference);
 - **end to end** per backend and case: ``geo.map`` in a child process; ``pipeline`` is the
@@ -183,6 +185,22 @@ def end_to_end(raster: Path, bundle: Path, backend: str, out: Path, batch: int, 
     return info["timings"], peak[0]
 
 
+def steady_end_to_end(raster: Path, bundle: Path, backend: str, out: Path,
+                      args: argparse.Namespace) -> tuple[dict, int, int]:
+    """:func:`end_to_end`, run ``args.repeats`` times in all when its pipeline took less than
+    ``args.short_seconds`` (a few seconds of a shared machine's hiccups would decide the figure):
+    (the timings of the run with the median pipeline rate, the highest peak RSS, runs made)."""
+    timings, peak = end_to_end(raster, bundle, backend, out, args.batch, args.workers)
+    found = [timings]
+    if timings["pipeline_s"] < args.short_seconds:
+        for _ in range(args.repeats - 1):
+            more, more_peak = end_to_end(raster, bundle, backend, out, args.batch, args.workers)
+            found.append(more)
+            peak = max(peak, more_peak)
+    found.sort(key=lambda t: rates(t)[0])
+    return found[len(found) // 2], peak, len(found)
+
+
 def query_speed(folder: Path, cells: int = 100_000, dim: int = 128, repeats: int = 5) -> float:
     """Best-of seconds for query_embeddings (read + distances + ranks) over ``cells`` x ``dim``."""
     import rasterio
@@ -220,6 +238,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="geo.map reader threads (2)")
     p.add_argument("--preload", type=int, default=128, help="tiles preloaded for the model-only rate")
     p.add_argument("--min-seconds", type=float, default=10.0, help="least time of a model-only measurement")
+    p.add_argument("--short-seconds", type=float, default=20.0,
+                   help="an end-to-end run whose pipeline takes less than this is run --repeats times (20)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of a short end-to-end case; the median is kept (3)")
     p.add_argument("--no-query", action="store_true", help="skip the geo.query timing")
     p.add_argument("--work", type=Path, default=None, help="working folder (default: a temp folder)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -274,7 +295,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         rows = []
         for name, backend in backends.items():
             before = model_only(backend, tiles[name], args.batch, args.min_seconds)
-            timings, peak = end_to_end(raster, bundle, name, work / f"out_{name}", args.batch, args.workers)
+            timings, peak, runs = steady_end_to_end(raster, bundle, name, work / f"out_{name}", args)
             after = model_only(backend, tiles[name], args.batch, args.min_seconds)
             alone = (before + after) / 2
             pipeline, total = rates(timings)
@@ -285,7 +306,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
                          "pipeline_of_bound": pipeline / bound(alone, io_pipeline),
                          "total_of_bound": total / bound(alone, io_total),
                          "pipeline_of_model": pipeline / alone, "total_of_model": total / alone,
-                         "peak_rss_mib": peak / 2**20, "timings": timings})
+                         "peak_rss_mib": peak / 2**20, "runs": runs, "timings": timings})
             print(f"{case} {name}: pipeline {pipeline:.1f}, total {total:.1f}, model-only {before:.1f} / "
                   f"{after:.1f} tiles/s, peak RSS {peak / 2**20:.0f} MiB", flush=True)
         cases.append({"case": case, "raster": str(raster.name), "io_only_pipeline": io_pipeline,
