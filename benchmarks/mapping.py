@@ -125,13 +125,12 @@ def preload_tiles(raster: Path, tile_size: int, gsd: float, n: int) -> np.ndarra
 
 
 def model_only(backend, tiles: np.ndarray, batch: int, min_seconds: float) -> float:
-    """Tiles/s of ``geo.pipeline.infer`` (every head geo.map runs) on preloaded tiles, set up as
-    geo.map sets it up (``Backend.set_streams`` defaults): ``backend.concurrency`` calls at once."""
+    """Tiles/s of ``geo.pipeline.infer`` (every head geo.map runs) on preloaded tiles with
+    ``backend.concurrency`` calls at once (the backend set up as geo.map sets it up, :func:`measure`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from geo.pipeline import infer
 
-    backend.set_streams()
     starts = range(0, len(tiles), batch)
     with ThreadPoolExecutor(backend.concurrency) as pool:
         list(pool.map(lambda i: infer(backend, tiles[i:i + batch]), starts))  # warm-up: graphs, allocator
@@ -286,6 +285,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         except (BackendError, ValueError) as e:
             print(f"{name}: skipped ({e})")
             continue
+        backend.set_streams()  # geo.map's defaults (export.streams)
         backends[name] = backend
         tiles[name] = preload_tiles(calibration, backend.tile_size, backend.bundle.image_input.gsd, args.preload)
     cases = []

@@ -34,7 +34,7 @@ class TensorFile(Mapping[str, np.ndarray]):
 
         self.path = Path(path)
         self._file: Any = safe_open(str(self.path), framework="numpy")
-        self._names = list(self._file.keys())
+        self._names = dict.fromkeys(self._file.keys())  # ordered, O(1) membership
         self._loaded: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
